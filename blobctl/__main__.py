@@ -1,0 +1,3 @@
+from blobctl.cli import main
+
+main()

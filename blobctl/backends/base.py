@@ -1,0 +1,99 @@
+"""The one small interface every remote kind implements: bytes by key.
+
+Keys are '/'-separated relative paths in the store layout ('objects/ab/cdef…',
+'refs/datasets/x'). Backends know nothing of hashes, zstd or names: the store validates
+keys before they get here and verifies every byte that comes back.
+
+Errors: a missing key raises NotFoundError; a write to a read-only backend raises
+ReadOnlyError (checked here, in one place); every other failure (unreachable, timeout after
+retries, refused, bad credentials, missing bucket) raises RemoteError with one clear line.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from blobctl.errors import ReadOnlyError
+
+#: Largest ref body a backend will read: refs hold one hash and a newline.
+MAX_REF_BYTES = 200
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """Connection settings shared by all remote kinds (from config and AWS_* variables)."""
+
+    timeout: float = 30.0  # seconds allowed per request
+    retries: int = 3  # further attempts after a transient failure, with backoff
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_session_token: str | None = None
+
+    def __repr__(self) -> str:  # never leak credentials through a repr in a traceback/log
+        return f"RemoteSettings(timeout={self.timeout}, retries={self.retries}, s3_endpoint={self.s3_endpoint!r})"
+
+
+class Backend(abc.ABC):
+    """A remote store addressed by a URL; see the module docstring for the contract."""
+
+    def __init__(self, url: str, *, read_only: bool = False):
+        self.url = url
+        self.read_only = read_only
+
+    # -- reads --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def open_read(self, key: str) -> BinaryIO:
+        """A readable stream of the key's bytes (caller closes it). NotFoundError if absent."""
+
+    def read_bytes(self, key: str, limit: int = MAX_REF_BYTES) -> bytes:
+        """The whole value of a small key; RemoteError if it is larger than `limit`."""
+        from blobctl.errors import RemoteError
+
+        with self.open_read(key) as stream:
+            data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise RemoteError(f"{self.url}: {key} is larger than {limit} bytes; refusing to read it")
+        return data
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether the key is present (a cheap HEAD/stat, not a download)."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys starting with `prefix`. UsageError if this kind cannot list (plain HTTP)."""
+
+    # -- writes (read-only enforced here, once) -----------------------------------------
+    def write(self, key: str, source: BinaryIO, size: int, *, if_absent: bool = False) -> bool:
+        """Store `size` bytes read from `source` under `key`, atomically: readers see the
+        old value or the whole new one, never a part. With `if_absent`, leave an existing
+        key alone (conditional create where the server supports it) and return False."""
+        self._check_writable(key)
+        return self._write(key, source, size, if_absent=if_absent)
+
+    def delete(self, key: str) -> None:
+        """Remove the key; a missing key is not an error."""
+        self._check_writable(key)
+        self._delete(key)
+
+    def _check_writable(self, key: str) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"cannot write {key} to {self.url}: the remote is read-only",
+                                "mount it without --read-only if the server accepts writes")
+
+    @abc.abstractmethod
+    def _write(self, key: str, source: BinaryIO, size: int, *, if_absent: bool) -> bool: ...
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    def close(self) -> None:
+        """Release connections; the default has none."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

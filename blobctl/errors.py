@@ -1,0 +1,82 @@
+"""The one exception family blobctl raises on purpose.
+
+Every error carries its exit code and a one-line message (what failed, on which key or
+path, and what to do). The CLI turns them into stderr text in exactly one place.
+"""
+
+from __future__ import annotations
+
+# Documented exit codes (README "Exit codes").
+EXIT_OK = 0
+EXIT_FAILURE = 1  # I/O error, disk full, permission denied, anything unexpected
+EXIT_USAGE = 2  # bad arguments, invalid key/name/size, malformed config
+EXIT_NOT_FOUND = 3  # key, name, file or object does not exist
+EXIT_INTEGRITY = 4  # stored or fetched data failed verification; fsck found problems
+EXIT_REMOTE = 5  # a remote store could not be reached or refused the request
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class BlobctlError(Exception):
+    """Base class: a failure with a one-line message and an exit code."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(BlobctlError):
+    """The user asked for something malformed: fix the input and retry."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A config file or value is malformed; the message names the file and line."""
+
+
+class NotFoundError(BlobctlError):
+    """A key, name, object or file does not exist."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class IntegrityError(BlobctlError):
+    """Data does not match its hash, or a zstd frame is damaged."""
+
+    exit_code = EXIT_INTEGRITY
+
+
+class RemoteError(BlobctlError):
+    """A remote store failed: unreachable, timed out, refused, or answered nonsense."""
+
+    exit_code = EXIT_REMOTE
+
+
+class ReadOnlyError(UsageError):
+    """A write was aimed at a read-only mount or backend."""
+
+
+def from_os_error(exc: OSError, action: str, path: object) -> BlobctlError:
+    """Turn an OSError into one clear line: what we were doing, on which path, what to do."""
+    import errno
+
+    reason = exc.strerror or str(exc)
+    code = exc.errno
+    if code == errno.ENOENT:
+        return NotFoundError(f"cannot {action} {path}: no such file or directory")
+    if code in (errno.EACCES, errno.EPERM):
+        return BlobctlError(f"cannot {action} {path}: permission denied", "check the file's permissions")
+    if code == errno.EROFS:
+        return BlobctlError(f"cannot {action} {path}: read-only file system")
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return BlobctlError(f"cannot {action} {path}: no space left on device",
+                            "free space or lower max_size and run 'blobctl gc'")
+    if code == errno.EISDIR:
+        return UsageError(f"cannot {action} {path}: it is a directory")
+    return BlobctlError(f"cannot {action} {path}: {reason}")

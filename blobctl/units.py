@@ -1,0 +1,79 @@
+"""Parse and format human sizes ("20 GB", "512MiB") and ages ("30d", "1h30m")."""
+
+from __future__ import annotations
+
+import re
+
+from blobctl.errors import UsageError
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGE_PART_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_MAX_SIZE = 2**63 - 1
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from an int or a string like '20 GB', '1.5GiB', '0'. Decimal units are SI."""
+    if isinstance(text, bool):
+        raise UsageError(f"invalid size {text!r}", "use a number of bytes or e.g. '20 GB'")
+    if isinstance(text, int):
+        if text < 0:
+            raise UsageError(f"invalid size {text!r}: must not be negative")
+        return text
+    match = _SIZE_RE.match(str(text)) if len(str(text)) <= 64 else None
+    unit = match and _SIZE_UNITS.get(match.group(2).lower())
+    if not match or unit is None:
+        raise UsageError(f"invalid size {text!r}", "use e.g. '500MB', '20 GB' or '1GiB'")
+    value = int(float(match.group(1)) * unit)
+    if value > _MAX_SIZE:
+        raise UsageError(f"invalid size {text!r}: too large")
+    return value
+
+
+def parse_age(text: str | int) -> float:
+    """Seconds from an int or a string like '30d', '1h30m', '90s', '0'."""
+    if isinstance(text, bool):
+        raise UsageError(f"invalid age {text!r}", "use e.g. '1h', '30d' or '0'")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise UsageError(f"invalid age {text!r}: must not be negative")
+        return float(text)
+    compact = str(text).replace(" ", "").lower()
+    if compact.isdigit():
+        return float(compact)
+    parts = _AGE_PART_RE.findall(compact) if len(compact) <= 64 else []
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise UsageError(f"invalid age {text!r}", "use e.g. '90s', '1h30m', '30d' or '2w'")
+    return sum(float(n) * _AGE_UNITS[u] for n, u in parts)
+
+
+def format_size(n: int | None) -> str:
+    """'1.5 GB' style, SI units like `ls -h --si`; exact bytes below 1 kB."""
+    if n is None:
+        return "-"
+    if abs(n) < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
+        value /= 1000
+        if abs(value) < 1000 or unit == "PB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_age(seconds: float | None) -> str:
+    """'3d', '5h', '42s': the largest whole unit, for human tables."""
+    if seconds is None:
+        return "-"
+    seconds = int(max(seconds, 0))
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
