@@ -1,0 +1,72 @@
+"""blobctl config get|set|unset|list|path."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from blobctl import render
+from blobctl.cli import app
+from blobctl.cli.common import JsonOption, load_config
+from blobctl.config import SETTINGS, known_setting, mask
+from blobctl.render import Column
+
+config_app = typer.Typer(help="Read and write settings (store config.toml, or the user's with --user).",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+UserOption = Annotated[bool, typer.Option("--user", help="The user config instead of the store's.")]
+
+
+def _shown(value: object) -> str:
+    return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@config_app.command("get")
+def config_get(ctx: typer.Context, key: Annotated[str, typer.Argument(help="A setting, e.g. max_size.")]) -> None:
+    """Print the effective value of a setting (secrets masked)."""
+    setting = known_setting(key)
+    value, _ = load_config(ctx).lookup(key)
+    print(_shown(mask(setting, value)))
+
+
+@config_app.command("set")
+def config_set(ctx: typer.Context, key: Annotated[str, typer.Argument()],
+               value: Annotated[str, typer.Argument()], user: UserOption = False) -> None:
+    """Validate and save a setting."""
+    config = load_config(ctx)
+    config.set(key, value, user=user)
+    render.message(f"{key} set in {config.file_for(user).path}")
+
+
+@config_app.command("unset")
+def config_unset(ctx: typer.Context, key: Annotated[str, typer.Argument()], user: UserOption = False) -> None:
+    """Remove a setting from a config file (the next layer's value applies)."""
+    config = load_config(ctx)
+    removed = config.unset(key, user=user)
+    render.message(f"{key} {'removed from' if removed else 'was not set in'} {config.file_for(user).path}")
+
+
+@config_app.command("list")
+def config_list(ctx: typer.Context,
+                show_origin: Annotated[bool, typer.Option("--show-origin", help="Say where each value comes from.")] = False,
+                as_json: JsonOption = False) -> None:
+    """Every setting with its effective value (secrets masked)."""
+    config = load_config(ctx)
+    rows = []
+    for key, setting in SETTINGS.items():
+        value, origin = config.lookup(key)
+        rows.append({"key": key, "value": mask(setting, value), "origin": origin})
+    if as_json:
+        render.emit_json(rows)
+        return
+    columns = [Column("key"), Column("value")] + ([Column("origin")] if show_origin else [])
+    render.table(columns, [[r["key"], _shown(r["value"])] + ([r["origin"]] if show_origin else [])
+                           for r in rows])
+
+
+@config_app.command("path")
+def config_path(ctx: typer.Context, user: UserOption = False) -> None:
+    """Print the path of the store's (or the user's) config file."""
+    print(load_config(ctx).file_for(user).path)

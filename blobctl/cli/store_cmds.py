@@ -1,0 +1,235 @@
+"""put, get, ls, rm, stat: the local store's everyday commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from blobctl import render
+from blobctl.cli import app
+from blobctl.cli.common import JsonOption, open_store
+from blobctl.errors import BlobctlError, UsageError
+from blobctl.render import Column
+
+
+def _parse_range(text: str | None) -> tuple[int, int | None]:
+    """'START:END' (END exclusive, either side may be empty) -> (start, end)."""
+    if text is None:
+        return 0, None
+    start, sep, end = text.partition(":")
+    try:
+        lo = int(start) if start else 0
+        hi = int(end) if end else None
+    except ValueError:
+        lo = hi = -1
+    if not sep or lo < 0 or (hi is not None and hi < lo):
+        raise UsageError(f"invalid range {text!r}", "use START:END in bytes, e.g. 0:1024 or 4096:")
+    return lo, hi
+
+
+def _read_paths(zero: bool) -> list[str]:
+    data = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
+    return [p for p in data.split("\0" if zero else "\n") if p]
+
+
+def _put_all(store, paths: list[str]):
+    """Results (or errors) in input order; files go in parallel unless stdin is among them."""
+    if "-" not in paths:
+        yield from store.put_paths(paths)
+        return
+    for path in paths:
+        try:
+            yield store.put_stream(sys.stdin.buffer) if path == "-" else store.put_path(path)
+        except BlobctlError as exc:
+            yield exc
+
+
+@app.command()
+def put(
+    ctx: typer.Context,
+    files: Annotated[Optional[list[str]], typer.Argument(
+        metavar="FILE...", help="Files to store; '-' reads standard input.")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", "-n", help="Bind this name to the stored content (one input only).")] = None,
+    stdin_paths: Annotated[bool, typer.Option(
+        "--stdin-paths", help="Read file paths from stdin, one per line.")] = False,
+    zero: Annotated[bool, typer.Option("-z", help="With --stdin-paths: paths are NUL-separated.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Store files by their SHA-256 and print the hash (sha256sum format for several)."""
+    paths = list(files or [])
+    if stdin_paths:
+        if paths:
+            raise UsageError("--stdin-paths reads paths from stdin; do not also pass FILE arguments")
+        paths = _read_paths(zero)
+    elif not paths:
+        raise UsageError("nothing to put", "pass FILE..., '-' for stdin, or --stdin-paths")
+    if name is not None and len(paths) != 1:
+        raise UsageError("--name binds one input; pass exactly one FILE")
+    if paths.count("-") > 1 or ("-" in paths and stdin_paths):
+        raise UsageError("standard input ('-') can be read only once")
+    from blobctl import keys
+
+    if name is not None:
+        keys.validate_name(name)
+    results, failure = [], None
+    with open_store(ctx) as store:
+        for outcome in _put_all(store, paths):
+            if isinstance(outcome, BlobctlError):
+                render.error_line(str(outcome))
+                failure = failure or outcome
+                continue
+            if name is not None:
+                store.bind(name, outcome.digest)
+                outcome = dataclasses.replace(outcome, name=name)
+            results.append(outcome)
+            if not as_json:
+                single = len(paths) == 1 and not stdin_paths
+                line = outcome.digest if single else f"{outcome.digest}  {outcome.source}"
+                sys.stdout.write(line + "\n")
+    if as_json:
+        render.emit_json([{"hash": r.digest, "size": r.size, "stored": r.stored,
+                           "source": r.source, "created": r.created, "name": r.name}
+                          for r in results])
+    if failure is not None:
+        raise typer.Exit(failure.exit_code)
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="A hash, sha256:HASH, a unique hash prefix (≥ 4 hex) or a name.")],
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout.")] = None,
+    byte_range: Annotated[Optional[str], typer.Option(
+        "--range", metavar="START:END", help="Only bytes START (inclusive) to END (exclusive).")] = None,
+) -> None:
+    """Write an object's original bytes to stdout or a file, verifying its SHA-256."""
+    start, end = _parse_range(byte_range)
+    with open_store(ctx) as store:
+        resolved = store.resolve(key)
+        if output is None or str(output) == "-":
+            store.write_to(resolved, sys.stdout.buffer, start, end)
+            sys.stdout.buffer.flush()
+        else:
+            store.export(resolved, output, start, end)
+
+
+@app.command("ls")
+def list_names(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(help="Only names starting with this.")] = "",
+    objects: Annotated[bool, typer.Option("--objects", help="List every object, named or not.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List names (with sizes) under a prefix, or every object with --objects."""
+    with open_store(ctx) as store:
+        if objects:
+            rows = []
+            for digest in store.iter_objects():
+                size, stored, accessed = store.describe(digest)
+                rows.append({"hash": digest, "size": size, "stored": stored,
+                             "accessed_ns": accessed})
+        else:
+            rows = [{"name": e.name, "hash": e.digest, "size": e.size, "stored": e.stored}
+                    for e in store.list_names(prefix)]
+    if as_json:
+        render.emit_json(rows)
+    elif objects:
+        now = time.time_ns()
+        render.table([Column("hash"), Column("size", "right"), Column("stored", "right"),
+                      Column("accessed", "right")],
+                     [[r["hash"], render.size(r["size"]), render.size(r["stored"]),
+                       render.age(r["accessed_ns"], now)] for r in rows])
+    else:
+        render.table([Column("name"), Column("size", "right"), Column("stored", "right"), Column("hash")],
+                     [[r["name"], render.size(r["size"]), render.size(r["stored"]), r["hash"][:16]]
+                      for r in rows])
+
+
+@app.command()
+def rm(
+    ctx: typer.Context,
+    keys_: Annotated[list[str], typer.Argument(metavar="KEY...", help="Names or objects to remove.")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Remove an object even if names point at it.")] = False,
+) -> None:
+    """Remove names (their objects stay until gc) or unnamed objects."""
+    failure = None
+    with open_store(ctx) as store:
+        for key in keys_:
+            try:
+                removed = store.remove(key, force=force)
+            except BlobctlError as exc:
+                render.error_line(str(exc))
+                failure = failure or exc
+                continue
+            render.message(f"removed {removed.kind} {key}")
+    if failure is not None:
+        raise typer.Exit(failure.exit_code)
+
+
+COUNTER_LABELS = [
+    ("local_hits", "local hits"), ("remote_hits", "remote hits"), ("misses_total", "misses"),
+    ("evicted_misses", "misses on evicted objects"), ("objects_written", "objects written"),
+    ("bytes_written", "bytes written"), ("bytes_read", "bytes read"),
+    ("objects_evicted", "objects evicted"), ("bytes_evicted", "bytes evicted"),
+]
+
+
+@app.command()
+def stat(
+    ctx: typer.Context,
+    keys_: Annotated[Optional[list[str]], typer.Argument(metavar="[KEY...]", help="Keys to describe.")] = None,
+    as_json: JsonOption = False,
+    zero: Annotated[bool, typer.Option("--zero", help="Reset the hit/miss counters.")] = False,
+) -> None:
+    """Summarise the store (sizes, compression, counters), or describe keys."""
+    with open_store(ctx) as store:
+        if zero:
+            with store.index.transaction():
+                store.index.zero_counters()
+            render.message("counters reset")
+            return
+        if keys_:
+            infos, failure = [], None
+            for key in keys_:
+                try:
+                    infos.append(store.info(key))
+                except BlobctlError as exc:
+                    render.error_line(str(exc))
+                    failure = failure or exc
+            _render_key_infos(infos, as_json)
+            if failure is not None:
+                raise typer.Exit(failure.exit_code)
+            return
+        summary = store.summary()
+    if as_json:
+        render.emit_json({"path": summary.path, "objects": summary.objects, "names": summary.names,
+                          "size": summary.size, "stored": summary.stored, "max_size": summary.max_size,
+                          "counters": {k: summary.counters.get(k, 0) for k, _ in COUNTER_LABELS}})
+        return
+    rows = [["store", summary.path], ["objects", f"{summary.objects:,}"], ["names", f"{summary.names:,}"],
+            ["original size", render.size(summary.size)], ["stored size", render.size(summary.stored)],
+            ["compression", render.ratio(summary.size, summary.stored)],
+            ["size limit", render.size(summary.max_size) if summary.max_size is not None else "none"]]
+    rows += [[label, f"{summary.counters.get(k, 0):,}" if "bytes" not in k
+              else render.size(summary.counters.get(k, 0))] for k, label in COUNTER_LABELS]
+    render.table([Column("field"), Column("value", "right")], rows)
+
+
+def _render_key_infos(infos: list, as_json: bool) -> None:
+    if as_json:
+        render.emit_json([{"key": i.key, "hash": i.digest, "local": i.local, "size": i.size,
+                           "stored": i.stored, "accessed_ns": i.accessed_ns, "names": list(i.names)}
+                          for i in infos])
+        return
+    now = time.time_ns()
+    render.table([Column("key"), Column("hash"), Column("size", "right"), Column("stored", "right"),
+                  Column("ratio", "right"), Column("last access", "right")],
+                 [[i.key, i.digest[:16], render.size(i.size), render.size(i.stored),
+                   render.ratio(i.size, i.stored), render.age(i.accessed_ns, now)] for i in infos])

@@ -1,0 +1,338 @@
+"""Settings in one place: known keys, their types and defaults, and the precedence
+flags > environment (BLOBCTL_*) > store config.toml > user config.toml > defaults.
+
+TOML is read with tomllib and written with tomli-w. Every error names the file and line.
+Mounts live in the store's config.toml as an ordered `[[mounts]]` array.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blobctl import units
+from blobctl.errors import BlobctlError, ConfigError, UsageError
+
+CONFIG_FILE = "config.toml"
+ENV_PREFIX = "BLOBCTL_"
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"invalid boolean {value!r}", "use true or false")
+
+
+def _parse_int(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            number = int(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not low <= number <= high:
+            raise UsageError(f"invalid value {value!r}", f"use a whole number from {low} to {high}")
+        return number
+    return parse
+
+
+def _parse_choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise UsageError(f"invalid value {value!r}", f"use one of {', '.join(choices)}")
+        return value
+    return parse
+
+
+def _parse_optional_size(value: Any) -> int | None:
+    return None if value in ("", "none", "unlimited") else units.parse_size(value)
+
+
+def _parse_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"invalid value {value!r}", "use a string")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    secret: bool = False
+
+
+SETTINGS: dict[str, Setting] = {s.key: s for s in [
+    Setting("store", _parse_text, None, "store directory (user config or environment only)"),
+    Setting("durability", _parse_choice("on", "off"), "on",
+            "'on': data, refs and directories are synced before a command exits 0; 'off': trust the OS"),
+    Setting("compression_level", _parse_int(1, 19), 3, "zstd level for new objects"),
+    Setting("max_size", _parse_optional_size, None, "size limit enforced by gc, e.g. '20 GB'"),
+    Setting("auto_gc", _parse_bool, True, "trim the store when a put takes it over max_size"),
+    Setting("gc_grace", units.parse_age, 3600.0, "objects younger than this are never evicted"),
+    Setting("jobs", _parse_int(1, 256), 8, "parallel transfers for push and pull"),
+    Setting("remote_timeout", units.parse_age, 30.0, "seconds allowed per remote request"),
+    Setting("remote_retries", _parse_int(0, 20), 3, "retries of a failed remote request, with backoff"),
+    Setting("s3.endpoint", _parse_text, None, "S3 endpoint URL (default: AWS_ENDPOINT_URL, then AWS)"),
+    Setting("s3.region", _parse_text, None, "S3 region (default: AWS_REGION, then us-east-1)"),
+    Setting("s3.access_key_id", _parse_text, None, "S3 access key (default: AWS_ACCESS_KEY_ID)", secret=True),
+    Setting("s3.secret_access_key", _parse_text, None, "S3 secret (default: AWS_SECRET_ACCESS_KEY)", secret=True),
+    Setting("s3.session_token", _parse_text, None, "S3 session token (default: AWS_SESSION_TOKEN)", secret=True),
+]}
+
+
+def env_var(key: str) -> str:
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def mask(setting: Setting, value: Any) -> Any:
+    """What may be shown of a value: secrets keep only their last 4 characters."""
+    if setting.secret and value:
+        return "****" + str(value)[-4:] if len(str(value)) > 8 else "****"
+    return value
+
+
+@dataclass(frozen=True)
+class Mount:
+    prefix: str  # '' or ends with '/'
+    remote: str
+    read_only: bool = False
+
+    def covers(self, name: str) -> bool:
+        return name.startswith(self.prefix)
+
+
+@dataclass
+class ConfigFile:
+    """One TOML file: its flattened values and the raw text (for line numbers)."""
+
+    path: Path
+    values: dict[str, Any] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    text: str = ""
+
+    @classmethod
+    def load(cls, path: Path, *, allow_mounts: bool) -> ConfigFile:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: malformed TOML: {exc}", "fix or delete the file") from exc
+        config = cls(path, text=text)
+        raw_mounts = data.pop("mounts", None)
+        if raw_mounts is not None:
+            if not allow_mounts:
+                raise config.error("mounts", "mounts belong in a store's config, not the user's")
+            config.mounts = [config._parse_mount(entry) for entry in _as_list(raw_mounts, config)]
+        for key, value in _flatten(data):
+            setting = SETTINGS.get(key)
+            if setting is None:
+                raise config.error(key, f"unknown key {key!r}", "see 'blobctl config list' for the known keys")
+            try:
+                setting.parse(value)
+            except BlobctlError as exc:
+                raise config.error(key, f"{key}: {exc}") from exc
+            config.values[key] = value
+        return config
+
+    def _parse_mount(self, entry: Any) -> Mount:
+        from blobctl import keys
+        from blobctl.backends import check_url
+
+        if not isinstance(entry, dict) or set(entry) - {"prefix", "remote", "read_only"} \
+                or not isinstance(entry.get("prefix"), str) or not isinstance(entry.get("remote"), str):
+            raise self.error("mounts", "malformed [[mounts]] entry",
+                             "each needs prefix = \"...\" and remote = \"...\" (and optional read_only)")
+        try:
+            prefix = normalize_prefix(keys.validate_prefix(entry["prefix"]))
+            return Mount(prefix, check_url(entry["remote"]), _parse_bool(entry.get("read_only", False)))
+        except BlobctlError as exc:
+            raise self.error("mounts", f"mount {entry['prefix']!r}: {exc}") from exc
+
+    def error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
+        """A ConfigError naming this file and the line where `key` is set."""
+        line = self.line_of(key)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        return ConfigError(f"{where}: {message}", hint)
+
+    def line_of(self, key: str) -> int | None:
+        last = re.escape(key.split(".")[-1])
+        pattern = re.compile(rf"^\s*(\[\[?\s*)?\"?{last}\"?\s*(=|\]\]?)", re.MULTILINE)
+        match = pattern.search(self.text)
+        return self.text.count("\n", 0, match.start()) + 1 if match else None
+
+    def save(self) -> None:
+        """Write values (nested by their dots) and mounts atomically."""
+        import tomli_w
+
+        from blobctl.fsutil import Syncer, atomic_write
+
+        nested: dict[str, Any] = {}
+        for key, value in sorted(self.values.items()):
+            *parents, leaf = key.split(".")
+            table = nested
+            for part in parents:
+                table = table.setdefault(part, {})
+            table[leaf] = value
+        if self.mounts:
+            nested["mounts"] = [{"prefix": m.prefix, "remote": m.remote, "read_only": m.read_only}
+                                for m in self.mounts]
+        data = tomli_w.dumps(nested).encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        syncer = Syncer()
+        atomic_write(self.path, self.path.parent, lambda f: f.write(data), syncer)
+        syncer.flush()
+
+
+def _as_list(value: Any, config: ConfigFile) -> list:
+    if not isinstance(value, list):
+        raise config.error("mounts", "'mounts' must be an array of tables ([[mounts]])")
+    return value
+
+
+def _flatten(data: dict[str, Any], parent: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in data.items():
+        full = f"{parent}{key}"
+        if isinstance(value, dict) and full not in SETTINGS:
+            items.extend(_flatten(value, full + "."))
+        else:
+            items.append((full, value))
+    return items
+
+
+def normalize_prefix(prefix: str) -> str:
+    """Mount prefixes match whole name segments: 'team' and 'team/' both mean 'team/'."""
+    return prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
+
+
+def user_config_path() -> Path:
+    if "BLOBCTL_CONFIG" in os.environ:
+        return Path(os.environ["BLOBCTL_CONFIG"])
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("blobctl")) / CONFIG_FILE
+
+
+def default_store_path() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("blobctl")) / "store"
+
+
+@dataclass
+class Config:
+    """The effective settings for one command, with where each value came from."""
+
+    store_path: Path
+    user_file: ConfigFile
+    store_file: ConfigFile
+    flags: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, store: str | None = None, flags: dict[str, Any] | None = None) -> Config:
+        """Resolve the store directory first (--store > BLOBCTL_STORE > user config > default),
+        then read its config."""
+        user_file = ConfigFile.load(user_config_path(), allow_mounts=False)
+        if store:
+            store_path = Path(store)
+        elif os.environ.get(env_var("store")):
+            store_path = Path(os.environ[env_var("store")])
+        elif "store" in user_file.values:
+            store_path = Path(user_file.values["store"]).expanduser()
+        else:
+            store_path = default_store_path()
+        store_file = ConfigFile.load(store_path / CONFIG_FILE, allow_mounts=True)
+        if "store" in store_file.values:
+            raise store_file.error("store", "'store' cannot be set in a store's own config",
+                                   "set it in the user config or BLOBCTL_STORE")
+        return cls(store_path, user_file, store_file, dict(flags or {}))
+
+    def lookup(self, key: str) -> tuple[Any, str]:
+        """(parsed value, origin) for a known key; origin is 'flag', 'env:VAR', a path or 'default'."""
+        setting = SETTINGS[key]
+        if self.flags.get(key) is not None:
+            raw, origin, source = self.flags[key], "flag", None
+        elif env_var(key) in os.environ:
+            raw, origin, source = os.environ[env_var(key)], f"env:{env_var(key)}", None
+        elif key in self.store_file.values:
+            raw, origin, source = self.store_file.values[key], str(self.store_file.path), self.store_file
+        elif key in self.user_file.values:
+            raw, origin, source = self.user_file.values[key], str(self.user_file.path), self.user_file
+        else:
+            return setting.default, "default"
+        try:
+            return setting.parse(raw), origin
+        except BlobctlError as exc:
+            if source is not None:
+                raise source.error(key, f"{key}: {exc}") from exc
+            raise ConfigError(f"{origin}: {key}: {exc}") from exc
+
+    def get(self, key: str) -> Any:
+        return self.lookup(key)[0]
+
+    @property
+    def mounts(self) -> list[Mount]:
+        return self.store_file.mounts
+
+    def remote_settings(self):
+        from blobctl.backends.base import RemoteSettings
+
+        return RemoteSettings(
+            timeout=self.get("remote_timeout"), retries=self.get("remote_retries"),
+            s3_endpoint=self.get("s3.endpoint"), s3_region=self.get("s3.region"),
+            s3_access_key_id=self.get("s3.access_key_id"),
+            s3_secret_access_key=self.get("s3.secret_access_key"),
+            s3_session_token=self.get("s3.session_token"))
+
+    def file_for(self, user: bool) -> ConfigFile:
+        return self.user_file if user else self.store_file
+
+    def set(self, key: str, value: str, *, user: bool) -> None:
+        """Validate then persist a value, keeping TOML types (ints, bools) where they fit."""
+        setting = known_setting(key)
+        if key == "store" and not user:
+            raise UsageError("'store' can only be set in the user config", "add --user")
+        try:
+            setting.parse(value)
+        except BlobctlError as exc:
+            raise UsageError(f"{key}: {exc}") from exc
+        target = self.file_for(user)
+        target.values[key] = _typed(setting, value)
+        target.save()
+
+    def unset(self, key: str, *, user: bool) -> bool:
+        known_setting(key)
+        target = self.file_for(user)
+        if key not in target.values:
+            return False
+        del target.values[key]
+        target.save()
+        return True
+
+
+def known_setting(key: str) -> Setting:
+    if key not in SETTINGS:
+        raise UsageError(f"unknown config key {key!r}", "see 'blobctl config list' for the known keys")
+    return SETTINGS[key]
+
+
+def _typed(setting: Setting, value: str) -> Any:
+    """Keep TOML types natural: `jobs = 4` and `auto_gc = false`, but `max_size = "20 GB"`."""
+    return setting.parse(value) if isinstance(setting.default, bool | int) else value

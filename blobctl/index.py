@@ -1,0 +1,192 @@
+"""Metadata kept for speed, in SQLite (WAL): per-object sizes and last access, running
+totals, counters, name mirror, recently evicted hashes and push state.
+
+Everything here can be rebuilt from objects/ and refs/ (Store.rebuild_index), so the
+index is never the only copy of anything a user cares about. SQLite's write lock is also
+the store's mutex between a put that reuses an object and a gc that deletes it: both act
+inside `transaction()`, so neither sees the other half-done. Times are integer ns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+#: How many recently evicted hashes are remembered, to count misses that gc caused.
+EVICTED_MEMORY = 100_000
+
+_SCHEMA = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS objects (
+    hash TEXT PRIMARY KEY, size INTEGER NOT NULL, stored INTEGER NOT NULL,
+    created INTEGER NOT NULL, accessed INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_by_access ON objects (accessed);
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 0), objects INTEGER NOT NULL,
+    size INTEGER NOT NULL, stored INTEGER NOT NULL, names INTEGER NOT NULL);
+INSERT OR IGNORE INTO totals VALUES (0, 0, 0, 0, 0);
+CREATE TRIGGER IF NOT EXISTS objects_added AFTER INSERT ON objects BEGIN
+    UPDATE totals SET objects = objects + 1, size = size + NEW.size, stored = stored + NEW.stored;
+END;
+CREATE TRIGGER IF NOT EXISTS objects_removed AFTER DELETE ON objects BEGIN
+    UPDATE totals SET objects = objects - 1, size = size - OLD.size, stored = stored - OLD.stored;
+END;
+CREATE TRIGGER IF NOT EXISTS objects_resized AFTER UPDATE OF size, stored ON objects BEGIN
+    UPDATE totals SET size = size - OLD.size + NEW.size, stored = stored - OLD.stored + NEW.stored;
+END;
+CREATE TABLE IF NOT EXISTS names (name TEXT PRIMARY KEY, hash TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS names_by_hash ON names (hash);
+CREATE TRIGGER IF NOT EXISTS names_added AFTER INSERT ON names BEGIN
+    UPDATE totals SET names = names + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS names_removed AFTER DELETE ON names BEGIN
+    UPDATE totals SET names = names - 1;
+END;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evicted (hash TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS evicted_by_time ON evicted (at);
+CREATE TABLE IF NOT EXISTS pushed (name TEXT PRIMARY KEY, hash TEXT NOT NULL) WITHOUT ROWID;
+PRAGMA user_version = {SCHEMA_VERSION};
+COMMIT;
+"""
+
+
+class IndexUnreadable(Exception):
+    """The index file is not a usable SQLite database (the store rebuilds it)."""
+
+
+@dataclass(frozen=True)
+class ObjectRow:
+    hash: str
+    size: int
+    stored: int
+    created: int
+    accessed: int
+
+
+@dataclass(frozen=True)
+class Totals:
+    objects: int
+    size: int
+    stored: int
+    names: int
+
+
+class Index:
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.db = sqlite3.connect(path, timeout=120, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise IndexUnreadable(str(exc)) from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding SQLite's write lock from the start (BEGIN IMMEDIATE)."""
+        if self.db.in_transaction:  # nested: join the outer transaction
+            yield self.db
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- objects ------------------------------------------------------------------------
+    def record(self, digest: str, size: int, stored: int, now: int) -> None:
+        """Note an object as present and just accessed (insert, or refresh its row)."""
+        self.db.execute(
+            "INSERT INTO objects VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET "
+            "size = excluded.size, stored = excluded.stored, accessed = excluded.accessed",
+            (digest, size, stored, now, now))
+
+    def touch(self, digest: str, now: int) -> bool:
+        """Record an access; False if the object has no row (unknown or evicted)."""
+        return self.db.execute("UPDATE objects SET accessed = ? WHERE hash = ?",
+                               (now, digest)).rowcount > 0
+
+    def row(self, digest: str) -> ObjectRow | None:
+        found = self.db.execute("SELECT * FROM objects WHERE hash = ?", (digest,)).fetchone()
+        return ObjectRow(*found) if found else None
+
+    def forget(self, digest: str) -> None:
+        self.db.execute("DELETE FROM objects WHERE hash = ?", (digest,))
+
+    def by_access(self) -> Iterator[ObjectRow]:
+        """All objects, least recently accessed first."""
+        for found in self.db.execute("SELECT * FROM objects ORDER BY accessed, hash"):
+            yield ObjectRow(*found)
+
+    def totals(self) -> Totals:
+        return Totals(*self.db.execute(
+            "SELECT objects, size, stored, names FROM totals WHERE id = 0").fetchone())
+
+    # -- names (a mirror of refs/, for counting without a walk) -------------------------
+    def set_name(self, name: str, digest: str) -> None:
+        self.db.execute("INSERT INTO names VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                        "SET hash = excluded.hash", (name, digest))
+
+    def remove_name(self, name: str) -> None:
+        self.db.execute("DELETE FROM names WHERE name = ?", (name,))
+
+    # -- counters -----------------------------------------------------------------------
+    def bump(self, deltas: dict[str, int]) -> None:
+        self.db.executemany(
+            "INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+            "SET value = value + excluded.value",
+            [(name, delta) for name, delta in deltas.items() if delta])
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT name, value FROM counters"))
+
+    def zero_counters(self) -> None:
+        self.db.execute("DELETE FROM counters")
+
+    # -- eviction memory ----------------------------------------------------------------
+    def remember_evicted(self, digests: Iterable[str], now: int) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO evicted VALUES (?, ?)",
+                            [(d, now) for d in digests])
+        self.db.execute(
+            "DELETE FROM evicted WHERE hash IN (SELECT hash FROM evicted "
+            "ORDER BY at DESC LIMIT -1 OFFSET ?)", (EVICTED_MEMORY,))
+
+    def was_evicted(self, digest: str) -> bool:
+        return self.db.execute("SELECT 1 FROM evicted WHERE hash = ?", (digest,)).fetchone() is not None
+
+    # -- push state ---------------------------------------------------------------------
+    def pushed_hash(self, name: str) -> str | None:
+        found = self.db.execute("SELECT hash FROM pushed WHERE name = ?", (name,)).fetchone()
+        return found[0] if found else None
+
+    def mark_pushed(self, name: str, digest: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO pushed VALUES (?, ?)", (name, digest))
+
+    def pushed_names(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT name, hash FROM pushed"))
+
+    # -- rebuild ------------------------------------------------------------------------
+    def replace_all(self, objects: Iterable[ObjectRow], names: Iterable[tuple[str, str]]) -> None:
+        """Replace object rows and the name mirror with what the files say, keeping the
+        recorded access time of objects already known (it is newer than any mtime)."""
+        with self.transaction():
+            known = {r[0]: r[1] for r in self.db.execute("SELECT hash, accessed FROM objects")}
+            self.db.execute("DELETE FROM objects")
+            self.db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?)", [
+                (o.hash, o.size, o.stored, o.created, max(o.accessed, known.get(o.hash, 0)))
+                for o in objects])
+            self.db.execute("DELETE FROM names")
+            self.db.executemany("INSERT INTO names VALUES (?, ?)", list(names))

@@ -1,0 +1,84 @@
+"""All output formatting: rich tables on a terminal, aligned plain text when piped, JSON
+for scripts. Data goes to stdout only; messages go to stderr. rich is imported only when
+a table is drawn on a terminal, so piped and scripted use stays fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from blobctl.units import format_age, format_size
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    align: str = "left"  # or "right"
+
+
+def quiet_enabled() -> bool:
+    return os.environ.get("BLOBCTL_QUIET", "") not in ("", "0")
+
+
+def message(text: str) -> None:
+    """A note for the human at the terminal (stderr; silenced by --quiet)."""
+    if not quiet_enabled():
+        print(text, file=sys.stderr)
+
+
+def warning(text: str) -> None:
+    print(f"blobctl: warning: {text}", file=sys.stderr)
+
+
+def error_line(text: str) -> None:
+    print(f"blobctl: error: {text}", file=sys.stderr)
+
+
+def emit_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def emit_lines(lines: Sequence[str]) -> None:
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], title: str | None = None) -> None:
+    """A table on stdout: rich when stdout is a terminal, aligned text otherwise."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        grid = Table(title=title, title_justify="left", header_style="bold")
+        for column in columns:
+            grid.add_column(column.header, justify=column.align, overflow="fold")
+        for row in rows:
+            grid.add_row(*row)
+        Console(file=sys.stdout, highlight=False).print(grid)
+        return
+    widths = [max([len(c.header)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [cell.rjust(w) if col.align == "right" else cell.ljust(w)
+                 for cell, w, col in zip(cells, widths, columns)]
+        return "  ".join(parts).rstrip()
+
+    lines = ([title] if title else []) + [line([c.header for c in columns])]
+    emit_lines(lines + [line(r) for r in rows])
+
+
+def size(n: int | None) -> str:
+    return format_size(n)
+
+
+def ratio(size_: int | None, stored: int | None) -> str:
+    return f"{size_ / stored:.2f}x" if size_ is not None and stored else "-"
+
+
+def age(ns: int | None, now_ns: int) -> str:
+    return "-" if ns is None else format_age((now_ns - ns) / 1e9) + " ago"

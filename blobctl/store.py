@@ -1,0 +1,540 @@
+"""The local store: owns the on-disk layout (docs/FORMAT.md) and every operation on it.
+
+    STORE/objects/ab/cdef…   one zstd frame per object, named by the SHA-256 of its content
+    STORE/refs/<name>        a name: the hash it points at, plus a newline
+    STORE/pins/<hash>        a pin: empty (forever) or an expiry time in ns since the epoch
+    STORE/tmp/               temp files, renamed into place when complete
+    STORE/index.sqlite       rebuildable metadata (blobctl.index)
+    STORE/config.toml        store-level settings and mounts
+
+Objects are written atomically (temp file, data synced, rename) and syncs of the
+directories touched are batched to the end of the command (close()).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from blobctl import codec, keys
+from blobctl.config import Config
+from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, UsageError,
+                            from_os_error)
+from blobctl.fsutil import Syncer, make_dirs, temp_path
+from blobctl.index import Index, IndexUnreadable, ObjectRow
+from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
+                             StoreSummary)
+
+FORMAT_MARKER = "blobctl-store 1\n"
+#: Objects at most this large are verified completely before the first byte is emitted.
+VERIFY_BEFORE_EMIT_SIZE = 8 << 20
+#: Objects published per index transaction when putting many files.
+PUBLISH_BATCH = 256
+
+
+@dataclass
+class _Pending:
+    """An encoded object in a temp file, waiting to be published under its hash."""
+
+    temp: Path
+    encoded: codec.Encoded
+    source: str
+
+
+def _settle(future: Future[_Pending]) -> _Pending | BlobctlError:
+    try:
+        return future.result()
+    except BlobctlError as exc:
+        return exc
+
+
+class Store:
+    def __init__(self, config: Config):
+        self.config = config
+        self.root = config.store_path
+        self.objects_dir = self.root / "objects"
+        self.refs_dir = self.root / "refs"
+        self.pins_dir = self.root / "pins"
+        self.tmp_dir = self.root / "tmp"
+        self.syncer = Syncer(config.get("durability") == "on")
+        self.level = config.get("compression_level")
+        self._index: Index | None = None
+        self._counters: dict[str, int] = {}
+        self._ensure_layout()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def _ensure_layout(self) -> None:
+        marker = self.root / "FORMAT"
+        try:
+            text = marker.read_text()
+        except FileNotFoundError:
+            text = None
+        except OSError as exc:
+            raise from_os_error(exc, "open store", self.root) from exc
+        if text is not None:
+            if text != FORMAT_MARKER:
+                raise UsageError(f"{self.root} is not a blobctl store of a known format",
+                                 "point --store at a blobctl store or an empty directory")
+            return
+        if self.root.exists() and any(p.name not in ("config.toml",) for p in self.root.iterdir()):
+            raise UsageError(f"{self.root} is not empty and not a blobctl store",
+                             "point --store at a blobctl store or an empty directory")
+        try:
+            for directory in (self.objects_dir, self.refs_dir, self.pins_dir, self.tmp_dir):
+                make_dirs(directory, self.syncer)
+            marker.write_text(FORMAT_MARKER)
+        except OSError as exc:
+            raise from_os_error(exc, "create store", self.root) from exc
+        self.syncer.sync_dir_later(self.root)
+
+    @property
+    def index(self) -> Index:
+        """Opened on first use; an unreadable index is set aside and rebuilt from the files."""
+        if self._index is None:
+            path = self.root / "index.sqlite"
+            try:
+                self._index = Index(path)
+            except IndexUnreadable as exc:
+                aside = path.with_name(f"index.sqlite.broken-{time.time_ns()}")
+                path.replace(aside)
+                print(f"blobctl: index {path} was unreadable ({exc}); moved to {aside.name} "
+                      "and rebuilt from the objects", file=sys.stderr)
+                self._index = Index(path)
+                self.rebuild_index()
+        return self._index
+
+    def close(self) -> None:
+        """Commit counters and make everything this command wrote durable."""
+        try:
+            if self._counters:
+                with self.index.transaction():
+                    self.index.bump(self._counters)
+                self._counters = {}
+            self.syncer.flush()
+        finally:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def count(self, counter: str, delta: int = 1) -> None:
+        """Add to a statistics counter; committed with the command (see close())."""
+        self._counters[counter] = self._counters.get(counter, 0) + delta
+
+    # -- layout -------------------------------------------------------------------------
+    def object_path(self, digest: str) -> Path:
+        """Where an object lives; refuses a shard directory that is a symlink (it could
+        lead outside the store)."""
+        shard = self.objects_dir / digest[:2]
+        if shard.is_symlink():
+            raise IntegrityError(f"refusing to use {shard}: it is a symlink",
+                                 "replace it with a real directory ('blobctl fsck' reports these)")
+        return shard / digest[2:]
+
+    def ref_path(self, name: str) -> Path:
+        return self.refs_dir / keys.validate_name(name)
+
+    def _open_object_file(self, digest: str) -> BinaryIO | None:
+        """The local object opened for reading (not following a symlink), or None."""
+        try:
+            fd = os.open(self.object_path(digest), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise from_os_error(exc, f"read object {digest}", self.object_path(digest)) from exc
+        return os.fdopen(fd, "rb")
+
+    def has_object(self, digest: str) -> bool:
+        return self.object_path(digest).is_file()
+
+    # -- put ----------------------------------------------------------------------------
+    def _encode_to_temp(self, source: BinaryIO, size: int | None, label: str) -> _Pending:
+        temp = temp_path(self.tmp_dir)
+        try:
+            with open(temp, "xb") as sink:
+                encoded = codec.encode(source, sink, level=self.level, size=size, label=label)
+                sink.flush()
+                self.syncer.sync_file(sink.fileno())
+        except BaseException as exc:
+            temp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise from_os_error(exc, "write to store", self.tmp_dir) from exc
+            raise
+        return _Pending(temp, encoded, label)
+
+    def _encode_path(self, path: str) -> _Pending:
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise from_os_error(exc, "read", path) from exc
+        with handle:
+            info = os.fstat(handle.fileno())
+            if stat_module.S_ISDIR(info.st_mode):
+                raise UsageError(f"cannot put {path}: it is a directory",
+                                 "pass files, e.g. with: find DIR -type f | blobctl put --stdin-paths")
+            size = info.st_size if stat_module.S_ISREG(info.st_mode) else None
+            try:
+                return self._encode_to_temp(handle, size, path)
+            except OSError as exc:  # a read error on the source, not the store
+                raise from_os_error(exc, "read", path) from exc
+
+    def _publish(self, batch: list[_Pending]) -> list[PutResult]:
+        """Move encoded temp files into place under one index transaction.
+
+        The transaction holds the store's write lock, so a concurrent gc cannot delete an
+        object between our "it already exists" check and our access record: existing
+        content is reused (and its access refreshed), missing content is renamed in."""
+        now = time.time_ns()
+        results = []
+        try:
+            with self.index.transaction():
+                for item in batch:
+                    encoded = item.encoded
+                    dest = self.object_path(encoded.digest)
+                    created = not dest.is_file()
+                    if created:
+                        make_dirs(dest.parent, self.syncer)
+                        os.replace(item.temp, dest)
+                        self.syncer.sync_dir_later(dest.parent)
+                        self.count("objects_written")
+                        self.count("bytes_written", encoded.stored)
+                    self.index.record(encoded.digest, encoded.size, encoded.stored, now)
+                    results.append(PutResult(encoded.digest, encoded.size, encoded.stored,
+                                             item.source, created))
+        except OSError as exc:
+            raise from_os_error(exc, "write to store", self.objects_dir) from exc
+        finally:
+            for item in batch:
+                item.temp.unlink(missing_ok=True)
+        return results
+
+    def put_stream(self, source: BinaryIO, label: str = "-", size: int | None = None) -> PutResult:
+        return self._publish([self._encode_to_temp(source, size, label)])[0]
+
+    def put_path(self, path: str) -> PutResult:
+        return self._publish([self._encode_path(path)])[0]
+
+    def put_paths(self, paths: Iterable[str], jobs: int | None = None
+                  ) -> Iterator[PutResult | BlobctlError]:
+        """Put many files, encoding in parallel threads and publishing in batches; yields a
+        result or the error for each path, in input order, and keeps going past errors."""
+        jobs = jobs or min(8, (os.cpu_count() or 2) + 2)
+        in_flight: deque[Future[_Pending]] = deque()
+        batch: list[_Pending | BlobctlError] = []
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            try:
+                for path in paths:
+                    in_flight.append(pool.submit(self._encode_path, path))
+                    if len(in_flight) >= jobs * 4:
+                        batch.append(_settle(in_flight.popleft()))
+                    if len(batch) >= PUBLISH_BATCH:
+                        yield from self._publish_in_order(batch)
+                        batch = []
+                while in_flight:
+                    batch.append(_settle(in_flight.popleft()))
+                yield from self._publish_in_order(batch)
+            finally:  # interrupted: drop queued work and the temp files of finished work
+                for future in in_flight:
+                    future.cancel()
+                for future in in_flight:
+                    if not future.cancelled():
+                        batch.append(_settle(future))
+                for item in batch:
+                    if isinstance(item, _Pending):
+                        item.temp.unlink(missing_ok=True)
+
+    def _publish_in_order(self, batch: list[_Pending | BlobctlError]) -> Iterator[PutResult | BlobctlError]:
+        published = iter(self._publish([item for item in batch if isinstance(item, _Pending)]))
+        for item in batch:
+            yield item if isinstance(item, BlobctlError) else next(published)
+
+    # -- names --------------------------------------------------------------------------
+    def bind(self, name: str, digest: str) -> None:
+        """Point `name` at an object (atomically replacing an older binding)."""
+        path = self.ref_path(name)
+        self._check_inside(path, self.refs_dir, name)
+        data = f"{digest}\n".encode()
+        try:
+            for parent in path.relative_to(self.refs_dir).parents:
+                if parent != Path(".") and (self.refs_dir / parent).is_file():
+                    raise UsageError(f"cannot bind name {name!r}: {parent} is already a name",
+                                     f"remove it first with: blobctl rm {parent}")
+            if path.is_dir():
+                raise UsageError(f"cannot bind name {name!r}: other names live under it")
+            temp = temp_path(self.tmp_dir)
+            try:
+                with open(temp, "xb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    self.syncer.sync_file(handle.fileno())
+                make_dirs(path.parent, self.syncer)
+                with self.index.transaction():
+                    os.replace(temp, path)
+                    self.index.set_name(name, digest)
+            finally:
+                temp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise from_os_error(exc, f"bind name {name!r} at", path) from exc
+        self.syncer.sync_dir_later(path.parent)
+
+    def read_ref(self, name: str) -> str | None:
+        """The hash a local name points at, or None if there is no such local name."""
+        path = self.ref_path(name)
+        self._check_inside(path, self.refs_dir, name)
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as exc:
+            raise from_os_error(exc, f"read name {name!r} at", path) from exc
+        return keys.parse_ref(data, f"{name!r} ({path})")
+
+    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """(name, hash) of every local name starting with `prefix`, sorted; damaged refs
+        are reported on stderr and skipped."""
+        base = self.refs_dir
+        for directory, subdirs, files in os.walk(base):
+            subdirs.sort()
+            rel_dir = os.path.relpath(directory, base)
+            for filename in sorted(files):
+                name = filename if rel_dir == "." else f"{rel_dir}/{filename}"
+                if not name.startswith(prefix):
+                    continue
+                try:
+                    yield name, self.read_ref(name)
+                except BlobctlError as exc:
+                    print(f"blobctl: warning: {exc}", file=sys.stderr)
+
+    def _check_inside(self, path: Path, base: Path, what: str) -> None:
+        """Refuse a path that a symlink inside the store would lead elsewhere."""
+        real_base = os.path.realpath(base)
+        if not os.path.realpath(path).startswith(real_base + os.sep):
+            raise UsageError(f"refusing {what!r}: {path} leads outside {base} through a symlink")
+
+    # -- resolving keys -----------------------------------------------------------------
+    def resolve(self, key: str) -> Resolved:
+        """A full hash, 'sha256:<hash>', a name, or a unique hash prefix (≥ 4 hex)."""
+        if key.startswith("sha256:"):
+            return Resolved(keys.validate_hash(key))
+        if keys.is_full_hash(key):
+            return Resolved(key)
+        name_error = None
+        try:
+            keys.validate_name(key)
+        except UsageError as exc:
+            name_error = exc
+        if name_error is None:
+            digest = self.read_ref(key)
+            if digest is not None:
+                return Resolved(digest, key)
+        if keys.is_hash_prefix(key):
+            matches = self.match_prefix(key)
+            if len(matches) == 1:
+                return Resolved(matches[0])
+            if len(matches) > 1:
+                shown = ", ".join(m[:12] for m in matches[:5]) + (" …" if len(matches) > 5 else "")
+                raise UsageError(f"hash prefix {key!r} is ambiguous: {len(matches)} objects match "
+                                 f"({shown})", "give more hex digits")
+        if name_error is not None and not keys.is_hash_prefix(key):
+            raise name_error
+        raise NotFoundError(f"no object or name matches {key!r}",
+                            "list names with 'blobctl ls' and objects with 'blobctl ls --objects'")
+
+    def match_prefix(self, prefix: str) -> list[str]:
+        """Full hashes of local objects starting with `prefix` (at least 2 hex digits)."""
+        shard = self.objects_dir / prefix[:2]
+        if shard.is_symlink():
+            return []
+        try:
+            entries = os.listdir(shard)
+        except FileNotFoundError:
+            return []
+        rest = prefix[2:]
+        return sorted(prefix[:2] + e for e in entries
+                      if e.startswith(rest) and keys.is_full_hash(prefix[:2] + e))
+
+    # -- reading ------------------------------------------------------------------------
+    def open_object(self, digest: str) -> BinaryIO:
+        """A local object's file, opened for reading; NotFoundError if it is absent."""
+        handle = self._open_object_file(digest)
+        if handle is None:
+            evicted = self._index_lookup(lambda index: index.was_evicted(digest))
+            self.count("evicted_misses" if evicted else "misses")
+            self.count("misses_total")
+            raise NotFoundError(f"object {digest} is not in the store"
+                                + (" (gc evicted it earlier)" if evicted else ""),
+                                "raise max_size if this happens often" if evicted else None)
+        self.count("local_hits")
+        return handle
+
+    def _index_lookup(self, query: Callable[[Index], object]) -> object:
+        try:
+            return query(self.index)
+        except Exception:  # noqa: BLE001 - statistics must never fail a read
+            return None
+
+    def read(self, resolved: Resolved, emit: Callable[[memoryview], object],
+             start: int = 0, end: int | None = None) -> int:
+        """Stream an object's verified bytes in [start, end) to `emit`; returns its size."""
+        label = resolved.name or resolved.digest
+        with self.open_object(resolved.digest) as handle:
+            size = codec.decode(handle, emit, resolved.digest, label=label, start=start, end=end)
+            stored = os.fstat(handle.fileno()).st_size
+        self._note_access(resolved.digest, size, stored)
+        self.count("bytes_read", size if end is None else max(0, min(end, size) - start))
+        return size
+
+    def _note_access(self, digest: str, size: int, stored: int) -> None:
+        with self.index.transaction():
+            if not self.index.touch(digest, time.time_ns()):
+                self.index.record(digest, size, stored, time.time_ns())
+
+    def write_to(self, resolved: Resolved, out: BinaryIO, start: int = 0, end: int | None = None) -> int:
+        """Copy an object to a stream. Objects up to VERIFY_BEFORE_EMIT_SIZE are verified
+        before the first byte goes out; larger ones stream, and a failure after output has
+        begun still raises (the CLI exits non-zero)."""
+        with self.open_object(resolved.digest) as handle:
+            declared = codec.content_size(handle.read(codec.FRAME_HEADER_MAX))
+        if declared is not None and declared <= VERIFY_BEFORE_EMIT_SIZE:
+            buffer = bytearray()
+            size = self.read(resolved, buffer.extend, start, end)
+            out.write(buffer)
+            return size
+        return self.read(resolved, out.write, start, end)
+
+    def export(self, resolved: Resolved, dest: Path, start: int = 0, end: int | None = None) -> int:
+        """Write an object to a file atomically: complete and verified, or not at all."""
+        if dest.is_dir():
+            raise UsageError(f"cannot write to {dest}: it is a directory")
+        parent = dest.parent if str(dest.parent) else Path(".")
+        temp = temp_path(parent)
+        try:
+            with open(temp, "xb") as handle:
+                size = self.read(resolved, handle.write, start, end)
+                handle.flush()
+                self.syncer.sync_file(handle.fileno())
+            os.replace(temp, dest)
+        except OSError as exc:
+            raise from_os_error(exc, "write", dest) from exc
+        finally:
+            temp.unlink(missing_ok=True)
+        self.syncer.sync_dir_later(parent)
+        return size
+
+    # -- listing and inspection ---------------------------------------------------------
+    def describe(self, digest: str) -> tuple[int | None, int | None, int | None]:
+        """(size, stored, accessed_ns) from the index, falling back to the file itself."""
+        row = self.index.row(digest)
+        if row is not None and self.has_object(digest):
+            return row.size, row.stored, row.accessed
+        handle = self._open_object_file(digest)
+        if handle is None:
+            return None, None, None
+        with handle:
+            size = codec.content_size(handle.read(codec.FRAME_HEADER_MAX))
+            return size, os.fstat(handle.fileno()).st_size, None
+
+    def list_names(self, prefix: str = "") -> list[NameEntry]:
+        entries = []
+        for name, digest in self.iter_refs(keys.validate_prefix(prefix)):
+            size, stored, _ = self.describe(digest)
+            entries.append(NameEntry(name, digest, size, stored))
+        return entries
+
+    def iter_objects(self) -> Iterator[str]:
+        """Hashes of the object files present, in hash order (walks the tree)."""
+        try:
+            shards = sorted(os.listdir(self.objects_dir))
+        except FileNotFoundError:
+            return
+        for shard in shards:
+            shard_path = self.objects_dir / shard
+            if len(shard) != 2 or shard_path.is_symlink() or not shard_path.is_dir():
+                continue
+            for entry in sorted(os.listdir(shard_path)):
+                if keys.is_full_hash(shard + entry):
+                    yield shard + entry
+
+    def info(self, key: str) -> KeyInfo:
+        resolved = self.resolve(key)
+        size, stored, accessed = self.describe(resolved.digest)
+        names = tuple(n for (n,) in self.index.db.execute(
+            "SELECT name FROM names WHERE hash = ? ORDER BY name", (resolved.digest,)))
+        return KeyInfo(key, resolved.digest, size is not None or stored is not None,
+                       size, stored, accessed, names)
+
+    def summary(self) -> StoreSummary:
+        totals = self.index.totals()
+        return StoreSummary(str(self.root), totals.objects, totals.names, totals.size,
+                            totals.stored, self.config.get("max_size"), self.index.counters())
+
+    # -- removal ------------------------------------------------------------------------
+    def remove(self, key: str, *, force: bool = False) -> Removed:
+        """Remove a name (its object stays until gc), or an object that no name uses."""
+        resolved = self.resolve(key)
+        if resolved.name is not None:
+            path = self.ref_path(resolved.name)
+            with self.index.transaction():
+                path.unlink(missing_ok=True)
+                self.index.remove_name(resolved.name)
+            self._prune_empty_dirs(path.parent, self.refs_dir)
+            return Removed(key, "name", resolved.digest)
+        users = [n for (n,) in self.index.db.execute(
+            "SELECT name FROM names WHERE hash = ? LIMIT 3", (resolved.digest,))]
+        if users and not force:
+            raise UsageError(f"object {resolved.digest[:12]} is still named by {', '.join(users)}",
+                             "remove the names first, or pass --force")
+        path = self.object_path(resolved.digest)
+        with self.index.transaction():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                raise NotFoundError(f"object {resolved.digest} is not in the store") from None
+            self.index.forget(resolved.digest)
+        self.syncer.sync_dir_later(path.parent)
+        return Removed(key, "object", resolved.digest)
+
+    def _prune_empty_dirs(self, directory: Path, stop: Path) -> None:
+        while directory != stop and stop in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            self.syncer.sync_dir_later(directory.parent)
+            directory = directory.parent
+
+    # -- metadata rebuild ---------------------------------------------------------------
+    def scan_object(self, digest: str) -> ObjectRow | None:
+        """An index row built from the object file alone (size from its frame header)."""
+        handle = self._open_object_file(digest)
+        if handle is None:
+            return None
+        with handle:
+            info = os.fstat(handle.fileno())
+            size = codec.content_size(handle.read(codec.FRAME_HEADER_MAX))
+            if size is None:
+                handle.seek(0)
+                try:
+                    size = codec.decode(handle, lambda chunk: None, digest, label=digest)
+                except IntegrityError:
+                    size = 0
+        return ObjectRow(digest, size, info.st_size, info.st_mtime_ns, info.st_mtime_ns)
+
+    def rebuild_index(self) -> int:
+        """Recompute object rows and the name mirror from the files; returns objects seen."""
+        rows = [row for digest in self.iter_objects() if (row := self.scan_object(digest))]
+        self.index.replace_all(rows, self.iter_refs())
+        return len(rows)
