@@ -1,0 +1,1 @@
+"""Real servers for remote tests (filled in with the remote backends)."""
