@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from blobctl import units
-from blobctl.errors import BlobctlError, ConfigError, UsageError
+from blobctl.errors import BlobctlError, ConfigError, UsageError, from_os_error
 
 CONFIG_FILE = "config.toml"
 ENV_PREFIX = "BLOBCTL_"
@@ -126,8 +126,10 @@ class ConfigFile:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return cls(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})", "fix or delete the file") from exc
+        except OSError as exc:
+            raise from_os_error(exc, "read config file", path) from exc
         import tomllib
 
         try:
@@ -173,7 +175,7 @@ class ConfigFile:
 
     def line_of(self, key: str) -> int | None:
         last = re.escape(key.split(".")[-1])
-        pattern = re.compile(rf"^\s*(\[\[?\s*)?\"?{last}\"?\s*(=|\]\]?)", re.MULTILINE)
+        pattern = re.compile(rf"^[ \t]*(\[\[?[ \t]*)?\"?{last}\"?[ \t]*(=|\]\]?)", re.MULTILINE)
         match = pattern.search(self.text)
         return self.text.count("\n", 0, match.start()) + 1 if match else None
 

@@ -387,12 +387,23 @@ class Store:
             return None
 
     def read(self, resolved: Resolved, emit: Callable[[memoryview], object],
-             start: int = 0, end: int | None = None) -> int:
-        """Stream an object's verified bytes in [start, end) to `emit`; returns its size."""
+             start: int = 0, end: int | None = None, *, verify_first: bool = False) -> int:
+        """Stream an object's verified bytes in [start, end) to `emit`; returns its size.
+
+        With `verify_first`, an object of at most VERIFY_BEFORE_EMIT_SIZE is decoded and
+        verified completely before `emit` sees its first byte; larger ones always stream,
+        and a failure after output has begun still raises."""
         label = resolved.name or resolved.digest
         with self.open_object(resolved.digest) as handle:
-            size = codec.decode(handle, emit, resolved.digest, label=label, start=start, end=end)
+            declared = codec.content_size(handle.read(codec.FRAME_HEADER_MAX))
+            handle.seek(0)
+            held = bytearray() if verify_first and declared is not None \
+                and declared <= VERIFY_BEFORE_EMIT_SIZE else None
+            size = codec.decode(handle, emit if held is None else held.extend, resolved.digest,
+                                label=label, start=start, end=end)
             stored = os.fstat(handle.fileno()).st_size
+        if held is not None:
+            emit(memoryview(held))
         self._note_access(resolved.digest, size, stored)
         self.count("bytes_read", size if end is None else max(0, min(end, size) - start))
         return size
@@ -403,17 +414,8 @@ class Store:
                 self.index.record(digest, size, stored, time.time_ns())
 
     def write_to(self, resolved: Resolved, out: BinaryIO, start: int = 0, end: int | None = None) -> int:
-        """Copy an object to a stream. Objects up to VERIFY_BEFORE_EMIT_SIZE are verified
-        before the first byte goes out; larger ones stream, and a failure after output has
-        begun still raises (the CLI exits non-zero)."""
-        with self.open_object(resolved.digest) as handle:
-            declared = codec.content_size(handle.read(codec.FRAME_HEADER_MAX))
-        if declared is not None and declared <= VERIFY_BEFORE_EMIT_SIZE:
-            buffer = bytearray()
-            size = self.read(resolved, buffer.extend, start, end)
-            out.write(buffer)
-            return size
-        return self.read(resolved, out.write, start, end)
+        """Copy an object to a stream, small objects verified before any byte goes out."""
+        return self.read(resolved, out.write, start, end, verify_first=True)
 
     def export(self, resolved: Resolved, dest: Path, start: int = 0, end: int | None = None) -> int:
         """Write an object to a file atomically: complete and verified, or not at all."""

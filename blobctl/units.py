@@ -13,9 +13,9 @@ _SIZE_UNITS = {
     "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
     "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$", re.ASCII)
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_AGE_PART_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_AGE_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
 _MAX_SIZE = 2**63 - 1
 
 
@@ -46,7 +46,7 @@ def parse_age(text: str | int) -> float:
             raise UsageError(f"invalid age {text!r}: must not be negative")
         return float(text)
     compact = str(text).replace(" ", "").lower()
-    if compact.isdigit():
+    if compact.isascii() and compact.isdigit():
         return float(compact)
     parts = _AGE_PART_RE.findall(compact) if len(compact) <= 64 else []
     if not parts or "".join(n + u for n, u in parts) != compact:

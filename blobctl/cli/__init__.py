@@ -53,7 +53,10 @@ def _register_commands() -> None:
 
 
 def main() -> None:
-    """Entry point: run the app, mapping every failure to one line and an exit code."""
+    """Entry point: run the app, mapping every failure to one line and an exit code.
+
+    Typer already ends a command quietly on Ctrl-C (exit 130) and on a closed output
+    pipe such as `| head` (exit 1); everything else is mapped here."""
     from blobctl import render
 
     _register_commands()
@@ -63,17 +66,11 @@ def main() -> None:
     except BlobctlError as exc:
         render.error_line(str(exc))
         code = exc.exit_code
-    except typer.Abort as exc:
-        interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
-        render.error_line("interrupted" if interrupted else "aborted")
-        code = EXIT_INTERRUPTED if interrupted else 1
-    except KeyboardInterrupt:
-        render.error_line("interrupted")
+    except KeyboardInterrupt:  # typer turns one inside a command into a silent exit 130
         code = EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): quietly stop, like other Unix tools.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 141
+    except typer.Abort:  # end of input at a prompt
+        render.error_line("aborted")
+        code = 1
     except typer.TyperException as exc:  # usage errors from argument parsing
         exc.show()
         code = getattr(exc, "exit_code", EXIT_USAGE)

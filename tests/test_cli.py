@@ -1,0 +1,323 @@
+"""End-to-end: the installed `blobctl` command in a subprocess, as a shell user runs it."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import blobctl_executable
+
+EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTEGRITY = 2, 3, 4
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def shell(command: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run a shell pipeline with the venv's blobctl first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(blobctl_executable()[0]).parent}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, env=env, **kwargs)
+
+
+def one_line_error(result) -> str:
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    assert lines[0].startswith("blobctl: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def files(tmp_path):
+    made = {}
+    for name, size in [("small", 100), ("medium", 300_000), ("big", 6 << 20)]:
+        path = tmp_path / name
+        path.write_bytes(os.urandom(size // 2) + b"text " * (size // 10))
+        made[name] = path
+    return made
+
+
+def test_version_and_help(blobctl):
+    assert blobctl("--version").text.startswith("blobctl 0.")
+    help_text = blobctl("--help").text
+    for command in ["put", "get", "ls", "rm", "stat", "config"]:
+        assert command in help_text
+
+
+def test_put_prints_what_sha256sum_prints(blobctl, files):
+    result = blobctl("put", files["big"], check=True)
+    assert result.text == sha(files["big"].read_bytes()) + "\n"
+    expected = subprocess.run(["sha256sum", files["small"], files["medium"]], capture_output=True).stdout
+    assert blobctl("put", files["small"], files["medium"], check=True).out == expected
+
+
+def test_pipeline_round_trip_with_cmp_and_sha256sum(files, tmp_path):
+    pipeline = shell(f"cat {files['big']} | blobctl put - > {tmp_path}/h && blobctl get $(cat {tmp_path}/h) "
+                     f"| cmp - {files['big']} && blobctl get $(cut -c1-8 {tmp_path}/h) | sha256sum")
+    assert pipeline.returncode == 0, pipeline.stderr
+    assert pipeline.stdout.decode().split()[0] == sha(files["big"].read_bytes())
+    check = shell(f"blobctl put {files['small']} {files['medium']} | sha256sum -c -")
+    assert check.returncode == 0 and check.stdout.count(b": OK") == 2
+
+
+def test_get_output_file_and_range(blobctl, files, tmp_path):
+    data = files["big"].read_bytes()
+    blobctl("put", "--name", "data/big.bin", files["big"], check=True)
+    out = tmp_path / "copy"
+    assert blobctl("get", "data/big.bin", "-o", out).code == 0
+    assert out.read_bytes() == data
+    assert blobctl("get", "data/big.bin", "--range", "1000:5000").out == data[1000:5000]
+    assert blobctl("get", "data/big.bin", "--range", f"{len(data) - 3}:").out == data[-3:]
+    assert blobctl("get", "data/big.bin", "--range", "9:2").code == EXIT_USAGE
+
+
+def test_names_ls_and_json(blobctl, files):
+    blobctl("put", "--name", "datasets/mnist.npz", files["medium"], check=True)
+    blobctl("put", "--name", "models/m.bin", files["small"], check=True)
+    listed = json.loads(blobctl("ls", "datasets/", "--json").out)
+    assert listed == [{"name": "datasets/mnist.npz", "hash": sha(files["medium"].read_bytes()),
+                       "size": 300_000, "stored": listed[0]["stored"]}]
+    plain = blobctl("ls").text.splitlines()
+    assert plain[0].split() == ["name", "size", "stored", "hash"] and len(plain) == 3
+    blobctl("put", files["big"], check=True)
+    objects = json.loads(blobctl("ls", "--objects", "--json").out)
+    assert len(objects) == 3 and {"hash", "size", "stored", "accessed_ns"} <= set(objects[0])
+
+
+def test_stat_summary_and_keys(blobctl, files):
+    blobctl("put", "--name", "a", files["medium"], check=True)
+    blobctl("get", "a", check=True)
+    summary = json.loads(blobctl("stat", "--json").out)
+    assert summary["objects"] == 1 and summary["names"] == 1 and summary["size"] == 300_000
+    assert 0 < summary["stored"] < 300_000
+    assert summary["counters"]["local_hits"] == 1 and summary["counters"]["objects_written"] == 1
+    keyed = json.loads(blobctl("stat", "a", "--json").out)
+    assert keyed[0]["hash"] == sha(files["medium"].read_bytes()) and keyed[0]["names"] == ["a"]
+    human = blobctl("stat").text
+    assert "compression" in human and "local hits" in human and "\x1b[" not in human
+
+
+def test_rm_name_then_object(blobctl, files):
+    digest = blobctl("put", "--name", "x", files["small"], check=True).text.strip()
+    assert blobctl("rm", digest).code == EXIT_USAGE  # still named
+    assert blobctl("rm", "x").code == 0
+    assert blobctl("rm", digest).code == 0
+    assert blobctl("get", digest).code == EXIT_NOT_FOUND
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["get", "0" * 64], EXIT_NOT_FOUND, "is not in the store"),
+    (["get", "nosuchname"], EXIT_NOT_FOUND, "no object or name matches"),
+    (["get", "sha256:zz"], EXIT_USAGE, "invalid hash"),
+    (["get", "../../etc/passwd"], EXIT_USAGE, "invalid name"),
+    (["put", "/nonexistent/file"], EXIT_NOT_FOUND, "/nonexistent/file"),
+    (["put", "/"], EXIT_USAGE, "is a directory"),
+    (["put", "--name", "/abs", "/etc/hostname"], EXIT_USAGE, "absolute"),
+    (["put"], EXIT_USAGE, "nothing to put"),
+    (["get", "x", "--range", "abc"], EXIT_USAGE, "invalid range"),
+    (["config", "set", "max_size", "huge"], EXIT_USAGE, "invalid size"),
+    (["config", "get", "nope"], EXIT_USAGE, "unknown config key"),
+])
+def test_bad_input_is_one_clear_line(blobctl, args, code, needle):
+    result = blobctl(*args)
+    assert result.code == code and needle in one_line_error(result) and result.out == b""
+
+
+@pytest.fixture
+def shared_dir(tmp_path):
+    """A directory an unprivileged user can traverse (pytest's tmp_path is root-only)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="blobctl-shared-"))
+    path.chmod(0o777)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)])
+
+
+def as_nobody(*args, **kwargs):
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           *blobctl_executable(), *args], capture_output=True,
+                          env={**os.environ, "BLOBCTL_CONFIG": "/nonexistent"}, **kwargs)
+
+
+def test_unreadable_file(shared_dir):
+    secret = shared_dir / "secret"
+    secret.write_text("x")
+    secret.chmod(0)
+    (shared_dir / "s").mkdir()
+    (shared_dir / "s").chmod(0o777)
+    result = as_nobody("--store", shared_dir / "s", "put", secret)
+    err = result.stderr.decode()
+    assert result.returncode == 1 and f"cannot read {secret}: permission denied" in err and "Traceback" not in err
+
+
+def test_ambiguous_prefix_lists_candidates(blobctl, tmp_path):
+    by_prefix = {}
+    i = 0
+    while True:
+        data = str(i).encode()
+        digest = sha(data)
+        by_prefix.setdefault(digest[:4], []).append(data)
+        if len(by_prefix[digest[:4]]) == 2:
+            break
+        i += 1
+    pair = by_prefix[digest[:4]]
+    for data in pair:
+        blobctl("put", "-", input=data, check=True)
+    result = blobctl("get", digest[:4])
+    line = one_line_error(result)
+    assert result.code == EXIT_USAGE and "ambiguous" in line
+    assert all(sha(d)[:12] in line for d in pair)
+
+
+def test_corrupt_object_fails_naming_key_and_leaves_no_output_file(blobctl, store_dir, files, tmp_path):
+    digest = blobctl("put", "--name", "precious", files["big"], check=True).text.strip()
+    path = store_dir / "objects" / digest[:2] / digest[2:]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x55
+    path.write_bytes(bytes(data))
+    out = tmp_path / "restored"
+    result = blobctl("get", "precious", "-o", out)
+    assert result.code == EXIT_INTEGRITY and "precious" in one_line_error(result)
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_store_not_writable(blobctl, shared_dir):
+    blobctl("--store", shared_dir / "s", "stat", check=True)
+    result = as_nobody("--store", shared_dir / "s", "put", "-", input=b"data")
+    err = result.stderr.decode()
+    assert result.returncode == 1 and "permission denied" in err and "Traceback" not in err
+
+
+def test_disk_full_leaves_nothing_partial(tmp_path, files):
+    """A real 2 MiB file system: a put that does not fit fails cleanly, earlier data stays."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)]).returncode:
+        if os.environ.get("CI"):
+            pytest.fail("cannot mount a tmpfs for the disk-full test")
+        pytest.skip("cannot mount a tmpfs (needs root)")
+    try:
+        store = mountpoint / "store"
+        run = lambda *a, **k: subprocess.run(blobctl_executable() + ["--store", str(store), *a],  # noqa: E731
+                                             capture_output=True, **k)
+        assert run("put", "--name", "kept", files["small"]).returncode == 0
+        noise = os.urandom(3 << 20)
+        result = run("put", "-", input=noise)
+        err = result.stderr.decode()
+        assert result.returncode == 1 and "no space left on device" in err and "Traceback" not in err
+        assert not list((store / "tmp").iterdir())
+        assert run("get", "kept").stdout == files["small"].read_bytes()
+        assert run("get", sha(noise)).returncode == EXIT_NOT_FOUND
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)])
+
+
+def test_interrupted_put_cleans_temp_files(store_dir, tmp_path):
+    """Ctrl-C in the middle of a put from a slow pipe: exit 130 and no temp file left."""
+    env = {**os.environ, "BLOBCTL_STORE": str(store_dir)}
+    proc = subprocess.Popen(blobctl_executable() + ["put", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdin.write(os.urandom(1 << 20))
+    proc.stdin.flush()
+    deadline = time.time() + 20
+    while time.time() < deadline and not any((store_dir / "tmp").glob("*.partial")):
+        time.sleep(0.02)
+    assert any((store_dir / "tmp").glob("*.partial")), "put never started writing"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and b"Traceback" not in err
+    assert not list((store_dir / "tmp").iterdir())
+    assert not any((store_dir / "objects").rglob("*/*"))
+
+
+def test_stdin_paths_and_nul_separated(blobctl, files):
+    listing = "\n".join(str(p) for p in files.values()) + "\n"
+    out = blobctl("put", "--stdin-paths", input=listing.encode(), check=True).text.splitlines()
+    assert [line.split("  ")[1] for line in out] == [str(p) for p in files.values()]
+    zero = "\0".join(str(p) for p in files.values()).encode()
+    assert blobctl("put", "--stdin-paths", "-z", input=zero, check=True).text.splitlines() == out
+    bad = blobctl("put", "--stdin-paths", input=f"{files['small']}\n/missing/one\n".encode())
+    assert bad.code == EXIT_NOT_FOUND and bad.text.count("\n") == 1 and "/missing/one" in bad.err
+
+
+def test_put_json(blobctl, files):
+    rows = json.loads(blobctl("put", "--json", "--name", "n", files["medium"], check=True).out)
+    assert rows == [{"hash": sha(files["medium"].read_bytes()), "size": 300_000, "stored": rows[0]["stored"],
+                     "source": str(files["medium"]), "created": True, "name": "n"}]
+    again = json.loads(blobctl("put", "--json", files["medium"], check=True).out)
+    assert again[0]["created"] is False
+
+
+def test_concurrent_processes_put_same_and_different_files(store_dir, tmp_path):
+    """Six processes at once, half of the inputs shared: all succeed, every object intact."""
+    shared = [tmp_path / f"shared{i}" for i in range(20)]
+    for i, path in enumerate(shared):
+        path.write_bytes(os.urandom(1000 + i * 5000))
+    procs, own_files = [], []
+    for worker in range(6):
+        own = [tmp_path / f"own{worker}-{i}" for i in range(20)]
+        for path in own:
+            path.write_bytes(os.urandom(3000))
+        own_files += own
+        listing = "\n".join(map(str, shared + own)).encode()
+        proc = subprocess.Popen(blobctl_executable() + ["put", "--stdin-paths"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "BLOBCTL_STORE": str(store_dir)})
+        procs.append((proc, listing))
+    for proc, listing in procs:
+        out, err = proc.communicate(listing, timeout=120)
+        assert proc.returncode == 0, err
+    summary = json.loads(subprocess.run(blobctl_executable() + ["--store", str(store_dir), "stat", "--json"],
+                                        capture_output=True, check=True).stdout)
+    assert summary["objects"] == len(shared) + len(own_files)
+    for path in shared + own_files:
+        got = subprocess.run(blobctl_executable() + ["--store", str(store_dir), "get", sha(path.read_bytes())],
+                             capture_output=True)
+        assert got.stdout == path.read_bytes()
+    assert not list((store_dir / "tmp").iterdir())
+
+
+def test_config_commands(blobctl, store_dir, tmp_path):
+    assert blobctl("config", "set", "max_size", "5 GB").code == 0
+    assert blobctl("config", "get", "max_size").text.strip() == "5000000000"
+    blobctl("config", "set", "--user", "compression_level", "6", check=True)
+    rows = {r["key"]: r for r in json.loads(blobctl("config", "list", "--json").out)}
+    assert rows["compression_level"]["origin"] == str(tmp_path / "user-config.toml")
+    assert rows["max_size"]["origin"] == str(store_dir / "config.toml")
+    listing = blobctl("config", "list", "--show-origin").text
+    assert "env:BLOBCTL_STORE" in listing
+    assert blobctl("config", "path").text.strip() == str(store_dir / "config.toml")
+    blobctl("config", "set", "s3.secret_access_key", "supersecretvalue1234", check=True)
+    assert "supersecret" not in blobctl("config", "list").text
+    assert "supersecret" not in blobctl("config", "get", "s3.secret_access_key").text
+    assert blobctl("config", "unset", "max_size").code == 0
+    (store_dir / "config.toml").write_text("max_size = [broken\n")
+    result = blobctl("stat")
+    assert result.code == EXIT_USAGE and f"{store_dir / 'config.toml'}: malformed TOML" in one_line_error(result)
+
+
+def test_messages_on_stderr_data_on_stdout(blobctl, files):
+    result = blobctl("rm", "nothing-here")
+    assert result.out == b"" and result.err
+    put = blobctl("put", files["small"])
+    assert put.err == "" and len(put.text.split()) == 1
+
+
+def test_broken_pipe_is_quiet(files, tmp_path):
+    big = tmp_path / "huge"
+    big.write_bytes(os.urandom(40 << 20))
+    result = shell(f"blobctl put --name h {big} >/dev/null && blobctl get h | head -c 10 | wc -c")
+    assert result.stdout.strip() == b"10" and b"Traceback" not in result.stderr
+
+
+def test_python_dash_m(store_dir):
+    result = subprocess.run([sys.executable, "-m", "blobctl", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("blobctl ")

@@ -1,0 +1,108 @@
+"""Config precedence, origins, validation errors naming file and line, masking."""
+
+import pytest
+
+from blobctl.config import Config, ConfigFile, Mount, normalize_prefix
+from blobctl.errors import ConfigError, UsageError
+
+
+@pytest.fixture
+def user_config(tmp_path):
+    return tmp_path / "user-config.toml"
+
+
+def test_defaults_and_precedence(store_dir, user_config, monkeypatch):
+    config = Config.load(str(store_dir))
+    assert config.lookup("compression_level") == (3, "default")
+    user_config.write_text("compression_level = 5\nmax_size = \"1 GB\"\n")
+    config = Config.load(str(store_dir))
+    assert config.lookup("compression_level") == (5, str(user_config))
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text("compression_level = 7\n")
+    config = Config.load(str(store_dir))
+    assert config.lookup("compression_level") == (7, str(store_dir / "config.toml"))
+    assert config.get("max_size") == 10**9
+    monkeypatch.setenv("BLOBCTL_COMPRESSION_LEVEL", "9")
+    assert Config.load(str(store_dir)).lookup("compression_level") == (9, "env:BLOBCTL_COMPRESSION_LEVEL")
+    flagged = Config.load(str(store_dir), flags={"compression_level": 11})
+    assert flagged.lookup("compression_level") == (11, "flag")
+
+
+def test_store_location_precedence(tmp_path, user_config, monkeypatch):
+    monkeypatch.delenv("BLOBCTL_STORE")
+    user_config.write_text(f'store = "{tmp_path / "from-user"}"\n')
+    assert Config.load().store_path == tmp_path / "from-user"
+    monkeypatch.setenv("BLOBCTL_STORE", str(tmp_path / "from-env"))
+    assert Config.load().store_path == tmp_path / "from-env"
+    assert Config.load(str(tmp_path / "from-flag")).store_path == tmp_path / "from-flag"
+
+
+@pytest.mark.parametrize("text,line,needle", [
+    ("durability = \"on\"\nmax_size = \"lots\"\n", 2, "max_size: invalid size"),
+    ("\n\nbogus_key = 1\n", 3, "unknown key 'bogus_key'"),
+    ("compression_level = 99\n", 1, "compression_level"),
+    ("[s3]\nendpoint = 5\n", 2, "s3.endpoint"),
+    ("auto_gc = \"maybe\"\n", 1, "auto_gc"),
+])
+def test_bad_values_name_file_and_line(store_dir, text, line, needle):
+    store_dir.mkdir()
+    path = store_dir / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        Config.load(str(store_dir))
+    assert f"{path}:{line}:" in str(caught.value) and needle in str(caught.value)
+
+
+def test_malformed_toml_names_file_and_line(store_dir):
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text("a = 1\nmax_size = = 3\n")
+    with pytest.raises(ConfigError, match=r"config.toml: malformed TOML: .*line 2"):
+        Config.load(str(store_dir))
+
+
+def test_set_unset_round_trip_keeps_types(store_dir):
+    config = Config.load(str(store_dir))
+    config.set("max_size", "20 GB", user=False)
+    config.set("jobs", "4", user=False)
+    config.set("auto_gc", "false", user=False)
+    text = (store_dir / "config.toml").read_text()
+    assert 'max_size = "20 GB"' in text and "jobs = 4" in text and "auto_gc = false" in text
+    reloaded = Config.load(str(store_dir))
+    assert reloaded.get("max_size") == 20 * 10**9 and reloaded.get("jobs") == 4 and reloaded.get("auto_gc") is False
+    assert reloaded.unset("jobs", user=False) and not reloaded.unset("jobs", user=False)
+    assert Config.load(str(store_dir)).get("jobs") == 8
+    with pytest.raises(UsageError):
+        config.set("jobs", "many", user=False)
+    with pytest.raises(UsageError):
+        config.set("nope", "1", user=False)
+    with pytest.raises(UsageError):
+        config.set("store", "/x", user=False)
+
+
+def test_mounts_parse_and_validate(store_dir):
+    store_dir.mkdir()
+    path = store_dir / "config.toml"
+    path.write_text('[[mounts]]\nprefix = "team"\nremote = "s3://bucket/x"\n'
+                    '[[mounts]]\nprefix = ""\nremote = "/srv/store"\nread_only = true\n')
+    config = Config.load(str(store_dir))
+    assert config.mounts == [Mount("team/", "s3://bucket/x"), Mount("", "/srv/store", True)]
+    path.write_text('[[mounts]]\nprefix = "team"\nremote = "ftp://x"\n')
+    with pytest.raises(ConfigError, match="unknown remote URL scheme 'ftp'"):
+        Config.load(str(store_dir))
+    path.write_text('[[mounts]]\nprefix = "../up"\nremote = "/x"\n')
+    with pytest.raises(ConfigError, match=r"config.toml:1: mount"):
+        Config.load(str(store_dir))
+    path.write_text('mounts = "nope"\n')
+    with pytest.raises(ConfigError):
+        Config.load(str(store_dir))
+
+
+def test_mounts_are_refused_in_user_config(tmp_path):
+    path = tmp_path / "u.toml"
+    path.write_text('[[mounts]]\nprefix = "a"\nremote = "/x"\n')
+    with pytest.raises(ConfigError, match="store's config"):
+        ConfigFile.load(path, allow_mounts=False)
+
+
+def test_normalize_prefix():
+    assert normalize_prefix("") == "" and normalize_prefix("a") == "a/" and normalize_prefix("a/") == "a/"

@@ -1,0 +1,214 @@
+"""Unit tests of the Store and its index, in-process."""
+
+import hashlib
+import io
+import os
+import threading
+
+import pytest
+
+from blobctl.config import Config
+from blobctl.errors import IntegrityError, NotFoundError, UsageError
+from blobctl.index import Index
+from blobctl.results import Resolved
+from blobctl.store import Store
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_all(store, key) -> bytes:
+    out = bytearray()
+    store.read(store.resolve(key), out.extend)
+    return bytes(out)
+
+
+def test_put_is_content_addressed_and_deduplicated(store):
+    first = store.put_stream(io.BytesIO(b"hello"))
+    again = store.put_stream(io.BytesIO(b"hello"))
+    assert first.digest == again.digest == sha(b"hello")
+    assert first.created and not again.created
+    path = store.object_path(first.digest)
+    assert path == store.root / "objects" / first.digest[:2] / first.digest[2:]
+    assert store.index.totals().objects == 1
+    assert read_all(store, first.digest) == b"hello"
+    assert not list(store.tmp_dir.iterdir())
+
+
+def test_dedup_records_access(store):
+    digest = store.put_stream(io.BytesIO(b"x")).digest
+    with store.index.transaction():
+        store.index.db.execute("UPDATE objects SET accessed = 1 WHERE hash = ?", (digest,))
+    store.put_stream(io.BytesIO(b"x"))
+    assert store.index.row(digest).accessed > 1
+
+
+def test_put_paths_keeps_order_and_reports_errors(store, tmp_path):
+    files = []
+    for i in range(40):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(os.urandom(i * 100))
+        files.append(str(f))
+    files.insert(5, str(tmp_path / "missing"))
+    results = list(store.put_paths(files, jobs=3))
+    assert len(results) == 41
+    assert isinstance(results[5], NotFoundError)
+    for path, result in zip(files[:5] + files[6:], results[:5] + results[6:]):
+        assert result.digest == sha(open(path, "rb").read()) and result.source == path
+    assert not list(store.tmp_dir.iterdir())
+
+
+def test_names_bind_resolve_and_conflicts(store):
+    digest = store.put_stream(io.BytesIO(b"data")).digest
+    store.bind("datasets/a.bin", digest)
+    assert store.resolve("datasets/a.bin") == Resolved(digest, "datasets/a.bin")
+    assert (store.refs_dir / "datasets" / "a.bin").read_text() == digest + "\n"
+    with pytest.raises(UsageError, match="already a name"):
+        store.bind("datasets/a.bin/sub", digest)
+    with pytest.raises(UsageError, match="other names live under it"):
+        store.bind("datasets", digest)
+    assert [e.name for e in store.list_names()] == ["datasets/a.bin"]
+    assert store.index.totals().names == 1
+
+
+def test_resolve_prefix_and_ambiguity(store):
+    digests = [store.put_stream(io.BytesIO(str(i).encode())).digest for i in range(300)]
+    target = digests[0]
+    assert store.resolve(target[:10]).digest == target
+    assert store.resolve("sha256:" + target).digest == target
+    shared = {}
+    for d in digests:
+        shared.setdefault(d[:4], []).append(d)
+    clash = next((p for p, ds in shared.items() if len(ds) > 1), None)
+    if clash:
+        with pytest.raises(UsageError, match="ambiguous"):
+            store.resolve(clash)
+    with pytest.raises(NotFoundError):
+        store.resolve("ffff" if not any(d.startswith("ffff") for d in digests) else "0000ffff")
+    with pytest.raises(UsageError):
+        store.resolve("sha256:xyz")
+
+
+def test_damaged_object_is_an_integrity_error(store):
+    digest = store.put_stream(io.BytesIO(b"important" * 1000)).digest
+    path = store.object_path(digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=digest):
+        read_all(store, digest)
+
+
+def test_export_leaves_no_partial_file_on_damage(store, tmp_path):
+    digest = store.put_stream(io.BytesIO(os.urandom(1 << 20))).digest
+    path = store.object_path(digest)
+    path.write_bytes(path.read_bytes()[:-10])
+    dest = tmp_path / "out.bin"
+    with pytest.raises(IntegrityError):
+        store.export(Resolved(digest), dest)
+    assert not dest.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_write_to_verifies_small_objects_before_emitting(store):
+    digest = store.put_stream(io.BytesIO(b"abc" * 1000)).digest
+    path = store.object_path(digest)
+    data = bytearray(path.read_bytes())
+    data[-6] ^= 1
+    path.write_bytes(bytes(data))
+    out = io.BytesIO()
+    with pytest.raises(IntegrityError):
+        store.write_to(Resolved(digest), out)
+    assert out.getvalue() == b""
+
+
+def test_symlinked_shard_is_refused(store, tmp_path):
+    digest = store.put_stream(io.BytesIO(b"x")).digest
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shard = store.objects_dir / digest[:2]
+    (shard / digest[2:]).rename(outside / digest[2:])
+    shard.rmdir()
+    shard.symlink_to(outside)
+    with pytest.raises(IntegrityError, match="symlink"):
+        read_all(store, digest)
+
+
+def test_symlinked_ref_dir_is_refused(store, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (store.refs_dir / "evil").symlink_to(outside)
+    with pytest.raises(UsageError, match="outside"):
+        store.bind("evil/x", "a" * 64)
+    assert not list(outside.iterdir())
+
+
+def test_counters_and_totals(store):
+    digest = store.put_stream(io.BytesIO(b"abc")).digest
+    read_all(store, digest)
+    with pytest.raises(NotFoundError):
+        store.open_object("b" * 64)
+    store.close()
+    summary = Store(store.config).summary()
+    assert summary.objects == 1 and summary.size == 3
+    assert summary.counters["local_hits"] == 1 and summary.counters["misses_total"] == 1
+    assert summary.counters["objects_written"] == 1
+
+
+def test_remove_name_and_object(store):
+    digest = store.put_stream(io.BytesIO(b"abc")).digest
+    store.bind("a/b", digest)
+    with pytest.raises(UsageError, match="still named"):
+        store.remove(digest)
+    assert store.remove("a/b").kind == "name"
+    assert not (store.refs_dir / "a").exists()
+    assert store.remove(digest[:8]).kind == "object"
+    assert not store.has_object(digest) and store.index.totals().objects == 0
+
+
+def test_index_is_rebuilt_when_unreadable(store_dir):
+    config = Config.load(str(store_dir))
+    with Store(config) as store:
+        digest = store.put_stream(io.BytesIO(b"payload")).digest
+        store.bind("n", digest)
+    for leftover in store_dir.glob("index.sqlite*"):
+        leftover.unlink()
+    (store_dir / "index.sqlite").write_bytes(b"this is not a database" * 100)
+    with Store(config) as store:
+        totals = store.index.totals()
+        assert (totals.objects, totals.size, totals.names) == (1, 7, 1)
+    assert list(store_dir.glob("index.sqlite.broken-*"))
+
+
+def test_rebuild_keeps_newer_access_times(store):
+    digest = store.put_stream(io.BytesIO(b"z")).digest
+    before = store.index.row(digest).accessed
+    assert store.rebuild_index() == 1
+    assert store.index.row(digest).accessed == before
+
+
+def test_concurrent_index_writers_keep_exact_totals(store_dir):
+    """Threads with their own connections: totals stay exact under contention."""
+    config = Config.load(str(store_dir))
+    Store(config).close()
+
+    def work(seed):
+        with Store(config) as s:
+            for i in range(30):
+                s.put_stream(io.BytesIO(f"{seed % 2}-{i}".encode()))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    index = Index(store_dir / "index.sqlite")
+    assert index.totals().objects == 60
+    assert index.totals().objects == sum(1 for _ in Store(config).iter_objects())
+
+
+def test_not_a_store_is_refused(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file").write_text("x")
+    with pytest.raises(UsageError, match="not a blobctl store"):
+        Store(Config.load(str(tmp_path / "junk")))
