@@ -118,6 +118,25 @@ class TestBackendContract:
         assert put(backend, "objects/ab/x", b"other bytes", if_absent=True) is False
         assert read_all(backend, "objects/ab/x") == original
 
+    def test_concurrent_if_absent_has_exactly_one_winner(self, backend, remote_url):
+        if remote_url.url.startswith("http"):
+            pytest.skip("HTTP if_absent is HEAD-then-PUT: documented as racy")
+        bodies = [f"writer {n}\n".encode() for n in range(8)]
+        results: list[bool] = [False] * len(bodies)
+        start = threading.Barrier(len(bodies))
+
+        def create(n: int) -> None:
+            start.wait()
+            results[n] = put(backend, "refs/race", bodies[n], if_absent=True)
+
+        threads = [threading.Thread(target=create, args=(n,)) for n in range(len(bodies))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results.count(True) == 1
+        assert backend.read_bytes("refs/race") == bodies[results.index(True)]
+
     def test_short_source_stores_nothing(self, backend):
         with pytest.raises(BlobctlError, match="source ended"):
             backend.write("objects/ab/short", io.BytesIO(b"abc"), 10)

@@ -43,7 +43,6 @@ class DirectoryBackend(Backend):
     def __init__(self, url: str, *, settings: RemoteSettings | None = None, read_only: bool = False):
         super().__init__(url, read_only=read_only)
         self.root = path_from_url(url).resolve()
-        self._syncer = Syncer(enabled=True)
 
     def _checked_root(self) -> Path:
         """The root, which must exist: writing into a missing (unmounted?) one would hide data."""
@@ -97,24 +96,25 @@ class DirectoryBackend(Backend):
         if if_absent and dest.exists():
             return False
         tmp_dir = self._path(TMP_DIR)
+        syncer = Syncer(enabled=True)  # one per call keeps the backend safe to share across threads
         try:
-            make_dirs(tmp_dir, self._syncer)
+            make_dirs(tmp_dir, syncer)
             if if_absent:
-                return self._create(dest, tmp_dir, source, size)
-            atomic_write(dest, tmp_dir, lambda handle: self._fill(handle, source, size), self._syncer)
+                return self._create(dest, tmp_dir, source, size, syncer)
+            atomic_write(dest, tmp_dir, lambda handle: self._fill(handle, source, size), syncer)
             return True
         except OSError as exc:
             raise from_os_error(exc, "write", f"{key} in {self.url}") from None
         finally:
-            self._syncer.flush()
+            syncer.flush()
 
-    def _create(self, dest: Path, tmp_dir: Path, source: BinaryIO, size: int) -> bool:
+    def _create(self, dest: Path, tmp_dir: Path, source: BinaryIO, size: int, syncer: Syncer) -> bool:
         """Stage the content durably, then hard-link it into place: link fails if the key
         appeared meanwhile, so of two concurrent creators exactly one wins."""
         staged = temp_path(tmp_dir)
-        atomic_write(staged, tmp_dir, lambda handle: self._fill(handle, source, size), self._syncer)
+        atomic_write(staged, tmp_dir, lambda handle: self._fill(handle, source, size), syncer)
         try:
-            make_dirs(dest.parent, self._syncer)
+            make_dirs(dest.parent, syncer)
             try:
                 os.link(staged, dest)
             except FileExistsError:
@@ -125,7 +125,7 @@ class DirectoryBackend(Backend):
                 if dest.exists():  # no hard links here: check-then-rename, racy but best we can do
                     return False
                 os.replace(staged, dest)
-            self._syncer.sync_dir_later(dest.parent)
+            syncer.sync_dir_later(dest.parent)
             return True
         finally:
             staged.unlink(missing_ok=True)
@@ -141,5 +141,6 @@ class DirectoryBackend(Backend):
             path.unlink(missing_ok=True)
         except OSError as exc:
             raise from_os_error(exc, "delete", f"{key} in {self.url}") from None
-        self._syncer.sync_dir_later(path.parent)
-        self._syncer.flush()
+        syncer = Syncer(enabled=True)
+        syncer.sync_dir_later(path.parent)
+        syncer.flush()
