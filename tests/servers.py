@@ -130,8 +130,9 @@ def nginx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     port = free_port()
     (prefix / "nginx.conf").write_text(NGINX_CONF.format(port=port))
     log = prefix / "error.log"
-    proc = subprocess.Popen([program, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", str(log)],
-                            stdout=subprocess.DEVNULL, stderr=open(prefix / "stderr.log", "wb"))
+    with open(prefix / "stderr.log", "wb") as stderr:  # the child keeps its own copy of the fd
+        proc = subprocess.Popen([program, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", str(log)],
+                                stdout=subprocess.DEVNULL, stderr=stderr)
     wait_until(lambda: accepts_connections(port), proc, prefix / "stderr.log", deadline_s=30)
     yield f"http://127.0.0.1:{port}", prefix / "data"
     stop(proc, signal.SIGTERM)
@@ -200,14 +201,15 @@ def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     p = seaweed_base_port()
     log = root / "weed.log"
-    proc = subprocess.Popen(
-        [program, f"-logdir={root}", "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-         f"-master.port={p}", f"-volume.port={p + 1}", "-filer", f"-filer.port={p + 2}",
-         "-s3", f"-s3.port={p + 3}", f"-s3.config={root / 's3.json'}",
-         "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
-         "-master.volumeSizeLimitMB=64", "-volume.max=0", "-volume.preStopSeconds=0",
-         f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    with open(log, "wb") as output:
+        proc = subprocess.Popen(
+            [program, f"-logdir={root}", "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             f"-master.port={p}", f"-volume.port={p + 1}", "-filer", f"-filer.port={p + 2}",
+             "-s3", f"-s3.port={p + 3}", f"-s3.config={root / 's3.json'}",
+             "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
+             "-master.volumeSizeLimitMB=64", "-volume.max=0", "-volume.preStopSeconds=0",
+             f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"],
+            stdout=output, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{p + 3}"
     wait_until(lambda: accepts_connections(p + 3) and create_bucket(endpoint, "readiness") and _can_put(endpoint),
                proc, log, deadline_s=60)

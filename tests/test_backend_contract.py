@@ -306,25 +306,28 @@ def test_http_5xx_is_retried_then_fails(failing_http):
     assert seen == ["GET /store/refs/x"] * 3
 
 
-def test_static_http_server_serves_a_read_only_remote(static_site: StaticSite):
+def test_static_http_server_serves_a_read_only_remote(static_site: StaticSite, request):
     (static_site.root / "refs").mkdir()
     (static_site.root / "refs" / "main").write_bytes(b"abc\n")
     backend = open_backend(static_site.url, RemoteSettings(timeout=5.0, retries=0), read_only=True)
+    request.addfinalizer(backend.close)
     assert backend.read_bytes("refs/main") == b"abc\n"
     assert backend.exists("refs/other") is False
     with pytest.raises(ReadOnlyError):
         put(backend, "refs/main", b"x\n")
 
 
-def test_http_write_refused_by_server_says_check_permissions(static_site: StaticSite):
+def test_http_write_refused_by_server_says_check_permissions(static_site: StaticSite, request):
     backend = open_backend(static_site.url, RemoteSettings(timeout=5.0, retries=0))
+    request.addfinalizer(backend.close)
     error = assert_remote_error_soon(lambda: put(backend, "refs/main", b"x\n"))
     assert "403" in str(error) and "permissions" in str(error)
     assert not (static_site.root / "refs" / "main").exists()
 
 
-def test_http_never_deletes_a_collection(webdav_remote):
+def test_http_never_deletes_a_collection(webdav_remote, request):
     backend = open_backend(webdav_remote.url, webdav_remote.settings)
+    request.addfinalizer(backend.close)
     put(backend, "objects/ab/x", b"x")
     with pytest.raises(UsageError, match="collection"):
         backend.delete("objects/")
