@@ -319,6 +319,30 @@ class Config:
         target.values[key] = _typed(setting, value)
         target.save()
 
+    def add_mount(self, prefix: str, remote: str, *, read_only: bool) -> Mount:
+        """Record a mount in the store's config (after the existing ones: mount order)."""
+        from blobctl import keys
+        from blobctl.backends import check_url
+
+        mount = Mount(normalize_prefix(keys.validate_prefix(prefix)), check_url(remote), read_only)
+        if any(m.prefix == mount.prefix for m in self.mounts):
+            raise UsageError(f"{mount.prefix or '(empty prefix)'!s} is already mounted",
+                             f"unmount it first: blobctl umount '{mount.prefix}'")
+        self.store_file.mounts.append(mount)
+        self.store_file.save()
+        return mount
+
+    def remove_mount(self, prefix: str) -> Mount:
+        wanted = normalize_prefix(prefix)
+        for mount in self.mounts:
+            if mount.prefix == wanted:
+                self.store_file.mounts.remove(mount)
+                self.store_file.save()
+                return mount
+        from blobctl.errors import NotFoundError
+
+        raise NotFoundError(f"nothing is mounted at {prefix!r}", "see mounts with 'blobctl mount'")
+
     def unset(self, key: str, *, user: bool) -> bool:
         known_setting(key)
         target = self.file_for(user)

@@ -62,6 +62,13 @@ class ReadOnlyError(UsageError):
     """A write was aimed at a read-only mount or backend."""
 
 
+def warn(text: str) -> None:
+    """A problem worth telling the user that does not stop the command (stderr)."""
+    import sys
+
+    print(f"blobctl: warning: {text}", file=sys.stderr)
+
+
 def from_os_error(exc: OSError, action: str, path: object) -> BlobctlError:
     """Turn an OSError into one clear line: what we were doing, on which path, what to do."""
     import errno

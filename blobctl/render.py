@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +29,6 @@ def message(text: str) -> None:
     """A note for the human at the terminal (stderr; silenced by --quiet)."""
     if not quiet_enabled():
         print(text, file=sys.stderr)
-
-
-def warning(text: str) -> None:
-    print(f"blobctl: warning: {text}", file=sys.stderr)
 
 
 def error_line(text: str) -> None:
@@ -82,3 +79,40 @@ def ratio(size_: int | None, stored: int | None) -> str:
 
 def age(ns: int | None, now_ns: int) -> str:
     return "-" if ns is None else format_age((now_ns - ns) / 1e9) + " ago"
+
+
+class _SilentProgress:
+    """Progress that shows nothing: stderr is not a terminal, or --quiet."""
+
+    def start(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, amount: int = 1) -> None:
+        pass
+
+
+class _BarProgress(_SilentProgress):
+    def __init__(self, bar, unit: str):
+        self._bar, self._unit, self._task = bar, unit, None
+
+    def start(self, description: str, total: int | None) -> None:
+        self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, amount)
+
+
+@contextmanager
+def progress(description: str, unit: str = "items") -> Iterator[_SilentProgress]:
+    """A progress bar on stderr, only when stderr is a terminal and not --quiet."""
+    if quiet_enabled() or not sys.stderr.isatty():
+        yield _SilentProgress()
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
+    with Progress(TextColumn("{task.description}"), BarColumn(), amount, TimeRemainingColumn(),
+                  console=Console(file=sys.stderr), transient=True) as bar:
+        yield _BarProgress(bar, unit)

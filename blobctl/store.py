@@ -15,23 +15,25 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from blobctl import codec, keys
 from blobctl.config import Config
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, UsageError,
-                            from_os_error)
+                            from_os_error, warn)
 from blobctl.fsutil import Syncer, make_dirs, temp_path
 from blobctl.index import Index, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
+
+if TYPE_CHECKING:
+    from blobctl.mounts import Overlay
 
 FORMAT_MARKER = "blobctl-store 1\n"
 #: Objects at most this large are verified completely before the first byte is emitted.
@@ -67,6 +69,7 @@ class Store:
         self.syncer = Syncer(config.get("durability") == "on")
         self.level = config.get("compression_level")
         self._index: Index | None = None
+        self._overlay: Overlay | None = None
         self._counters: dict[str, int] = {}
         self._ensure_layout()
 
@@ -105,15 +108,26 @@ class Store:
             except IndexUnreadable as exc:
                 aside = path.with_name(f"index.sqlite.broken-{time.time_ns()}")
                 path.replace(aside)
-                print(f"blobctl: index {path} was unreadable ({exc}); moved to {aside.name} "
-                      "and rebuilt from the objects", file=sys.stderr)
+                warn(f"index {path} was unreadable ({exc}); moved to {aside.name} "
+                     "and rebuilt from the objects")
                 self._index = Index(path)
                 self.rebuild_index()
         return self._index
 
+    @property
+    def overlay(self) -> Overlay | None:
+        """The mounted remotes, or None without mounts (then no backend code is loaded)."""
+        if self._overlay is None and self.config.mounts:
+            from blobctl.mounts import Overlay
+
+            self._overlay = Overlay(self)
+        return self._overlay
+
     def close(self) -> None:
         """Commit counters and make everything this command wrote durable."""
         try:
+            if self._overlay is not None:
+                self._overlay.close()
             if self._counters:
                 with self.index.transaction():
                     self.index.bump(self._counters)
@@ -147,7 +161,7 @@ class Store:
     def ref_path(self, name: str) -> Path:
         return self.refs_dir / keys.validate_name(name)
 
-    def _open_object_file(self, digest: str) -> BinaryIO | None:
+    def open_local(self, digest: str) -> BinaryIO | None:
         """The local object opened for reading (not following a symlink), or None."""
         try:
             fd = os.open(self.object_path(digest), os.O_RDONLY | os.O_NOFOLLOW)
@@ -227,6 +241,33 @@ class Store:
     def put_path(self, path: str) -> PutResult:
         return self._publish([self._encode_path(path)])[0]
 
+    def adopt(self, source: BinaryIO, digest: str, label: str) -> int:
+        """Store an object that arrives already compressed (a remote fetch): it is verified
+        while it streams into a temp file and published only if it matches `digest`.
+        Returns its stored size."""
+        from blobctl.mounts import verify_stream_into
+
+        temp = temp_path(self.tmp_dir)
+        try:
+            with open(temp, "xb") as sink:
+                size = verify_stream_into(source, sink, digest, label)
+                sink.flush()
+                self.syncer.sync_file(sink.fileno())
+                stored = sink.tell()
+        except BaseException as exc:
+            temp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise from_os_error(exc, "write to store", self.tmp_dir) from exc
+            raise
+        self._publish([_Pending(temp, codec.Encoded(digest, size, stored), label)])
+        return stored
+
+    def stored_size(self, digest: str) -> int | None:
+        try:
+            return self.object_path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
     def put_paths(self, paths: Iterable[str], jobs: int | None = None
                   ) -> Iterator[PutResult | BlobctlError]:
         """Put many files, encoding in parallel threads and publishing in batches; yields a
@@ -262,32 +303,39 @@ class Store:
             yield item if isinstance(item, BlobctlError) else next(published)
 
     # -- names --------------------------------------------------------------------------
-    def bind(self, name: str, digest: str) -> None:
-        """Point `name` at an object (atomically replacing an older binding)."""
+    def check_bindable(self, name: str, *, from_remote: bool = False) -> Path:
+        """The ref path for `name`, or a UsageError saying why it cannot be bound: invalid,
+        escaping through a symlink, clashing with another name, or under a read-only mount
+        (names there can only come from that remote, by pull)."""
         path = self.ref_path(name)
         self._check_inside(path, self.refs_dir, name)
-        data = f"{digest}\n".encode()
+        for parent in path.relative_to(self.refs_dir).parents:
+            if parent != Path(".") and (self.refs_dir / parent).is_file():
+                raise UsageError(f"cannot bind name {name!r}: {parent} is already a name",
+                                 f"remove it first with: blobctl rm {parent}")
+        if path.is_dir():
+            raise UsageError(f"cannot bind name {name!r}: other names live under it")
+        if not from_remote and self.overlay is not None:
+            self.overlay.writable_mount_for(name)
+        return path
+
+    def bind(self, name: str, digest: str, *, from_remote: bool = False) -> None:
+        """Point `name` at an object, atomically replacing an older binding."""
+        path = self.check_bindable(name, from_remote=from_remote)
+        temp = temp_path(self.tmp_dir)
         try:
-            for parent in path.relative_to(self.refs_dir).parents:
-                if parent != Path(".") and (self.refs_dir / parent).is_file():
-                    raise UsageError(f"cannot bind name {name!r}: {parent} is already a name",
-                                     f"remove it first with: blobctl rm {parent}")
-            if path.is_dir():
-                raise UsageError(f"cannot bind name {name!r}: other names live under it")
-            temp = temp_path(self.tmp_dir)
-            try:
-                with open(temp, "xb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    self.syncer.sync_file(handle.fileno())
-                make_dirs(path.parent, self.syncer)
-                with self.index.transaction():
-                    os.replace(temp, path)
-                    self.index.set_name(name, digest)
-            finally:
-                temp.unlink(missing_ok=True)
+            with open(temp, "xb") as handle:
+                handle.write(f"{digest}\n".encode())
+                handle.flush()
+                self.syncer.sync_file(handle.fileno())
+            make_dirs(path.parent, self.syncer)
+            with self.index.transaction():
+                os.replace(temp, path)
+                self.index.set_name(name, digest)
         except OSError as exc:
             raise from_os_error(exc, f"bind name {name!r} at", path) from exc
+        finally:
+            temp.unlink(missing_ok=True)
         self.syncer.sync_dir_later(path.parent)
 
     def read_ref(self, name: str) -> str | None:
@@ -316,7 +364,7 @@ class Store:
                 try:
                     yield name, self.read_ref(name)
                 except BlobctlError as exc:
-                    print(f"blobctl: warning: {exc}", file=sys.stderr)
+                    warn(str(exc))
 
     def _check_inside(self, path: Path, base: Path, what: str) -> None:
         """Refuse a path that a symlink inside the store would lead elsewhere."""
@@ -348,6 +396,10 @@ class Store:
                 shown = ", ".join(m[:12] for m in matches[:5]) + (" …" if len(matches) > 5 else "")
                 raise UsageError(f"hash prefix {key!r} is ambiguous: {len(matches)} objects match "
                                  f"({shown})", "give more hex digits")
+        if name_error is None and self.overlay is not None:
+            digest = self.overlay.resolve_name(key)
+            if digest is not None:
+                return Resolved(digest, key)
         if name_error is not None and not keys.is_hash_prefix(key):
             raise name_error
         raise NotFoundError(f"no object or name matches {key!r}",
@@ -369,7 +421,12 @@ class Store:
     # -- reading ------------------------------------------------------------------------
     def open_object(self, digest: str) -> BinaryIO:
         """A local object's file, opened for reading; NotFoundError if it is absent."""
-        handle = self._open_object_file(digest)
+        handle = self.open_local(digest)
+        if handle is None and self.overlay is not None and self.overlay.fetch(digest):
+            self.count("remote_hits")
+            handle = self.open_local(digest)
+            if handle is not None:
+                return handle
         if handle is None:
             evicted = self._index_lookup(lambda index: index.was_evicted(digest))
             self.count("evicted_misses" if evicted else "misses")
@@ -442,7 +499,7 @@ class Store:
         row = self.index.row(digest)
         if row is not None and self.has_object(digest):
             return row.size, row.stored, row.accessed
-        handle = self._open_object_file(digest)
+        handle = self.open_local(digest)
         if handle is None:
             return None, None, None
         with handle:
@@ -521,7 +578,7 @@ class Store:
     # -- metadata rebuild ---------------------------------------------------------------
     def scan_object(self, digest: str) -> ObjectRow | None:
         """An index row built from the object file alone (size from its frame header)."""
-        handle = self._open_object_file(digest)
+        handle = self.open_local(digest)
         if handle is None:
             return None
         with handle:

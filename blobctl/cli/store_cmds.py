@@ -73,12 +73,10 @@ def put(
         raise UsageError("--name binds one input; pass exactly one FILE")
     if paths.count("-") > 1 or ("-" in paths and stdin_paths):
         raise UsageError("standard input ('-') can be read only once")
-    from blobctl import keys
-
-    if name is not None:
-        keys.validate_name(name)
     results, failure = [], None
     with open_store(ctx) as store:
+        if name is not None:
+            store.check_bindable(name)
         for outcome in _put_all(store, paths):
             if isinstance(outcome, BlobctlError):
                 render.error_line(str(outcome))

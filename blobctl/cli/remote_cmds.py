@@ -1,0 +1,115 @@
+"""mount, umount, push, pull: remote stores overlaid at key prefixes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from blobctl import render
+from blobctl.cli import app
+from blobctl.cli.common import JsonOption, load_config, open_store
+from blobctl.errors import NotFoundError
+from blobctl.render import Column
+
+
+@app.command()
+def mount(
+    ctx: typer.Context,
+    prefix: Annotated[Optional[str], typer.Argument(help="Key prefix to overlay ('' for every name).")] = None,
+    remote: Annotated[Optional[str], typer.Argument(
+        help="A directory, file://, http(s):// or s3://bucket/prefix URL.")] = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Never write to this remote.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Mount a remote store at a prefix, or list mounts when called without arguments."""
+    if prefix is not None and remote is not None:
+        added = load_config(ctx).add_mount(prefix, remote, read_only=read_only)
+        render.message(f"mounted {_masked(added.remote)} at {added.prefix or '(every name)'}"
+                       + (" read-only" if added.read_only else ""))
+        return
+    if prefix is not None:
+        raise typer.BadParameter("give both PREFIX and REMOTE, or neither to list mounts")
+    with open_store(ctx) as store:
+        statuses = store.overlay.status() if store.overlay is not None else []
+    rows = [{"prefix": s.mount.prefix, "remote": _masked(s.mount.remote), "read_only": s.mount.read_only,
+             "fetched_objects": s.fetched_objects, "fetched_bytes": s.fetched_bytes,
+             "hits": s.hits, "misses": s.misses, "unpushed": s.unpushed} for s in statuses]
+    if as_json:
+        render.emit_json(rows)
+        return
+    render.table([Column("prefix"), Column("remote"), Column("mode"), Column("fetched", "right"),
+                  Column("bytes", "right"), Column("hits", "right"), Column("misses", "right"),
+                  Column("unpushed", "right")],
+                 [[r["prefix"] or "''", r["remote"], "ro" if r["read_only"] else "rw",
+                   str(r["fetched_objects"]), render.size(r["fetched_bytes"]), str(r["hits"]),
+                   str(r["misses"]), str(r["unpushed"])] for r in rows])
+
+
+def _masked(url: str) -> str:
+    from blobctl.backends.common import mask_url
+
+    return mask_url(url)
+
+
+@app.command()
+def umount(ctx: typer.Context, prefix: Annotated[str, typer.Argument(help="The mounted prefix.")]) -> None:
+    """Remove a mount (local data, including unpushed names, stays)."""
+    removed = load_config(ctx).remove_mount(prefix)
+    render.message(f"unmounted {_masked(removed.remote)} from {removed.prefix or '(every name)'}")
+
+
+@app.command()
+def push(
+    ctx: typer.Context,
+    prefix: Annotated[Optional[str], typer.Argument(help="Only names under this prefix.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be pushed.")] = False,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, max=256,
+                                                help="Parallel uploads (default: config 'jobs').")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Upload unpushed objects, then their names, to their writable mounts."""
+    with open_store(ctx) as store:
+        if store.overlay is None:
+            raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
+        with render.progress("pushing", unit="bytes") as progress:
+            reports = store.overlay.push(prefix, dry_run=dry_run, jobs=jobs or store.config.get("jobs"),
+                                         progress=progress)
+    rows = [{"prefix": r.prefix, "remote": _masked(r.remote), "objects": r.objects, "bytes": r.bytes,
+             "skipped": r.skipped, "refs": r.refs, "seconds": round(r.seconds, 3),
+             "pending": r.pending_names if dry_run else []} for r in reports]
+    if as_json:
+        render.emit_json(rows)
+        return
+    if dry_run:
+        render.emit_lines([name for r in rows for name in r["pending"]])
+        render.message(f"{sum(len(r['pending']) for r in rows)} names would be pushed")
+        return
+    render.table([Column("prefix"), Column("remote"), Column("objects", "right"), Column("bytes", "right"),
+                  Column("skipped", "right"), Column("names", "right"), Column("seconds", "right")],
+                 [[r["prefix"] or "''", r["remote"], str(r["objects"]), render.size(r["bytes"]),
+                   str(r["skipped"]), str(r["refs"]), f"{r['seconds']:.2f}"] for r in rows])
+
+
+@app.command()
+def pull(
+    ctx: typer.Context,
+    targets: Annotated[list[str], typer.Argument(metavar="PREFIX|KEY...",
+                                                 help="Mount prefixes (every remote name under them) or keys.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Prefetch objects (and names) from mounted remotes into the local store."""
+    with open_store(ctx) as store:
+        if store.overlay is None:
+            raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
+        with render.progress("pulling", unit="items") as progress:
+            reports = store.overlay.pull(targets, progress=progress)
+    rows = [{"target": r.target, "names": r.names, "fetched": r.fetched, "bytes": r.bytes,
+             "present": r.present} for r in reports]
+    if as_json:
+        render.emit_json(rows)
+        return
+    render.table([Column("target"), Column("names", "right"), Column("fetched", "right"),
+                  Column("bytes", "right"), Column("already local", "right")],
+                 [[r["target"] or "''", str(r["names"]), str(r["fetched"]), render.size(r["bytes"]),
+                   str(r["present"])] for r in rows])

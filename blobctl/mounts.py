@@ -1,0 +1,310 @@
+"""Mounted remotes: an overlay of remote stores at key prefixes, in mount order.
+
+Reads fall through to the mounts: a name under a mount's prefix resolves through the
+remote's refs/ (with the prefix stripped: local 'team/x' is the remote's 'refs/x'), and a
+hash that is not local is fetched from the first mount that has it, verified while it
+streams into a temp file and only then published in the local store.
+
+Writes stay local: names bound under a writable mount are *unpushed* until `push`
+uploads their objects first and then their refs, so a remote ref never points at a
+missing object. Pushed state lives in the index (`pushed`): losing it only means the next
+push checks the remote again.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO
+
+from blobctl import codec, keys
+from blobctl.backends import Backend, open_backend
+from blobctl.config import Mount, normalize_prefix
+from blobctl.errors import (IntegrityError, NotFoundError, ReadOnlyError, RemoteError,
+                            UsageError, warn)
+
+if TYPE_CHECKING:
+    from blobctl.store import Store
+
+
+@dataclass(frozen=True)
+class MountStatus:
+    mount: Mount
+    fetched_objects: int
+    fetched_bytes: int
+    hits: int
+    misses: int
+    unpushed: int
+
+
+@dataclass
+class PushReport:
+    prefix: str
+    remote: str
+    objects: int = 0  # uploaded
+    bytes: int = 0
+    skipped: int = 0  # already on the remote
+    refs: int = 0
+    seconds: float = 0.0
+    pending_names: list[str] = field(default_factory=list)  # what --dry-run would publish
+
+
+@dataclass
+class PullReport:
+    target: str
+    names: int = 0
+    fetched: int = 0
+    bytes: int = 0
+    present: int = 0  # already local
+
+
+def counter(mount: Mount, what: str) -> str:
+    return f"mount:{mount.prefix}:{what}"
+
+
+def remote_name(mount: Mount, name: str) -> str:
+    """The name on the remote for a local name under the mount's prefix."""
+    return name[len(mount.prefix):]
+
+
+class Overlay:
+    def __init__(self, store: Store):
+        self.store = store
+        self.mounts = store.config.mounts
+        self._backends: dict[str, Backend] = {}
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+        self._backends.clear()
+
+    def backend(self, mount: Mount) -> Backend:
+        if mount.prefix not in self._backends:
+            self._backends[mount.prefix] = open_backend(
+                mount.remote, self.store.config.remote_settings(), read_only=mount.read_only)
+        return self._backends[mount.prefix]
+
+    def covering(self, name: str) -> list[Mount]:
+        return [m for m in self.mounts if m.covers(name)]
+
+    def writable_mount_for(self, name: str) -> Mount | None:
+        """The mount a local name under its prefix would be pushed to; ReadOnlyError if the
+        first mount covering it is read-only (the name could never be published)."""
+        for mount in self.covering(name):
+            if mount.read_only:
+                raise ReadOnlyError(f"cannot bind {name!r}: {mount.prefix or 'every name'} is mounted "
+                                    f"read-only from {self.backend(mount).url}",
+                                    "choose a name outside the mount, or remount it without --read-only")
+            return mount
+        return None
+
+    # -- reads --------------------------------------------------------------------------
+    def resolve_name(self, name: str) -> str | None:
+        """The hash a mounted remote's ref gives for `name`, or None if no mount has it.
+        An unreachable mount is an error only if no other mount answers."""
+        failure = None
+        for mount in self.covering(name):
+            try:
+                data = self.backend(mount).read_bytes(keys.ref_key(remote_name(mount, name)))
+            except NotFoundError:
+                self.store.count(counter(mount, "misses"))
+                continue
+            except RemoteError as exc:
+                failure = failure or exc
+                continue
+            self.store.count(counter(mount, "hits"))
+            return keys.parse_ref(data, f"{name!r} on {self.backend(mount).url}")
+        if failure is not None:
+            raise failure
+        return None
+
+    def fetch(self, digest: str) -> bool:
+        """Copy an object from the first mount that has it into the local store, verified
+        before it is published. False if no mount has it."""
+        failure = None
+        for mount in self.mounts:
+            backend = self.backend(mount)
+            try:
+                stream = backend.open_read(keys.object_key(digest))
+            except NotFoundError:
+                self.store.count(counter(mount, "misses"))
+                continue
+            except RemoteError as exc:
+                failure = failure or exc
+                continue
+            try:
+                with stream:
+                    stored = self.store.adopt(stream, digest, f"{digest} from {backend.url}")
+            except IntegrityError as exc:
+                failure = failure or IntegrityError(f"{exc.message}; it was not cached", exc.hint)
+                continue
+            except RemoteError as exc:
+                failure = failure or exc
+                continue
+            self.store.count(counter(mount, "hits"))
+            self.store.count(counter(mount, "fetched_objects"))
+            self.store.count(counter(mount, "fetched_bytes"), stored)
+            return True
+        if failure is not None:
+            raise failure
+        return False
+
+    # -- status -------------------------------------------------------------------------
+    def unpushed(self, mount: Mount, within: str = "") -> list[tuple[str, str]]:
+        """(name, hash) of local names under a writable mount that the remote lacks."""
+        if mount.read_only:
+            return []
+        pushed = self.store.index.pushed_names()
+        start = within if within.startswith(mount.prefix) else mount.prefix
+        return [(name, digest) for name, digest in self.store.iter_refs(start)
+                if self._owner(name) is mount and pushed.get(name) != digest]
+
+    def _owner(self, name: str) -> Mount | None:
+        covering = self.covering(name)
+        return covering[0] if covering else None
+
+    def status(self) -> list[MountStatus]:
+        counters = self.store.index.counters()
+        return [MountStatus(m, counters.get(counter(m, "fetched_objects"), 0),
+                            counters.get(counter(m, "fetched_bytes"), 0),
+                            counters.get(counter(m, "hits"), 0), counters.get(counter(m, "misses"), 0),
+                            len({d for _, d in self.unpushed(m)})) for m in self.mounts]
+
+    # -- push ---------------------------------------------------------------------------
+    def push(self, prefix: str | None = None, *, dry_run: bool = False, jobs: int = 8,
+             progress=None) -> list[PushReport]:
+        """Publish unpushed names under `prefix` (all writable mounts by default): objects
+        first, in parallel, skipping what the remote has; then the refs."""
+        chosen = self._mounts_for(prefix)
+        reports = []
+        for mount in chosen:
+            if mount.read_only:
+                if prefix is not None:
+                    raise ReadOnlyError(f"cannot push to {self.backend(mount).url}: mounted read-only")
+                continue
+            reports.append(self._push_mount(mount, prefix or "", dry_run=dry_run, jobs=jobs, progress=progress))
+        return reports
+
+    def _mounts_for(self, prefix: str | None) -> list[Mount]:
+        if prefix is None:
+            return list(self.mounts)
+        keys.validate_prefix(prefix)
+        chosen = [m for m in self.mounts if m.covers(prefix) or m.prefix.startswith(normalize_prefix(prefix))]
+        if not chosen:
+            raise NotFoundError(f"no mount covers {prefix!r}", "see mounts with 'blobctl mount'")
+        return chosen
+
+    def _push_mount(self, mount: Mount, within: str, *, dry_run: bool, jobs: int, progress) -> PushReport:
+        backend = self.backend(mount)
+        report = PushReport(mount.prefix, backend.url)
+        todo = self.unpushed(mount, within)
+        report.pending_names = [name for name, _ in todo]
+        if dry_run or not todo:
+            return report
+        started = time.monotonic()
+        digests = sorted({digest for _, digest in todo})
+        if progress is not None:
+            progress.start(f"push {mount.prefix or '(all)'}", len(digests))
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for uploaded, size in pool.map(lambda d: self._upload_object(backend, d), digests):
+                report.objects += uploaded
+                report.skipped += not uploaded
+                report.bytes += size if uploaded else 0
+                if progress is not None:
+                    progress.advance(size)
+        for name, digest in todo:  # every object is on the remote: now the refs may point at them
+            data = f"{digest}\n".encode()
+            backend.write(keys.ref_key(remote_name(mount, name)), io.BytesIO(data), len(data))
+            with self.store.index.transaction():
+                self.store.index.mark_pushed(name, digest)
+            report.refs += 1
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _upload_object(self, backend: Backend, digest: str) -> tuple[bool, int]:
+        key = keys.object_key(digest)
+        if backend.exists(key):
+            return False, 0
+        handle = self.store.open_local(digest)
+        if handle is None:
+            raise NotFoundError(f"cannot push object {digest}: it is not in the local store",
+                                "run 'blobctl fsck' to find names that point at missing objects")
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            return backend.write(key, handle, size, if_absent=True), size
+
+    # -- pull ---------------------------------------------------------------------------
+    def pull(self, targets: Iterable[str], progress=None) -> list[PullReport]:
+        """Prefetch into the local store: each target is a mount prefix / name prefix
+        (every remote name under it, bound locally as pushed cache entries) or a key."""
+        return [self._pull_one(target, progress) for target in targets]
+
+    def _pull_one(self, target: str, progress) -> PullReport:
+        report = PullReport(target)
+        for name, digest in self._names_to_pull(target):
+            self._ensure_local(digest, report)
+            if name is not None:
+                if self.store.read_ref(name) != digest:
+                    self.store.bind(name, digest, from_remote=True)
+                with self.store.index.transaction():
+                    self.store.index.mark_pushed(name, digest)
+                report.names += 1
+            if progress is not None:
+                progress.advance(1)
+        return report
+
+    def _names_to_pull(self, target: str) -> Iterator[tuple[str | None, str]]:
+        is_prefix = target == "" or target.endswith("/") or any(
+            m.prefix == normalize_prefix(target) for m in self.mounts)
+        if not is_prefix:
+            resolved = self.store.resolve(target)
+            yield resolved.name, resolved.digest
+            return
+        prefix = normalize_prefix(keys.validate_prefix(target))
+        mounts = [m for m in self.mounts if m.covers(prefix) or m.prefix.startswith(prefix)]
+        if not mounts:
+            raise NotFoundError(f"no mount covers {target!r}", "see mounts with 'blobctl mount'")
+        for mount in mounts:
+            backend = self.backend(mount)
+            below = prefix[len(mount.prefix):] if prefix.startswith(mount.prefix) else ""
+            for key in backend.list(keys.ref_key(below) if below else "refs/"):
+                name = mount.prefix + key[len("refs/"):]
+                try:
+                    keys.validate_name(name)
+                except UsageError:
+                    warn(f"skipping remote ref {key!r} on {backend.url}: not a valid name")
+                    continue
+                data = backend.read_bytes(key)
+                yield name, keys.parse_ref(data, f"{key!r} on {backend.url}")
+
+    def _ensure_local(self, digest: str, report: PullReport) -> None:
+        if self.store.has_object(digest):
+            report.present += 1
+            return
+        if not self.fetch(digest):
+            raise NotFoundError(f"object {digest} is on no mounted remote")
+        report.fetched += 1
+        report.bytes += self.store.stored_size(digest)
+
+
+def verify_stream_into(source: BinaryIO, sink: BinaryIO, digest: str, label: str) -> int:
+    """Copy a compressed object from `source` into `sink` while decoding and hashing it;
+    IntegrityError (nothing usable in sink) if it is damaged, truncated or has trailing
+    bytes. Returns the original size."""
+
+    class Tee:
+        def read(self, size: int = -1) -> bytes:
+            data = source.read(size)
+            sink.write(data)
+            return data
+
+    tee = Tee()
+    size = codec.decode(tee, lambda chunk: None, digest, label=label)
+    if tee.read(1):
+        raise IntegrityError(f"object {label} is damaged: bytes follow its zstd frame")
+    return size
+
