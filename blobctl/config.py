@@ -56,6 +56,14 @@ def _parse_optional_size(value: Any) -> int | None:
     return None if value in ("", "none", "unlimited") else units.parse_size(value)
 
 
+def _parse_timeout(value: Any) -> float:
+    """An age above zero: a zero socket timeout would mean non-blocking, not "no wait"."""
+    seconds = units.parse_age(value)
+    if seconds <= 0:
+        raise UsageError(f"invalid timeout {value!r}: must be more than 0", "use e.g. '30s' or '2m'")
+    return seconds
+
+
 def _parse_text(value: Any) -> str:
     if not isinstance(value, str):
         raise UsageError(f"invalid value {value!r}", "use a string")
@@ -80,7 +88,7 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in [
     Setting("auto_gc", _parse_bool, True, "trim the store when a put takes it over max_size"),
     Setting("gc_grace", units.parse_age, 3600.0, "objects younger than this are never evicted"),
     Setting("jobs", _parse_int(1, 256), 8, "parallel transfers for push and pull"),
-    Setting("remote_timeout", units.parse_age, 30.0, "seconds allowed per remote request"),
+    Setting("remote_timeout", _parse_timeout, 30.0, "seconds allowed per remote request"),
     Setting("remote_retries", _parse_int(0, 20), 3, "retries of a failed remote request, with backoff"),
     Setting("s3.endpoint", _parse_text, None, "S3 endpoint URL (default: AWS_ENDPOINT_URL, then AWS)"),
     Setting("s3.region", _parse_text, None, "S3 region (default: AWS_REGION, then us-east-1)"),

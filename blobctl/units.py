@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from blobctl.errors import UsageError
@@ -17,6 +18,8 @@ _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$", re.ASCII)
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _AGE_PART_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
 _MAX_SIZE = 2**63 - 1
+#: Longest age accepted (100 years): every age stays usable as a timeout or a time delta.
+_MAX_AGE = 100 * 365 * 86400
 
 
 def parse_size(text: str | int) -> int:
@@ -42,16 +45,21 @@ def parse_age(text: str | int) -> float:
     if isinstance(text, bool):
         raise UsageError(f"invalid age {text!r}", "use e.g. '1h', '30d' or '0'")
     if isinstance(text, int | float):
-        if text < 0:
-            raise UsageError(f"invalid age {text!r}: must not be negative")
-        return float(text)
-    compact = str(text).replace(" ", "").lower()
-    if compact.isascii() and compact.isdigit():
-        return float(compact)
-    parts = _AGE_PART_RE.findall(compact) if len(compact) <= 64 else []
-    if not parts or "".join(n + u for n, u in parts) != compact:
-        raise UsageError(f"invalid age {text!r}", "use e.g. '90s', '1h30m', '30d' or '2w'")
-    return sum(float(n) * _AGE_UNITS[u] for n, u in parts)
+        if not math.isfinite(text) or text < 0:
+            raise UsageError(f"invalid age {text!r}: must be a finite number, not negative")
+        seconds = float(text)
+    else:
+        compact = str(text).replace(" ", "").lower()
+        parts = _AGE_PART_RE.findall(compact) if len(compact) <= 64 else []
+        if compact.isascii() and compact.isdigit():
+            seconds = float(compact)
+        elif not parts or "".join(n + u for n, u in parts) != compact:
+            raise UsageError(f"invalid age {text!r}", "use e.g. '90s', '1h30m', '30d' or '2w'")
+        else:
+            seconds = sum(float(n) * _AGE_UNITS[u] for n, u in parts)
+    if seconds > _MAX_AGE:
+        raise UsageError(f"invalid age {text!r}: longer than 100 years")
+    return seconds
 
 
 def format_size(n: int | None) -> str:
