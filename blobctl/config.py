@@ -144,6 +144,8 @@ class ConfigFile:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: malformed TOML: {exc}", "fix or delete the file") from exc
+        except RecursionError:  # tomllib recurses once per level of nested arrays/tables
+            raise ConfigError(f"{path}: malformed TOML: nested too deeply", "fix or delete the file") from None
         config = cls(path, text=text)
         raw_mounts = data.pop("mounts", None)
         if raw_mounts is not None:
@@ -216,14 +218,19 @@ def _as_list(value: Any, config: ConfigFile) -> list:
     return value
 
 
-def _flatten(data: dict[str, Any], parent: str = "") -> list[tuple[str, Any]]:
+#: Tables that group settings ([s3]); any other table is an unknown key as a whole.
+_TABLES = {key.partition(".")[0] for key in SETTINGS if "." in key}
+
+
+def _flatten(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(dotted key, value) pairs; descends only into known tables, so a deeply nested
+    unknown table is reported by its first name rather than walked."""
     items = []
     for key, value in data.items():
-        full = f"{parent}{key}"
-        if isinstance(value, dict) and full not in SETTINGS:
-            items.extend(_flatten(value, full + "."))
+        if key in _TABLES and isinstance(value, dict):
+            items.extend((f"{key}.{sub}", subvalue) for sub, subvalue in value.items())
         else:
-            items.append((full, value))
+            items.append((key, value))
     return items
 
 
