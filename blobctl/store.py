@@ -58,6 +58,14 @@ def _settle(future: Future[_Pending]) -> _Pending | BlobctlError:
         return exc
 
 
+def _is_regular_file(path: Path) -> bool:
+    """Whether `path` itself (not a symlink's target) is a regular file."""
+    try:
+        return stat_module.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 class Store:
     def __init__(self, config: Config):
         self.config = config
@@ -162,17 +170,23 @@ class Store:
         return self.refs_dir / keys.validate_name(name)
 
     def open_local(self, digest: str) -> BinaryIO | None:
-        """The local object opened for reading (not following a symlink), or None."""
+        """The local object opened for reading (not following a symlink, not waiting on a
+        FIFO planted in its place), or None."""
+        path = self.object_path(digest)
         try:
-            fd = os.open(self.object_path(digest), os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise from_os_error(exc, f"read object {digest}", self.object_path(digest)) from exc
+            raise from_os_error(exc, f"read object {digest}", path) from exc
+        if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise IntegrityError(f"object {digest} is damaged: {path} is not a regular file",
+                                 "run 'blobctl fsck --repair' to quarantine it")
         return os.fdopen(fd, "rb")
 
     def has_object(self, digest: str) -> bool:
-        return self.object_path(digest).is_file()
+        return _is_regular_file(self.object_path(digest))
 
     # -- put ----------------------------------------------------------------------------
     def _encode_to_temp(self, source: BinaryIO, size: int | None, label: str) -> _Pending:
@@ -218,7 +232,7 @@ class Store:
                 for item in batch:
                     encoded = item.encoded
                     dest = self.object_path(encoded.digest)
-                    created = not dest.is_file()
+                    created = not _is_regular_file(dest)  # a planted symlink gets replaced
                     if created:
                         make_dirs(dest.parent, self.syncer)
                         os.replace(item.temp, dest)
