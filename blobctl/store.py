@@ -27,7 +27,7 @@ from blobctl import codec, keys
 from blobctl.config import Config
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, UsageError,
                             from_os_error, warn)
-from blobctl.fsutil import Syncer, make_dirs, temp_path
+from blobctl.fsutil import Syncer, atomic_write, make_dirs, temp_path
 from blobctl.index import Index, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
@@ -101,10 +101,10 @@ class Store:
         try:
             for directory in (self.objects_dir, self.refs_dir, self.pins_dir, self.tmp_dir):
                 make_dirs(directory, self.syncer)
-            marker.write_text(FORMAT_MARKER)
+            atomic_write(marker, self.tmp_dir, lambda handle: handle.write(FORMAT_MARKER.encode()),
+                         self.syncer)
         except OSError as exc:
             raise from_os_error(exc, "create store", self.root) from exc
-        self.syncer.sync_dir_later(self.root)
 
     @property
     def index(self) -> Index:
