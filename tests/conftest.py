@@ -15,6 +15,16 @@ import pytest
 pytest_plugins = ["tests.servers"]
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print every reliability scenario's figures (tests/reliability.py) after the run."""
+    from tests.reliability import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 def blobctl_executable() -> list[str]:
     """The console script installed beside this interpreter (what a user runs)."""
     script = Path(sys.executable).parent / "blobctl"
