@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from blobctl.errors import from_os_error
+
 T = TypeVar("T")
 TEMP_SUFFIX = ".partial"
 
@@ -34,15 +36,20 @@ class Syncer:
             self._dirs.add(os.fspath(path))
 
     def flush(self) -> None:
-        """Sync every directory whose entries changed, so the renames survive power loss."""
+        """Sync every directory whose entries changed, so the renames survive power loss.
+        A failure is a BlobctlError: the command must not report success."""
         dirs, self._dirs = sorted(self._dirs), set()
         for path in dirs:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             except FileNotFoundError:
                 continue  # removed since (e.g. an emptied shard): nothing to make durable
+            except OSError as exc:
+                raise from_os_error(exc, "sync directory", path) from exc
             try:
                 os.fsync(fd)
+            except OSError as exc:
+                raise from_os_error(exc, "sync directory", path) from exc
             finally:
                 os.close(fd)
 
