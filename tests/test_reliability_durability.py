@@ -117,3 +117,122 @@ def test_put_syncs_data_before_rename_and_everything_before_exit(tmp_path):
     report(5, "durability order",
            f"{len(commands)} commands traced: {total_renames} renames each after its data fsync, "
            f"{total_dir_syncs} directory fsyncs, 0 unsynced files or directories at exit")
+
+
+class FaultPlan:
+    """Fail the `nth` call of one kind of file operation with OSError(`code`); nth = 0
+    only counts the calls (a dry run finds how many points there are to fail)."""
+
+    def __init__(self, kind: str, code: int = 0, nth: int = 0):
+        self.kind, self.code, self.nth, self.calls = kind, code, nth, 0
+
+    def hit(self, kind: str) -> None:
+        if kind == self.kind:
+            self.calls += 1
+            if self.calls == self.nth:
+                raise OSError(self.code, os.strerror(self.code))
+
+
+class FaultyFile:
+    """A file opened for writing whose write() consults the plan first."""
+
+    def __init__(self, handle, plan: FaultPlan):
+        self._handle, self._plan = handle, plan
+
+    def write(self, data) -> int:
+        self._plan.hit("write")
+        return self._handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._handle.close()
+
+
+def install(monkeypatch, plan: FaultPlan) -> None:
+    real_fsync, real_replace, real_mkdir, real_open = os.fsync, os.replace, os.mkdir, open
+
+    def faulty_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return FaultyFile(handle, plan) if any(m in mode for m in "wxa") else handle
+
+    def call(kind, real):
+        def wrapped(*args, **kwargs):
+            plan.hit(kind)
+            return real(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(os, "fsync", call("fsync", real_fsync))
+    monkeypatch.setattr(os, "replace", call("rename", real_replace))
+    monkeypatch.setattr(os, "mkdir", call("mkdir", real_mkdir))
+    for module in (store_module, fsutil):
+        monkeypatch.setattr(module, "open", faulty_open, raising=False)
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
+    """blobctl in this process (so faults can be injected): (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["blobctl", *map(str, args)])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return exited.value.code or 0, capsys.readouterr().err
+
+
+def decodes(store: Path, digest: str) -> bool:
+    from blobctl import codec
+
+    with open(object_file(store, digest), "rb") as handle:
+        return codec.decode(handle, lambda chunk: None, digest, label=digest) >= 0
+
+
+@pytest.mark.parametrize("kind", ["write", "fsync", "mkdir", "rename"])
+def test_failing_disk_fails_cleanly_and_keeps_earlier_objects(tmp_path, monkeypatch, capsys, kind):
+    """Every write, fsync, mkdir and rename of a named put and of `get -o`, failed in turn
+    with ENOSPC and with EIO: exit 1 with one line, no partial object, file or temp file,
+    and the earlier object intact."""
+    template = tmp_path / "template"
+    kept = b"kept safe " * 1000
+    new = os.urandom(3 << 20)
+    (tmp_path / "new").write_bytes(new)
+    (tmp_path / "kept").write_bytes(kept)
+    assert run_cli(monkeypatch, capsys, "--store", template, "put", "--name", "kept", tmp_path / "kept")[0] == 0
+    operations = {"named put": ["put", "--name", "fresh/new", tmp_path / "new"],
+                  "get -o": ["get", "kept", "-o", tmp_path / "out" / "restored"]}
+    cases = 0
+    for label, args in operations.items():
+        counter = FaultPlan(kind)
+        with monkeypatch.context() as patch:
+            shutil.rmtree(tmp_path / "out", ignore_errors=True)
+            (tmp_path / "out").mkdir()
+            shutil.copytree(template, tmp_path / "dry")
+            install(patch, counter)
+            assert run_cli(patch, capsys, "--store", tmp_path / "dry", *args)[0] == 0
+        shutil.rmtree(tmp_path / "dry")
+        for nth in range(1, counter.calls + 1):
+            for code in (errno.ENOSPC, errno.EIO):
+                store = tmp_path / f"case-{cases}"
+                shutil.copytree(template, store)
+                shutil.rmtree(tmp_path / "out")
+                (tmp_path / "out").mkdir()
+                with monkeypatch.context() as patch:
+                    install(patch, FaultPlan(kind, code, nth))
+                    exit_code, err = run_cli(patch, capsys, "--store", store, *args)
+                where = f"{label}: {kind} #{nth} fails with {errno.errorcode[code]}"
+                lines = err.strip().splitlines()
+                assert exit_code == 1 and len(lines) == 1 and lines[0].startswith("blobctl: error: "), (where, err)
+                assert os.strerror(code).lower() in lines[0].lower(), (where, err)
+                assert leftover_temp_files(store) == [] and list((tmp_path / "out").iterdir()) in (
+                    [], [tmp_path / "out" / "restored"]), where
+                if (tmp_path / "out" / "restored").exists():
+                    assert (tmp_path / "out" / "restored").read_bytes() == kept, where
+                assert not object_file(store, sha(new)).exists() or decodes(store, sha(new)), where
+                assert decodes(store, sha(kept)), where
+                shutil.rmtree(store)
+                cases += 1
+    assert cases > 0
+    report(6, f"disk full / I/O error ({kind})",
+           f"{cases} failures injected (every {kind} of a named put and of get -o, ENOSPC and EIO): "
+           "all exit 1 with one line, 0 partial objects or files, earlier object intact")
