@@ -154,6 +154,9 @@ class HttpBackend(Backend):
                 except (OSError, http.client.HTTPException) as exc:
                     raise RemoteError(f"reading {self._key_url(key)} failed midway: {describe(exc)}") from None
                 if not chunk:
+                    if response.length:  # http.client's read1 ends quietly on a short body
+                        raise RemoteError(f"reading {self._key_url(key)} failed midway: the server "
+                                          f"closed the connection {response.length} bytes early")
                     return
                 yield chunk
 
