@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import http.client
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -24,6 +25,9 @@ from blobctl.backends.common import CHUNK_SIZE, TransientError, buffered, iter_e
 from blobctl.errors import NotFoundError, RemoteError, UsageError
 
 MAX_IDLE_CONNECTIONS = 8
+#: Slowest average a download may keep up after its first `timeout` seconds: each wait
+#: for data is bounded by the timeout, but a server trickling a byte at a time is not.
+MIN_TRANSFER_RATE = 16 * 1024
 
 
 class HttpBackend(Backend):
@@ -148,11 +152,17 @@ class HttpBackend(Backend):
             raise RemoteError(f"GET {self._key_url(key)} answered {response.status} instead of the content")
 
         def chunks() -> Iterator[bytes]:
+            started, received = time.monotonic(), 0
             while True:
                 try:
                     chunk = response.read1(CHUNK_SIZE)
                 except (OSError, http.client.HTTPException) as exc:
                     raise RemoteError(f"reading {self._key_url(key)} failed midway: {describe(exc)}") from None
+                received += len(chunk)
+                elapsed = time.monotonic() - started
+                if elapsed > self._settings.timeout + received / MIN_TRANSFER_RATE:
+                    raise RemoteError(f"reading {self._key_url(key)} stalled: {received} bytes in "
+                                      f"{elapsed:.0f} s", "check the server and the network")
                 if not chunk:
                     if response.length:  # http.client's read1 ends quietly on a short body
                         raise RemoteError(f"reading {self._key_url(key)} failed midway: the server "
