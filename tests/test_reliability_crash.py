@@ -1,0 +1,147 @@
+"""kill -9 at random moments (scenario 4) and interrupted pushes (scenario 12): whatever
+instant a command dies at, objects are complete or absent, names hold the old or the new
+hash, the next command works, and a remote never names an object it does not have."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from blobctl import codec, keys
+from blobctl.backends import open_backend
+from blobctl.config import Config
+from blobctl.store import Store
+from tests.reliability import object_file, popen_in, report, run_in, sha
+
+KILLS = 100
+
+
+def kill_at_random(store: Path, args: list, rng: random.Random, span: float) -> bool:
+    """Start `blobctl ARGS`, SIGKILL it after a random 0..span seconds; True if it died
+    by the signal, False if it had already finished (then it must have succeeded)."""
+    proc = popen_in(store, *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(rng.uniform(0, span))
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, -signal.SIGKILL), err.decode()
+    return proc.returncode == -signal.SIGKILL
+
+
+def calibrate(store: Path, args: list) -> float:
+    """How long one uninterrupted run takes: kills are spread over that span."""
+    started = time.monotonic()
+    result = run_in(store, *args)
+    assert result.code == 0, result.err
+    return time.monotonic() - started
+
+
+def verify_file(path: Path, digest: str) -> None:
+    with open(path, "rb") as handle:
+        codec.decode(handle, lambda chunk: None, digest, label=digest)
+
+
+def check_name(store_dir: Path, name: str, allowed: set[str]) -> str | None:
+    """The name is absent or holds one of the `allowed` hashes, whose object verifies;
+    opening the store and resolving works (the index survives the crash)."""
+    with Store(Config.load(str(store_dir))) as store:
+        digest = store.read_ref(name)
+        if digest is not None:
+            assert digest in allowed
+            verify_file(object_file(store_dir, digest), digest)
+            assert store.resolve(name).digest == digest
+        for candidate in allowed:
+            if object_file(store_dir, candidate).exists():
+                verify_file(object_file(store_dir, candidate), candidate)
+        return digest
+
+
+def kill_loop_put(tmp_path: Path, seed: int) -> tuple[int, int]:
+    """Named puts of 24 MiB of new content each time, killed at random."""
+    rng = random.Random(seed)
+    store = tmp_path / f"put-{seed}"
+    source = tmp_path / f"input-{seed}"
+    body = os.urandom(24 << 20)
+    source.write_bytes(b"0" * 8 + body)
+    span = calibrate(store, ["put", "--name", "big", source])
+    allowed, killed = {sha(b"0" * 8 + body)}, 0
+    for i in range(KILLS):
+        data = i.to_bytes(8, "big") + body
+        source.write_bytes(data)
+        allowed.add(sha(data))
+        killed += kill_at_random(store, ["put", "--name", "big", source], rng, span)
+        check_name(store, "big", allowed)
+    assert run_in(store, "put", "--name", "big", source).code == 0
+    assert run_in(store, "get", "big").out == data
+    return KILLS, killed
+
+
+def kill_loop_ref(tmp_path: Path, seed: int) -> tuple[int, int]:
+    """Rebinding one name to another small object, killed at random."""
+    rng = random.Random(seed)
+    store = tmp_path / f"ref-{seed}"
+    span = calibrate(store, ["put", "--name", "deep/ref", "-"])
+    contents = [f"version {i}".encode() for i in range(KILLS)]
+    allowed, killed = {sha(b"")}, 0
+    for i, content in enumerate(contents):
+        allowed.add(sha(content))
+        proc = popen_in(store, "put", "--name", "deep/ref", "-", stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL)
+        proc.stdin.write(content)
+        proc.stdin.close()
+        time.sleep(rng.uniform(0, span))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read().decode()
+        killed += proc.returncode != 0
+        proc.stderr.close()
+        assert check_name(store, "deep/ref", allowed) is not None or i == 0
+    assert run_in(store, "put", "--name", "deep/ref", "-", input=b"final").code == 0
+    assert run_in(store, "get", "deep/ref").out == b"final"
+    return KILLS, killed
+
+
+def remote_is_consistent(remote: Path) -> int:
+    """Every ref on a directory remote holds a hash whose object is there and verifies."""
+    refs = [p for p in (remote / "refs").rglob("*") if p.is_file()] if (remote / "refs").exists() else []
+    for ref in refs:
+        digest = keys.parse_ref(ref.read_bytes(), str(ref))
+        verify_file(remote / keys.object_key(digest), digest)
+    return len(refs)
+
+
+def kill_loop_push(tmp_path: Path, seed: int) -> tuple[int, int]:
+    """A new 2 MiB name each round, then a push killed at random."""
+    rng = random.Random(seed)
+    store, remote = tmp_path / f"push-{seed}", tmp_path / f"remote-{seed}"
+    remote.mkdir()
+    assert run_in(store, "mount", "", remote).code == 0
+    assert run_in(store, "put", "--name", "warmup", "-", input=os.urandom(2 << 20)).code == 0
+    span = calibrate(store, ["push"])
+    killed = 0
+    for i in range(KILLS):
+        with Store(Config.load(str(store))) as opened:
+            opened.bind(f"round/{i}", opened.put_stream(io.BytesIO(os.urandom(2 << 20))).digest)
+        killed += kill_at_random(store, ["push"], rng, span)
+        remote_is_consistent(remote)
+    assert run_in(store, "push").code == 0
+    assert remote_is_consistent(remote) == KILLS + 1
+    return KILLS, killed
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points(tmp_path):
+    loops = {"large put": kill_loop_put, "ref update": kill_loop_ref, "push": kill_loop_push}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # one loop per core
+        outcomes = {label: pool.submit(loop, tmp_path, seed) for seed, (label, loop) in enumerate(loops.items())}
+        figures = {label: future.result() for label, future in outcomes.items()}
+    report(4, "kill -9", "; ".join(f"{label}: {runs} runs, {killed} killed mid-command"
+                                    for label, (runs, killed) in figures.items())
+           + "; objects complete or absent, names old or new, remote refs never dangling, next command works")
