@@ -1,10 +1,13 @@
-"""Reliability under load: many writers at once (scenario 1)."""
+"""Reliability under load: many writers at once (scenario 1), readers while objects are
+deleted under them (scenario 3)."""
 
 from __future__ import annotations
 
 import json
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +87,48 @@ def test_concurrent_writers_lose_nothing(tmp_path):
            f"{WRITERS} processes x {PER_WRITER} puts, {len(sizes)} distinct objects, "
            f"{total / 1e9:.2f} GB distinct, {put_bytes / 1e9:.2f} GB put at {put_bytes / elapsed / 1e6:.0f} MB/s, "
            f"{elapsed:.1f} s; all exit 0, every object verified, totals match, 0 temp files")
+
+
+def test_readers_during_eviction_get_whole_objects_or_not_found(tmp_path):
+    """Readers stream random keys while another process deletes objects under them (rm
+    --force, the same unlink-under-the-write-lock an eviction does): every read is the
+    exact bytes with exit 0, or exit 3 with no output; never a partial object with exit 0."""
+    rng = random.Random(3)
+    store_dir = tmp_path / "store"
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    objects = write_inputs(inputs, rng, "obj", 60)
+    big = inputs / "big"  # over VERIFY_BEFORE_EMIT_SIZE: streamed while it is read
+    big.write_bytes(rng.randbytes(24 << 20))
+    objects[str(big)] = sha(big.read_bytes())
+    assert run_in(store_dir, "put", "--stdin-paths", input="\n".join(objects).encode()).code == 0
+    content = {digest: Path(path).read_bytes() for path, digest in objects.items()}
+    keys_ = sorted(content)
+    victims = [keys_[i] for i in rng.sample(range(len(keys_)), len(keys_) // 2)] + [objects[str(big)]]
+
+    outcomes = {"whole": 0, "not found": 0}
+
+    def reader(seed: int) -> None:
+        local = random.Random(seed)
+        for _ in range(30):
+            digest = local.choice(victims)
+            result = run_in(store_dir, "get", digest)
+            if result.code == 0:
+                assert result.out == content[digest]
+                outcomes["whole"] += 1
+            else:
+                assert result.code == 3 and result.out == b"", result.err
+                outcomes["not found"] += 1
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        readers = [pool.submit(reader, seed) for seed in (1, 2)]
+        for digest in sorted(victims, key=lambda d: len(content[d]), reverse=True):
+            time.sleep(0.1)
+            assert run_in(store_dir, "rm", "--force", digest).code == 0
+        for future in readers:
+            future.result()
+    assert outcomes["whole"] and outcomes["not found"]
+    report(3, "read vs eviction",
+           f"{sum(outcomes.values())} reads of {len(victims)} objects deleted meanwhile (rm --force): "
+           f"{outcomes['whole']} whole and verified, {outcomes['not found']} exit 3 with no output, "
+           "0 partial reads with exit 0")
