@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from collections import deque
@@ -71,6 +72,8 @@ class Store:
         self._index: Index | None = None
         self._overlay: Overlay | None = None
         self._counters: dict[str, int] = {}
+        self._counters_lock = threading.Lock()
+        self._open_lock = threading.RLock()
         self._ensure_layout()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -100,18 +103,24 @@ class Store:
 
     @property
     def index(self) -> Index:
-        """Opened on first use; an unreadable index is set aside and rebuilt from the files."""
-        if self._index is None:
-            path = self.root / "index.sqlite"
-            try:
-                self._index = Index(path)
-            except IndexUnreadable as exc:
-                aside = path.with_name(f"index.sqlite.broken-{time.time_ns()}")
-                path.replace(aside)
-                warn(f"index {path} was unreadable ({exc}); moved to {aside.name} "
-                     "and rebuilt from the objects")
-                self._index = Index(path)
-                self.rebuild_index()
+        """Opened on first use (once, even when worker threads race to it); an unreadable
+        index is set aside and rebuilt from the files."""
+        with self._open_lock:
+            if self._index is None:
+                self._index = self._open_index()
+            return self._index
+
+    def _open_index(self) -> Index:
+        path = self.root / "index.sqlite"
+        try:
+            return Index(path)
+        except IndexUnreadable as exc:
+            aside = path.with_name(f"index.sqlite.broken-{time.time_ns()}")
+            path.replace(aside)
+            warn(f"index {path} was unreadable ({exc}); moved to {aside.name} "
+                 "and rebuilt from the objects")
+        self._index = Index(path)
+        self.rebuild_index()
         return self._index
 
     @property
@@ -146,7 +155,8 @@ class Store:
 
     def count(self, counter: str, delta: int = 1) -> None:
         """Add to a statistics counter; committed with the command (see close())."""
-        self._counters[counter] = self._counters.get(counter, 0) + delta
+        with self._counters_lock:
+            self._counters[counter] = self._counters.get(counter, 0) + delta
 
     # -- layout -------------------------------------------------------------------------
     def object_path(self, digest: str) -> Path:
