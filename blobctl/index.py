@@ -111,12 +111,13 @@ class Index:
             self.db.execute("COMMIT")
 
     # -- objects ------------------------------------------------------------------------
-    def record(self, digest: str, size: int, stored: int, now: int) -> None:
-        """Note an object as present and just accessed (insert, or refresh its row)."""
-        self.db.execute(
+    def record_many(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
+        """Note objects (digest, size, stored, now) as present and just accessed: insert,
+        or refresh their rows."""
+        self.db.executemany(
             "INSERT INTO objects VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET "
             "size = excluded.size, stored = excluded.stored, accessed = excluded.accessed",
-            (digest, size, stored, now, now))
+            [(digest, size, stored, now, now) for digest, size, stored, now in rows])
 
     def touch(self, digest: str, now: int) -> bool:
         """Record an access; False if the object has no row (unknown or evicted)."""
