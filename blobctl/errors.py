@@ -52,6 +52,10 @@ class IntegrityError(BlobctlError):
     exit_code = EXIT_INTEGRITY
 
 
+class PartialOutputError(IntegrityError):
+    """Verification failed after part of the object was already written out."""
+
+
 class RemoteError(BlobctlError):
     """A remote store failed: unreachable, timed out, refused, or answered nonsense."""
 

@@ -2,13 +2,16 @@
 
 A file either exists complete under its final name or not at all: data goes to a temp
 file on the same file system, is synced, then renamed into place. Directory syncs (which
-make the renames durable) are batched per command by a Syncer.
+make the renames durable) are batched per command by a Syncer, and so are the data syncs
+of many temp files published together (one syncfs instead of an fsync each: ~50 µs per
+small file instead of ~1 ms).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -17,6 +20,8 @@ from blobctl.errors import from_os_error
 
 T = TypeVar("T")
 TEMP_SUFFIX = ".partial"
+#: From this many files on, one syncfs(2) of the file system beats an fsync per file.
+SYNCFS_MIN_FILES = 8
 
 
 class Syncer:
@@ -30,6 +35,20 @@ class Syncer:
     def sync_file(self, fd: int) -> None:
         if self.enabled:
             os.fsync(fd)
+
+    def sync_files(self, paths: list[str | os.PathLike]) -> None:
+        """Make the data of closed files durable, with one syncfs for many (Linux)."""
+        if not self.enabled or not paths:
+            return
+        if len(paths) >= SYNCFS_MIN_FILES and sys.platform.startswith("linux"):
+            _sync_file_system(paths[0])
+            return
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def sync_dir_later(self, path: str | os.PathLike) -> None:
         if self.enabled:
@@ -52,6 +71,19 @@ class Syncer:
                 raise from_os_error(exc, "sync directory", path) from exc
             finally:
                 os.close(fd)
+
+
+def _sync_file_system(path: str | os.PathLike) -> None:
+    """syncfs(2): write out and wait for all dirty data of the file system holding `path`."""
+    import ctypes
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), os.fspath(path))
+    finally:
+        os.close(fd)
 
 
 def temp_path(tmp_dir: Path) -> Path:

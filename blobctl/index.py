@@ -10,6 +10,7 @@ inside `transaction()`, so neither sees the other half-done. Times are integer n
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ class Totals:
 class Index:
     def __init__(self, path: Path):
         self.path = path
+        self._lock = threading.RLock()  # one connection, shared by a command's worker threads
         try:
             self.db = sqlite3.connect(path, timeout=120, isolation_level=None,
                                       check_same_thread=False)
@@ -94,25 +96,28 @@ class Index:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding SQLite's write lock from the start (BEGIN IMMEDIATE)."""
-        if self.db.in_transaction:  # nested: join the outer transaction
-            yield self.db
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        """A write transaction holding SQLite's write lock from the start (BEGIN IMMEDIATE);
+        threads of this process take turns, and a nested call joins the outer transaction."""
+        with self._lock:
+            if self.db.in_transaction:
+                yield self.db
+                return
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     # -- objects ------------------------------------------------------------------------
-    def record(self, digest: str, size: int, stored: int, now: int) -> None:
-        """Note an object as present and just accessed (insert, or refresh its row)."""
-        self.db.execute(
+    def record_many(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
+        """Note objects (digest, size, stored, now) as present and just accessed: insert,
+        or refresh their rows."""
+        self.db.executemany(
             "INSERT INTO objects VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO UPDATE SET "
             "size = excluded.size, stored = excluded.stored, accessed = excluded.accessed",
-            (digest, size, stored, now, now))
+            [(digest, size, stored, now, now) for digest, size, stored, now in rows])
 
     def touch(self, digest: str, now: int) -> bool:
         """Record an access; False if the object has no row (unknown or evicted)."""

@@ -215,80 +215,97 @@ class Overlay:
                 report.skipped += not uploaded
                 report.bytes += size if uploaded else 0
                 if progress is not None:
-                    progress.advance(size)
-        for name, digest in todo:  # every object is on the remote: now the refs may point at them
-            data = f"{digest}\n".encode()
-            backend.write(keys.ref_key(remote_name(mount, name)), io.BytesIO(data), len(data))
-            with self.store.index.transaction():
+                    progress.advance(1)
+            # Every object is on the remote: only now may refs point at them.
+            list(pool.map(lambda item: self._upload_ref(backend, mount, *item), todo))
+        with self.store.index.transaction():
+            for name, digest in todo:
                 self.store.index.mark_pushed(name, digest)
-            report.refs += 1
+        report.refs = len(todo)
         report.seconds = time.monotonic() - started
         return report
 
     def _upload_object(self, backend: Backend, digest: str) -> tuple[bool, int]:
-        key = keys.object_key(digest)
-        if backend.exists(key):
-            return False, 0
+        """Upload one local object unless the remote has it: (uploaded?, stored bytes)."""
         handle = self.store.open_local(digest)
         if handle is None:
             raise NotFoundError(f"cannot push object {digest}: it is not in the local store",
                                 "run 'blobctl fsck' to find names that point at missing objects")
         with handle:
             size = os.fstat(handle.fileno()).st_size
-            return backend.write(key, handle, size, if_absent=True), size
+            return backend.write(keys.object_key(digest), handle, size, if_absent=True), size
+
+    @staticmethod
+    def _upload_ref(backend: Backend, mount: Mount, name: str, digest: str) -> None:
+        data = f"{digest}\n".encode()
+        backend.write(keys.ref_key(remote_name(mount, name)), io.BytesIO(data), len(data))
 
     # -- pull ---------------------------------------------------------------------------
-    def pull(self, targets: Iterable[str], progress=None) -> list[PullReport]:
+    def pull(self, targets: Iterable[str], *, jobs: int = 8, progress=None) -> list[PullReport]:
         """Prefetch into the local store: each target is a mount prefix / name prefix
         (every remote name under it, bound locally as pushed cache entries) or a key."""
-        return [self._pull_one(target, progress) for target in targets]
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            return [self._pull_one(target, pool, progress) for target in targets]
 
-    def _pull_one(self, target: str, progress) -> PullReport:
+    def _pull_one(self, target: str, pool: ThreadPoolExecutor, progress) -> PullReport:
         report = PullReport(target)
-        for name, digest in self._names_to_pull(target):
-            self._ensure_local(digest, report)
-            if name is not None:
-                if self.store.read_ref(name) != digest:
-                    self.store.bind(name, digest, from_remote=True)
-                with self.store.index.transaction():
-                    self.store.index.mark_pushed(name, digest)
-                report.names += 1
+        entries = self._names_to_pull(target, pool)
+        digests = sorted({digest for _, digest in entries})
+        if progress is not None:
+            progress.start(f"pull {target or '(all)'}", len(digests))
+        for fetched_bytes in pool.map(self._ensure_local, digests):
+            if fetched_bytes is None:
+                report.present += 1
+            else:
+                report.fetched += 1
+                report.bytes += fetched_bytes
             if progress is not None:
                 progress.advance(1)
+        for name, digest in entries:
+            if name is None:
+                continue
+            if self.store.read_ref(name) != digest:
+                self.store.bind(name, digest, from_remote=True)
+            report.names += 1
+        with self.store.index.transaction():
+            for name, digest in entries:
+                if name is not None:
+                    self.store.index.mark_pushed(name, digest)
         return report
 
-    def _names_to_pull(self, target: str) -> Iterator[tuple[str | None, str]]:
+    def _names_to_pull(self, target: str, pool: ThreadPoolExecutor) -> list[tuple[str | None, str]]:
         is_prefix = target == "" or target.endswith("/") or any(
             m.prefix == normalize_prefix(target) for m in self.mounts)
         if not is_prefix:
             resolved = self.store.resolve(target)
-            yield resolved.name, resolved.digest
-            return
+            return [(resolved.name, resolved.digest)]
         prefix = normalize_prefix(keys.validate_prefix(target))
         mounts = [m for m in self.mounts if m.covers(prefix) or m.prefix.startswith(prefix)]
         if not mounts:
             raise NotFoundError(f"no mount covers {target!r}", "see mounts with 'blobctl mount'")
+        entries = []
         for mount in mounts:
             backend = self.backend(mount)
             below = prefix[len(mount.prefix):] if prefix.startswith(mount.prefix) else ""
+            names = []
             for key in backend.list(keys.ref_key(below) if below else "refs/"):
                 name = mount.prefix + key[len("refs/"):]
                 try:
-                    keys.validate_name(name)
+                    names.append((keys.validate_name(name), key))
                 except UsageError:
                     warn(f"skipping remote ref {key!r} on {backend.url}: not a valid name")
-                    continue
-                data = backend.read_bytes(key)
-                yield name, keys.parse_ref(data, f"{key!r} on {backend.url}")
+            bodies = pool.map(lambda item: backend.read_bytes(item[1]), names)
+            entries += [(name, keys.parse_ref(body, f"{key!r} on {backend.url}"))
+                        for (name, key), body in zip(names, bodies)]
+        return entries
 
-    def _ensure_local(self, digest: str, report: PullReport) -> None:
+    def _ensure_local(self, digest: str) -> int | None:
+        """Fetch an object unless it is local: its stored bytes, or None if already here."""
         if self.store.has_object(digest):
-            report.present += 1
-            return
+            return None
         if not self.fetch(digest):
             raise NotFoundError(f"object {digest} is on no mounted remote")
-        report.fetched += 1
-        report.bytes += self.store.stored_size(digest)
+        return self.store.stored_size(digest) or 0
 
 
 def verify_stream_into(source: BinaryIO, sink: BinaryIO, digest: str, label: str) -> int:

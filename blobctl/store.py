@@ -7,14 +7,16 @@
     STORE/index.sqlite       rebuildable metadata (blobctl.index)
     STORE/config.toml        store-level settings and mounts
 
-Objects are written atomically (temp file, data synced, rename) and syncs of the
-directories touched are batched to the end of the command (close()).
+Objects are written atomically (temp file, data synced, rename): the temp files of a batch
+are synced together just before their renames, and syncs of the directories touched are
+batched to the end of the command (close()).
 """
 
 from __future__ import annotations
 
 import os
 import stat as stat_module
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from collections import deque
@@ -25,8 +27,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from blobctl import codec, keys
 from blobctl.config import Config
-from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, UsageError,
-                            from_os_error, warn)
+from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError,
+                            UsageError, from_os_error, warn)
 from blobctl.fsutil import Syncer, atomic_write, make_dirs, temp_path
 from blobctl.index import Index, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
@@ -79,6 +81,10 @@ class Store:
         self._index: Index | None = None
         self._overlay: Overlay | None = None
         self._counters: dict[str, int] = {}
+        self._counters_lock = threading.Lock()
+        self._open_lock = threading.RLock()
+        self._accesses: dict[str, tuple[int, int, int]] = {}
+        self._shards_ready: dict[str, str] = {}
         self._ensure_layout()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -108,18 +114,24 @@ class Store:
 
     @property
     def index(self) -> Index:
-        """Opened on first use; an unreadable index is set aside and rebuilt from the files."""
-        if self._index is None:
-            path = self.root / "index.sqlite"
-            try:
-                self._index = Index(path)
-            except IndexUnreadable as exc:
-                aside = path.with_name(f"index.sqlite.broken-{time.time_ns()}")
-                path.replace(aside)
-                warn(f"index {path} was unreadable ({exc}); moved to {aside.name} "
-                     "and rebuilt from the objects")
-                self._index = Index(path)
-                self.rebuild_index()
+        """Opened on first use (once, even when worker threads race to it); an unreadable
+        index is set aside and rebuilt from the files."""
+        with self._open_lock:
+            if self._index is None:
+                self._index = self._open_index()
+            return self._index
+
+    def _open_index(self) -> Index:
+        path = self.root / "index.sqlite"
+        try:
+            return Index(path)
+        except IndexUnreadable as exc:
+            aside = path.with_name(f"index.sqlite.broken-{time.time_ns()}")
+            path.replace(aside)
+            warn(f"index {path} was unreadable ({exc}); moved to {aside.name} "
+                 "and rebuilt from the objects")
+        self._index = Index(path)
+        self.rebuild_index()
         return self._index
 
     @property
@@ -132,13 +144,15 @@ class Store:
         return self._overlay
 
     def close(self) -> None:
-        """Commit counters and make everything this command wrote durable."""
+        """Commit counters and access times, and make everything this command wrote
+        durable."""
         try:
             if self._overlay is not None:
                 self._overlay.close()
-            if self._counters:
+            if self._counters or self._accesses:
                 with self.index.transaction():
                     self.index.bump(self._counters)
+                    self._commit_accesses()
                 self._counters = {}
             self.syncer.flush()
         finally:
@@ -154,7 +168,8 @@ class Store:
 
     def count(self, counter: str, delta: int = 1) -> None:
         """Add to a statistics counter; committed with the command (see close())."""
-        self._counters[counter] = self._counters.get(counter, 0) + delta
+        with self._counters_lock:
+            self._counters[counter] = self._counters.get(counter, 0) + delta
 
     # -- layout -------------------------------------------------------------------------
     def object_path(self, digest: str) -> Path:
@@ -194,8 +209,6 @@ class Store:
         try:
             with open(temp, "xb") as sink:
                 encoded = codec.encode(source, sink, level=self.level, size=size, label=label)
-                sink.flush()
-                self.syncer.sync_file(sink.fileno())
         except BaseException as exc:
             temp.unlink(missing_ok=True)
             if isinstance(exc, OSError):
@@ -220,34 +233,49 @@ class Store:
                 raise from_os_error(exc, "read", path) from exc
 
     def _publish(self, batch: list[_Pending]) -> list[PutResult]:
-        """Move encoded temp files into place under one index transaction.
+        """Sync the batch's temp files, then move them into place under one index
+        transaction.
 
         The transaction holds the store's write lock, so a concurrent gc cannot delete an
         object between our "it already exists" check and our access record: existing
         content is reused (and its access refreshed), missing content is renamed in."""
         now = time.time_ns()
-        results = []
+        results, rows, renamed = [], [], set()
         try:
+            self.syncer.sync_files([item.temp for item in batch])
             with self.index.transaction():
                 for item in batch:
                     encoded = item.encoded
-                    dest = self.object_path(encoded.digest)
+                    shard = self._writable_shard(encoded.digest)
+                    dest = os.path.join(shard, encoded.digest[2:])
                     created = not _is_regular_file(dest)  # a planted symlink gets replaced
                     if created:
-                        make_dirs(dest.parent, self.syncer)
                         os.replace(item.temp, dest)
-                        self.syncer.sync_dir_later(dest.parent)
+                        renamed.add(item.temp)
+                        self.syncer.sync_dir_later(shard)
                         self.count("objects_written")
                         self.count("bytes_written", encoded.stored)
-                    self.index.record(encoded.digest, encoded.size, encoded.stored, now)
+                    rows.append((encoded.digest, encoded.size, encoded.stored, now))
                     results.append(PutResult(encoded.digest, encoded.size, encoded.stored,
                                              item.source, created))
+                self.index.record_many(rows)
         except OSError as exc:
             raise from_os_error(exc, "write to store", self.objects_dir) from exc
         finally:
             for item in batch:
-                item.temp.unlink(missing_ok=True)
+                if item.temp not in renamed:
+                    item.temp.unlink(missing_ok=True)
         return results
+
+    def _writable_shard(self, digest: str) -> str:
+        """The shard directory for a new object, created if needed; checked once per
+        command (object_path's symlink refusal) since a batch writes many into each."""
+        shard = self._shards_ready.get(digest[:2])
+        if shard is None:
+            path = self.object_path(digest).parent
+            make_dirs(path, self.syncer)
+            shard = self._shards_ready[digest[:2]] = str(path)
+        return shard
 
     def put_stream(self, source: BinaryIO, label: str = "-", size: int | None = None) -> PutResult:
         return self._publish([self._encode_to_temp(source, size, label)])[0]
@@ -458,35 +486,69 @@ class Store:
             return None
 
     def read(self, resolved: Resolved, emit: Callable[[memoryview], object],
-             start: int = 0, end: int | None = None, *, verify_first: bool = False) -> int:
+             start: int = 0, end: int | None = None, *, verify_first: bool = False,
+             announce: Callable[[int], object] | None = None) -> int:
         """Stream an object's verified bytes in [start, end) to `emit`; returns its size.
 
         With `verify_first`, an object of at most VERIFY_BEFORE_EMIT_SIZE is decoded and
-        verified completely before `emit` sees its first byte; larger ones always stream,
-        and a failure after output has begun still raises."""
+        verified completely before `emit` sees its first byte; a larger one streams, and if
+        it fails after output began, PartialOutputError says the output is incomplete.
+        `announce(size)` runs once, just before the first byte (a framing header)."""
         label = resolved.name or resolved.digest
+        begun = False
+
+        def deliver(chunk: memoryview) -> None:
+            nonlocal begun
+            if not begun and announce is not None:
+                announce(declared)
+            begun = True
+            emit(chunk)
+
         with self.open_object(resolved.digest) as handle:
             declared = codec.content_size(handle.read(codec.FRAME_HEADER_MAX))
             handle.seek(0)
+            if announce is not None and declared is None:  # the header needs the size first
+                declared = codec.decode(handle, lambda chunk: None, resolved.digest, label=label)
+                handle.seek(0)
             held = bytearray() if verify_first and declared is not None \
                 and declared <= VERIFY_BEFORE_EMIT_SIZE else None
-            size = codec.decode(handle, emit if held is None else held.extend, resolved.digest,
-                                label=label, start=start, end=end)
+            try:
+                size = codec.decode(handle, deliver if held is None else held.extend,
+                                    resolved.digest, label=label, start=start, end=end)
+            except IntegrityError as exc:
+                if begun and verify_first:
+                    raise PartialOutputError(f"{exc.message}; the output is incomplete", exc.hint) from exc
+                raise
             stored = os.fstat(handle.fileno()).st_size
-        if held is not None:
-            emit(memoryview(held))
+        if held is not None or not begun:
+            deliver(memoryview(held if held is not None else b""))
         self._note_access(resolved.digest, size, stored)
         self.count("bytes_read", size if end is None else max(0, min(end, size) - start))
         return size
 
     def _note_access(self, digest: str, size: int, stored: int) -> None:
-        with self.index.transaction():
-            if not self.index.touch(digest, time.time_ns()):
-                self.index.record(digest, size, stored, time.time_ns())
+        """Remember a read; committed with the counters in close(), so a command that
+        reads many objects (get --batch) pays for one transaction, not one per object."""
+        self._accesses[digest] = (size, stored, time.time_ns())
+
+    def _commit_accesses(self) -> None:
+        accesses, self._accesses = self._accesses, {}
+        missing = [(digest, size, stored, now) for digest, (size, stored, now) in accesses.items()
+                   if not self.index.touch(digest, now)]
+        self.index.record_many(missing)
 
     def write_to(self, resolved: Resolved, out: BinaryIO, start: int = 0, end: int | None = None) -> int:
         """Copy an object to a stream, small objects verified before any byte goes out."""
         return self.read(resolved, out.write, start, end, verify_first=True)
+
+    def write_framed(self, resolved: Resolved, out: BinaryIO) -> int:
+        """Write 'HASH SIZE\\n', the object's bytes and '\\n' (git cat-file --batch framing).
+        Nothing is written for an object that fails before its header; PartialOutputError
+        means it failed while streaming, after the header."""
+        size = self.read(resolved, out.write, verify_first=True,
+                         announce=lambda size: out.write(f"{resolved.digest} {size}\n".encode()))
+        out.write(b"\n")
+        return size
 
     def export(self, resolved: Resolved, dest: Path, start: int = 0, end: int | None = None) -> int:
         """Write an object to a file atomically: complete and verified, or not at all."""

@@ -191,11 +191,10 @@ def create_bucket(endpoint: str, bucket: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The S3 endpoint URL of a private single-process SeaweedFS with one identity."""
+def start_seaweed(root: Path) -> tuple[str, subprocess.Popen]:
+    """Start a private single-process SeaweedFS with one identity in `root`; returns its
+    S3 endpoint and process once a bucket can be created and written (stop with SIGKILL)."""
     program = require_program("weed")
-    root = tmp_path_factory.mktemp("seaweed")
     (root / "s3.json").write_text(json.dumps({"identities": [{
         "name": "blobctl", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
@@ -213,6 +212,13 @@ def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     endpoint = f"http://127.0.0.1:{p + 3}"
     wait_until(lambda: accepts_connections(p + 3) and create_bucket(endpoint, "readiness") and _can_put(endpoint),
                proc, log, deadline_s=60)
+    return endpoint, proc
+
+
+@pytest.fixture(scope="session")
+def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The S3 endpoint URL of a private SeaweedFS shared by the session."""
+    endpoint, proc = start_seaweed(tmp_path_factory.mktemp("seaweed"))
     yield endpoint
     stop(proc, signal.SIGKILL)  # TERM makes weed linger 15-27 s
 

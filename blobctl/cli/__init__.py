@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -52,6 +53,37 @@ def _register_commands() -> None:
     from blobctl.cli import config_cmds, remote_cmds, store_cmds  # noqa: F401 - registers commands
 
 
+_PLAIN_TYPES = {str: str, Path: Path, list[str]: list, bool: bool}
+
+
+def _skip_pydantic_for_plain_types(command, help_names: list[str]) -> None:
+    """Give str, Path and list[str] parameters (and bool flags that no environment
+    variable sets) a direct conversion.
+
+    typer coerces every non-flag value through a pydantic TypeAdapter: importing pydantic
+    and building the adapter costs ~100 ms per run, more than a small `get` does in all.
+    Parameters of other types keep typer's coercion (and its messages).
+    """
+    from typer._click import Context
+    from typer._coercion import RuntimeParam
+
+    class PlainParam(RuntimeParam):
+        def _coerce_value(self, value, param, ctx):
+            convert = _PLAIN_TYPES[self.annotation]
+            return [str(item) for item in value] if convert is list else convert(value)
+
+    help_option = command.get_help_option(Context(command, help_option_names=help_names))
+    for param in [*command.params, help_option]:
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None or descriptor.annotation not in _PLAIN_TYPES \
+                or descriptor.file_annotation is not None \
+                or (descriptor.annotation is bool and param.envvar):
+            continue
+        param._runtime_param = PlainParam(descriptor.parameter_info, descriptor.annotation)
+    for sub in getattr(command, "commands", {}).values():
+        _skip_pydantic_for_plain_types(sub, help_names)
+
+
 def main() -> None:
     """Entry point: run the app, mapping every failure to one line and an exit code.
 
@@ -61,6 +93,7 @@ def main() -> None:
 
     _register_commands()
     command = typer.main.get_command(app)
+    _skip_pydantic_for_plain_types(command, app.info.context_settings["help_option_names"])
     try:
         code = command.main(prog_name="blobctl", standalone_mode=False)
     except BlobctlError as exc:

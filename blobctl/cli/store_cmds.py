@@ -13,7 +13,7 @@ import typer
 from blobctl import render
 from blobctl.cli import app
 from blobctl.cli.common import JsonOption, open_store
-from blobctl.errors import BlobctlError, UsageError
+from blobctl.errors import BlobctlError, PartialOutputError, UsageError
 from blobctl.render import Column
 
 
@@ -101,13 +101,29 @@ def put(
 @app.command()
 def get(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(help="A hash, sha256:HASH, a unique hash prefix (≥ 4 hex) or a name.")],
+    key: Annotated[Optional[str], typer.Argument(
+        help="A hash, sha256:HASH, a unique hash prefix (≥ 4 hex) or a name.")] = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout.")] = None,
     byte_range: Annotated[Optional[str], typer.Option(
         "--range", metavar="START:END", help="Only bytes START (inclusive) to END (exclusive).")] = None,
+    batch: Annotated[bool, typer.Option(
+        "--batch", help="Read keys from stdin, one per line, and write each object to stdout as "
+                        "'HASH SIZE', newline, the bytes, newline (like git cat-file --batch); "
+                        "'KEY missing' for a key that cannot be delivered.")] = False,
 ) -> None:
     """Write an object's original bytes to stdout or a file, verifying its SHA-256."""
+    if batch:
+        if key is not None or output is not None or byte_range is not None:
+            raise UsageError("--batch reads keys from stdin and writes to stdout; "
+                             "do not also pass KEY, --output or --range")
+        with open_store(ctx) as store:
+            failure = _get_batch(store, sys.stdin.buffer, sys.stdout.buffer)
+        if failure is not None:
+            raise typer.Exit(failure.exit_code)
+        return
+    if key is None:
+        raise UsageError("nothing to get", "pass KEY, or --batch to read keys from stdin")
     start, end = _parse_range(byte_range)
     with open_store(ctx) as store:
         resolved = store.resolve(key)
@@ -116,6 +132,25 @@ def get(
             sys.stdout.buffer.flush()
         else:
             store.export(resolved, output, start, end)
+
+
+def _get_batch(store, keys_in, out) -> BlobctlError | None:
+    """Serve each key read from `keys_in`; returns the first failure (after reporting each
+    on stderr), or None. A large object that fails verification after its header went out
+    leaves the stream unframed, so it stops the batch (PartialOutputError is raised)."""
+    failure = None
+    for raw in keys_in:
+        key = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
+        try:
+            store.write_framed(store.resolve(key), out)
+        except PartialOutputError:
+            raise
+        except BlobctlError as exc:
+            render.error_line(f"{key}: {exc}")
+            out.write(f"{key} missing\n".encode("utf-8", "surrogateescape"))
+            failure = failure or exc
+    out.flush()
+    return failure
 
 
 @app.command("ls")

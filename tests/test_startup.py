@@ -1,0 +1,32 @@
+"""Start-up stays lean: what the fast commands must not import (timing is the benchmark's
+job, bench/run.py; these only pin the imports that cost the most)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def imported_modules(*args: str, stdin: bytes = b"") -> set[str]:
+    """Modules the real command imports, from `python -X importtime`."""
+    script = "import sys; from blobctl.cli import main; sys.argv[0] = 'blobctl'; main()"
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", script, *args],
+                          input=stdin, capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.decode().splitlines()
+            if line.startswith("import time:")}
+
+
+def test_version_imports_neither_storage_nor_rendering_libraries():
+    modules = imported_modules("--version")
+
+    assert not modules & {"rich", "sqlite3", "zstandard", "pydantic", "platformdirs", "tomllib"}
+
+
+def test_get_does_not_import_pydantic(blobctl, tmp_path):
+    (tmp_path / "a").write_bytes(b"alpha\n")
+    digest = blobctl("put", tmp_path / "a", check=True).text.strip()
+
+    modules = imported_modules("get", digest)
+
+    assert "pydantic" not in modules and "rich" not in modules
