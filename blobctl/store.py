@@ -532,9 +532,11 @@ class Store:
         self._accesses[digest] = (size, stored, time.time_ns())
 
     def _commit_accesses(self) -> None:
+        """Runs under the write lock: an object removed since it was read (rm, or a gc in
+        another process) gets no row back, or the totals would count a ghost."""
         accesses, self._accesses = self._accesses, {}
         missing = [(digest, size, stored, now) for digest, (size, stored, now) in accesses.items()
-                   if not self.index.touch(digest, now)]
+                   if not self.index.touch(digest, now) and self.has_object(digest)]
         self.index.record_many(missing)
 
     def write_to(self, resolved: Resolved, out: BinaryIO, start: int = 0, end: int | None = None) -> int:
