@@ -49,7 +49,7 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from blobctl.cli import config_cmds, store_cmds  # noqa: F401 - registers commands
+    from blobctl.cli import cache_cmds, config_cmds, store_cmds  # noqa: F401 - registers commands
 
 
 def main() -> None:

@@ -92,12 +92,30 @@ def put(
                 single = len(paths) == 1 and not stdin_paths
                 line = outcome.digest if single else f"{outcome.digest}  {outcome.source}"
                 sys.stdout.write(line + "\n")
+        _auto_gc(store)
     if as_json:
         render.emit_json([{"hash": r.digest, "size": r.size, "stored": r.stored,
                            "source": r.source, "created": r.created, "name": r.name}
                           for r in results])
     if failure is not None:
         raise typer.Exit(failure.exit_code)
+
+
+def _auto_gc(store) -> None:
+    """Trim the store if this put took it over max_size; a failure here does not undo the put."""
+    from blobctl import gc
+    from blobctl.cli.cache_cmds import gc_summary
+
+    try:
+        outcome = gc.auto_trim(store)
+    except BlobctlError as exc:
+        render.warning(f"automatic gc failed: {exc}")
+        return
+    if outcome is not None and outcome.evicted:
+        render.message(f"automatic gc: {gc_summary(outcome)}")
+    elif outcome is not None:
+        render.warning(f"the store ({render.size(outcome.stored_after)}) is over max_size, "
+                       "but everything in it is named, pinned, unpushed or within gc_grace")
 
 
 @app.command()
