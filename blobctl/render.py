@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,24 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], title: str |
 
     lines = ([title] if title else []) + [line([c.header for c in columns])]
     emit_lines(lines + [line(r) for r in rows])
+
+
+@contextmanager
+def progress(description: str) -> Iterator[Callable[[int], Callable[[], None]]]:
+    """A progress bar on stderr, only when it is a terminal and --quiet is off. Yields
+    `start(total)`, which returns the callback to advance the bar by one."""
+    if quiet_enabled() or not sys.stderr.isatty():
+        yield lambda total: (lambda: None)
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(file=sys.stderr), transient=True) as bar:
+        def start(total: int) -> Callable[[], None]:
+            task = bar.add_task(description, total=total)
+            return lambda: bar.advance(task)
+
+        yield start
 
 
 def size(n: int | None) -> str:

@@ -302,9 +302,10 @@ class Store:
             raise from_os_error(exc, f"read name {name!r} at", path) from exc
         return keys.parse_ref(data, f"{name!r} ({path})")
 
-    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+    def iter_refs(self, prefix: str = "", on_damaged: Callable[[str, BlobctlError], object]
+                  | None = None) -> Iterator[tuple[str, str]]:
         """(name, hash) of every local name starting with `prefix`, sorted; damaged refs
-        are reported on stderr and skipped."""
+        are skipped and passed to `on_damaged` (default: a warning on stderr)."""
         base = self.refs_dir
         for directory, subdirs, files in os.walk(base):
             subdirs.sort()
@@ -316,7 +317,10 @@ class Store:
                 try:
                     yield name, self.read_ref(name)
                 except BlobctlError as exc:
-                    print(f"blobctl: warning: {exc}", file=sys.stderr)
+                    if on_damaged is None:
+                        print(f"blobctl: warning: {exc}", file=sys.stderr)
+                    else:
+                        on_damaged(name, exc)
 
     def _check_inside(self, path: Path, base: Path, what: str) -> None:
         """Refuse a path that a symlink inside the store would lead elsewhere."""
