@@ -166,10 +166,12 @@ def execute(store, gc_plan: GcPlan) -> GcOutcome:
     evicted_bytes = changed = 0
     shards: set[Path] = set()
     for start in range(0, len(gc_plan.evict), EVICT_BATCH):
+        batch = gc_plan.evict[start:start + EVICT_BATCH]
         batch_evicted = []
         with store.index.transaction():
-            for row in gc_plan.evict[start:start + EVICT_BATCH]:
-                if not _still_evictable(store, row, time.time_ns()):
+            keep = _changed_since_plan(store, batch)
+            for row in batch:
+                if row.hash in keep:
                     changed += 1
                     continue
                 freed = _unlink_object(store, row.hash)
@@ -191,16 +193,22 @@ def execute(store, gc_plan: GcPlan) -> GcOutcome:
                      shard_dirs_removed, totals.objects, totals.stored)
 
 
-def _still_evictable(store, planned: ObjectRow, now: int) -> bool:
-    """Called under the write lock: nothing has touched, named or pinned it since planning."""
-    current = store.index.row(planned.hash)
-    if current is None or current.accessed != planned.accessed:
-        return False
-    named_by = store.index.db.execute("SELECT name FROM names WHERE hash = ?", (planned.hash,))
-    if any(name_protection(store.config.mounts, store.index.pushed_hash, name, planned.hash)
-           for (name,) in named_by):
-        return False
-    return not pins.is_pinned(store.pins_dir, planned.hash, now)
+def _changed_since_plan(store, batch: tuple[ObjectRow, ...]) -> set[str]:
+    """Called under the write lock: the hashes in `batch` that were accessed, named or
+    pinned since planning (or are gone), which must stay. One query per kind per batch."""
+    hashes = [row.hash for row in batch]
+    marks = ",".join("?" * len(hashes))
+    db = store.index.db
+    accessed = dict(db.execute(f"SELECT hash, accessed FROM objects WHERE hash IN ({marks})", hashes))
+    keep = {row.hash for row in batch if accessed.get(row.hash) != row.accessed}
+    for name, digest in db.execute(f"SELECT name, hash FROM names WHERE hash IN ({marks})", hashes):
+        if name_protection(store.config.mounts, store.index.pushed_hash, name, digest):
+            keep.add(digest)
+    now = time.time_ns()
+    pin_files = set(os.listdir(store.pins_dir))
+    keep.update(digest for digest in hashes
+                if digest in pin_files and pins.is_pinned(store.pins_dir, digest, now))
+    return keep
 
 
 def _unlink_object(store, digest: str) -> int | None:
