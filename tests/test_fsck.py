@@ -9,18 +9,17 @@ import sqlite3
 
 import pytest
 
-from tests.cache_helpers import object_file
+from blobctl.config import Config
+from blobctl.store import Store
+from tests.cache_helpers import object_file, put_bytes
 
 
 @pytest.fixture
-def objects(blobctl, tmp_path):
-    """Four named objects put through the CLI: name -> hash."""
-    made = {}
-    for number in range(4):
-        source = tmp_path / f"source-{number}"
-        source.write_bytes(f"content number {number}\n".encode() * 500)
-        made[f"n{number}"] = blobctl("put", "--name", f"n{number}", source, check=True).text.strip()
-    return made
+def objects(store_dir):
+    """Four named objects (put in process, to keep the tests quick): name -> hash."""
+    with Store(Config.load(str(store_dir))) as store:
+        return {f"n{number}": put_bytes(store, f"content number {number}\n".encode() * 500,
+                                        name=f"n{number}") for number in range(4)}
 
 
 def fsck(blobctl, *args: str) -> tuple[int, list[tuple[str, str]], dict]:
