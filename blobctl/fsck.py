@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -79,9 +79,8 @@ def _verify(path: Path, digest: str) -> tuple[int, int]:
         return size, os.fstat(handle.fileno()).st_size
 
 
-def check(store, *, repair: bool = False,
-          progress: Callable[[int], Callable[[], None]] | None = None) -> FsckReport:
-    """Check the whole store; `progress(total)` returns a callback advanced per object."""
+def check(store, *, repair: bool = False, progress=None) -> FsckReport:
+    """Check the whole store; `progress` (render.progress's) is advanced per object."""
     problems: list[Problem] = []
     to_quarantine: list[tuple[int, Path]] = []  # (index in problems, path)
 
@@ -91,11 +90,13 @@ def check(store, *, repair: bool = False,
         problems.append(Problem(kind, key, detail))
 
     entries = list(_walk_objects(store))
-    advance = progress(len(entries)) if progress else (lambda: None)
+    if progress is not None:
+        progress.start("checking objects", len(entries))
     rows = {row.hash: row for row in store.index.by_access()}
     good: set[str] = set()
     for kind, path, digest in entries:
-        advance()
+        if progress is not None:
+            progress.advance()
         if kind == "symlink":
             report(kind, _relative(store, path), f"points at {os.readlink(path)}", path)
             continue

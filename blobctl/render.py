@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -73,22 +73,39 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], title: str |
     emit_lines(lines + [line(r) for r in rows])
 
 
+class _SilentProgress:
+    """Progress that shows nothing: stderr is not a terminal, or --quiet."""
+
+    def start(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, amount: int = 1) -> None:
+        pass
+
+
+class _BarProgress(_SilentProgress):
+    def __init__(self, bar):
+        self._bar, self._task = bar, None
+
+    def start(self, description: str, total: int | None) -> None:
+        self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, amount)
+
+
 @contextmanager
-def progress(description: str) -> Iterator[Callable[[int], Callable[[], None]]]:
-    """A progress bar on stderr, only when it is a terminal and --quiet is off. Yields
-    `start(total)`, which returns the callback to advance the bar by one."""
+def progress() -> Iterator[_SilentProgress]:
+    """A progress bar on stderr, only when stderr is a terminal and not --quiet."""
     if quiet_enabled() or not sys.stderr.isatty():
-        yield lambda total: (lambda: None)
+        yield _SilentProgress()
         return
     from rich.console import Console
     from rich.progress import Progress
 
     with Progress(console=Console(file=sys.stderr), transient=True) as bar:
-        def start(total: int) -> Callable[[], None]:
-            task = bar.add_task(description, total=total)
-            return lambda: bar.advance(task)
-
-        yield start
+        yield _BarProgress(bar)
 
 
 def size(n: int | None) -> str:

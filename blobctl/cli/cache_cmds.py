@@ -132,8 +132,8 @@ def fsck(
     """Verify every object, ref and index row; exit 4 if problems remain."""
     from blobctl import fsck as checker
 
-    with open_store(ctx) as store, render.progress("checking objects") as start:
-        report = checker.check(store, repair=repair, progress=start)
+    with open_store(ctx) as store, render.progress() as progress:
+        report = checker.check(store, repair=repair, progress=progress)
     if as_json:
         render.emit_json({"objects": report.objects, "refs": report.refs,
                           "clean": not report.remaining,
