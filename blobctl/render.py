@@ -92,8 +92,8 @@ class _SilentProgress:
 
 
 class _BarProgress(_SilentProgress):
-    def __init__(self, bar, unit: str):
-        self._bar, self._unit, self._task = bar, unit, None
+    def __init__(self, bar):
+        self._bar, self._task = bar, None
 
     def start(self, description: str, total: int | None) -> None:
         self._task = self._bar.add_task(description, total=total)
@@ -104,15 +104,17 @@ class _BarProgress(_SilentProgress):
 
 
 @contextmanager
-def progress(description: str, unit: str = "items") -> Iterator[_SilentProgress]:
-    """A progress bar on stderr, only when stderr is a terminal and not --quiet."""
+def progress(unit: str = "items") -> Iterator[_SilentProgress]:
+    """A progress bar on stderr, only when stderr is a terminal and not --quiet; the
+    caller names each task with start() and counts `unit` ('items' or 'bytes')."""
     if quiet_enabled() or not sys.stderr.isatty():
         yield _SilentProgress()
         return
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
 
     amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
     with Progress(TextColumn("{task.description}"), BarColumn(), amount, TimeRemainingColumn(),
                   console=Console(file=sys.stderr), transient=True) as bar:
-        yield _BarProgress(bar, unit)
+        yield _BarProgress(bar)

@@ -14,6 +14,7 @@ batched to the end of the command (close()).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat as stat_module
 import threading
@@ -51,6 +52,16 @@ class _Pending:
     temp: Path
     encoded: codec.Encoded
     source: str
+
+
+@dataclass(frozen=True)
+class _StagedRef:
+    """A ref's content in a synced temp file, waiting to be renamed to `path`."""
+
+    temp: Path
+    path: Path
+    name: str
+    digest: str
 
 
 def _settle(future: Future[_Pending]) -> _Pending | BlobctlError:
@@ -232,15 +243,17 @@ class Store:
             except OSError as exc:  # a read error on the source, not the store
                 raise from_os_error(exc, "read", path) from exc
 
-    def _publish(self, batch: list[_Pending]) -> list[PutResult]:
+    def _publish(self, batch: list[_Pending], name: str | None = None) -> list[PutResult]:
         """Sync the batch's temp files, then move them into place under one index
-        transaction.
+        transaction, binding `name` to the (single) object in that same transaction.
 
         The transaction holds the store's write lock, so a concurrent gc cannot delete an
-        object between our "it already exists" check and our access record: existing
-        content is reused (and its access refreshed), missing content is renamed in."""
+        object between our "it already exists" check and our access record (existing
+        content is reused and its access refreshed, missing content is renamed in), nor
+        between storing an object and naming it."""
         now = time.time_ns()
         results, rows, renamed = [], [], set()
+        staged = self._stage_ref(name, batch[0].encoded.digest) if name is not None else None
         try:
             self.syncer.sync_files([item.temp for item in batch])
             with self.index.transaction():
@@ -259,12 +272,17 @@ class Store:
                     results.append(PutResult(encoded.digest, encoded.size, encoded.stored,
                                              item.source, created))
                 self.index.record_many(rows)
+                if staged is not None:
+                    self._commit_ref(staged)
+                    results = [dataclasses.replace(results[0], name=name)]
         except OSError as exc:
             raise from_os_error(exc, "write to store", self.objects_dir) from exc
         finally:
             for item in batch:
                 if item.temp not in renamed:
                     item.temp.unlink(missing_ok=True)
+            if staged is not None:
+                staged.temp.unlink(missing_ok=True)
         return results
 
     def _writable_shard(self, digest: str) -> str:
@@ -277,11 +295,12 @@ class Store:
             shard = self._shards_ready[digest[:2]] = str(path)
         return shard
 
-    def put_stream(self, source: BinaryIO, label: str = "-", size: int | None = None) -> PutResult:
-        return self._publish([self._encode_to_temp(source, size, label)])[0]
+    def put_stream(self, source: BinaryIO, label: str = "-", size: int | None = None,
+                   name: str | None = None) -> PutResult:
+        return self._publish([self._encode_to_temp(source, size, label)], name)[0]
 
-    def put_path(self, path: str) -> PutResult:
-        return self._publish([self._encode_path(path)])[0]
+    def put_path(self, path: str, name: str | None = None) -> PutResult:
+        return self._publish([self._encode_path(path)], name)[0]
 
     def adopt(self, source: BinaryIO, digest: str, label: str) -> int:
         """Store an object that arrives already compressed (a remote fetch): it is verified
@@ -363,6 +382,15 @@ class Store:
 
     def bind(self, name: str, digest: str, *, from_remote: bool = False) -> None:
         """Point `name` at an object, atomically replacing an older binding."""
+        staged = self._stage_ref(name, digest, from_remote=from_remote)
+        try:
+            with self.index.transaction():
+                self._commit_ref(staged)
+        finally:
+            staged.temp.unlink(missing_ok=True)
+
+    def _stage_ref(self, name: str, digest: str, *, from_remote: bool = False) -> _StagedRef:
+        """Write a ref's content to a synced temp file, ready to be renamed into place."""
         path = self.check_bindable(name, from_remote=from_remote)
         temp = temp_path(self.tmp_dir)
         try:
@@ -371,14 +399,19 @@ class Store:
                 handle.flush()
                 self.syncer.sync_file(handle.fileno())
             make_dirs(path.parent, self.syncer)
-            with self.index.transaction():
-                os.replace(temp, path)
-                self.index.set_name(name, digest)
         except OSError as exc:
-            raise from_os_error(exc, f"bind name {name!r} at", path) from exc
-        finally:
             temp.unlink(missing_ok=True)
-        self.syncer.sync_dir_later(path.parent)
+            raise from_os_error(exc, f"bind name {name!r} at", path) from exc
+        return _StagedRef(temp, path, name, digest)
+
+    def _commit_ref(self, staged: _StagedRef) -> None:
+        """Rename a staged ref into place and mirror it (inside an index transaction)."""
+        try:
+            os.replace(staged.temp, staged.path)
+        except OSError as exc:
+            raise from_os_error(exc, f"bind name {staged.name!r} at", staged.path) from exc
+        self.index.set_name(staged.name, staged.digest)
+        self.syncer.sync_dir_later(staged.path.parent)
 
     def read_ref(self, name: str) -> str | None:
         """The hash a local name points at, or None if there is no such local name."""
@@ -392,9 +425,10 @@ class Store:
             raise from_os_error(exc, f"read name {name!r} at", path) from exc
         return keys.parse_ref(data, f"{name!r} ({path})")
 
-    def iter_refs(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+    def iter_refs(self, prefix: str = "", on_damaged: Callable[[str, BlobctlError], object]
+                  | None = None) -> Iterator[tuple[str, str]]:
         """(name, hash) of every local name starting with `prefix`, sorted; damaged refs
-        are reported on stderr and skipped."""
+        are skipped and passed to `on_damaged` (default: a warning on stderr)."""
         base = self.refs_dir
         for directory, subdirs, files in os.walk(base):
             subdirs.sort()
@@ -406,7 +440,10 @@ class Store:
                 try:
                     yield name, self.read_ref(name)
                 except BlobctlError as exc:
-                    warn(str(exc))
+                    if on_damaged is None:
+                        warn(str(exc))
+                    else:
+                        on_damaged(name, exc)
 
     def _check_inside(self, path: Path, base: Path, what: str) -> None:
         """Refuse a path that a symlink inside the store would lead elsewhere."""

@@ -50,7 +50,7 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from blobctl.cli import config_cmds, remote_cmds, store_cmds  # noqa: F401 - registers commands
+    from blobctl.cli import cache_cmds, config_cmds, remote_cmds, store_cmds  # noqa: F401 - registers commands
 
 
 _PLAIN_TYPES = {str: str, Path: Path, list[str]: list, bool: bool}

@@ -72,7 +72,7 @@ def push(
     with open_store(ctx) as store:
         if store.overlay is None:
             raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
-        with render.progress("pushing") as progress:
+        with render.progress() as progress:
             reports = store.overlay.push(prefix, dry_run=dry_run, jobs=jobs or store.config.get("jobs"),
                                          progress=progress)
     rows = [{"prefix": r.prefix, "remote": _masked(r.remote), "objects": r.objects, "bytes": r.bytes,
@@ -102,7 +102,7 @@ def pull(
     with open_store(ctx) as store:
         if store.overlay is None:
             raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
-        with render.progress("pulling", unit="items") as progress:
+        with render.progress() as progress:
             reports = store.overlay.pull(targets, jobs=store.config.get("jobs"), progress=progress)
     rows = [{"target": r.target, "names": r.names, "fetched": r.fetched, "bytes": r.bytes,
              "present": r.present} for r in reports]

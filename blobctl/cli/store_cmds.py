@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import typer
 from blobctl import render
 from blobctl.cli import app
 from blobctl.cli.common import JsonOption, open_store
-from blobctl.errors import BlobctlError, PartialOutputError, UsageError
+from blobctl.errors import BlobctlError, PartialOutputError, UsageError, warn
 from blobctl.render import Column
 
 
@@ -37,14 +36,16 @@ def _read_paths(zero: bool) -> list[str]:
     return [p for p in data.split("\0" if zero else "\n") if p]
 
 
-def _put_all(store, paths: list[str]):
-    """Results (or errors) in input order; files go in parallel unless stdin is among them."""
-    if "-" not in paths:
+def _put_all(store, paths: list[str], name: str | None):
+    """Results (or errors) in input order; files go in parallel unless stdin is among them
+    or a name is bound (one input, stored and named in one step)."""
+    if "-" not in paths and name is None:
         yield from store.put_paths(paths)
         return
     for path in paths:
         try:
-            yield store.put_stream(sys.stdin.buffer) if path == "-" else store.put_path(path)
+            yield store.put_stream(sys.stdin.buffer, name=name) if path == "-" \
+                else store.put_path(path, name=name)
         except BlobctlError as exc:
             yield exc
 
@@ -77,25 +78,40 @@ def put(
     with open_store(ctx) as store:
         if name is not None:
             store.check_bindable(name)
-        for outcome in _put_all(store, paths):
+        for outcome in _put_all(store, paths, name):
             if isinstance(outcome, BlobctlError):
                 render.error_line(str(outcome))
                 failure = failure or outcome
                 continue
-            if name is not None:
-                store.bind(name, outcome.digest)
-                outcome = dataclasses.replace(outcome, name=name)
             results.append(outcome)
             if not as_json:
                 single = len(paths) == 1 and not stdin_paths
                 line = outcome.digest if single else f"{outcome.digest}  {outcome.source}"
                 sys.stdout.write(line + "\n")
+        _auto_gc(store)
     if as_json:
         render.emit_json([{"hash": r.digest, "size": r.size, "stored": r.stored,
                            "source": r.source, "created": r.created, "name": r.name}
                           for r in results])
     if failure is not None:
         raise typer.Exit(failure.exit_code)
+
+
+def _auto_gc(store) -> None:
+    """Trim the store if this put took it over max_size; a failure here does not undo the put."""
+    from blobctl import gc
+    from blobctl.cli.cache_cmds import gc_summary
+
+    try:
+        outcome = gc.auto_trim(store)
+    except BlobctlError as exc:
+        warn(f"automatic gc failed: {exc}")
+        return
+    if outcome is not None and outcome.evicted:
+        render.message(f"automatic gc: {gc_summary(outcome)}")
+    elif outcome is not None:
+        warn(f"the store ({render.size(outcome.stored_after)}) is over max_size, "
+             "but everything in it is named, pinned, unpushed or within gc_grace")
 
 
 @app.command()

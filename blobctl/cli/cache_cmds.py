@@ -1,0 +1,150 @@
+"""gc, pin, unpin, fsck: keeping the cache in bounds and checking it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from blobctl import render, units
+from blobctl.cli import app
+from blobctl.cli.common import JsonOption, open_store
+from blobctl.errors import EXIT_INTEGRITY
+from blobctl.render import Column
+
+KeyArgument = Annotated[str, typer.Argument(help="A hash, sha256:HASH, a unique hash prefix or a name.")]
+
+
+@app.command()
+def gc(
+    ctx: typer.Context,
+    max_size: Annotated[Optional[str], typer.Option(
+        "--max-size", metavar="SIZE", help="Trim to this size (default: config max_size), e.g. '20 GB'.")] = None,
+    older_than: Annotated[Optional[str], typer.Option(
+        "--older-than", metavar="AGE", help="Also evict what has not been accessed for AGE, e.g. 30d.")] = None,
+    grace: Annotated[Optional[str], typer.Option(
+        "--grace", metavar="AGE", help="Keep what was accessed within AGE (default: config gc_grace).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; delete nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Evict least-recently-used objects until the store fits its size limit.
+
+    Never evicts named, pinned or unpushed objects, or ones accessed within the grace
+    period. Also removes stale temp files and empty shard directories. Prints the plan,
+    then carries it out unless --dry-run (JSON fields: docs/CACHE.md).
+    """
+    from blobctl import gc as collector
+
+    with open_store(ctx) as store:
+        limit = units.parse_size(max_size) if max_size is not None else store.config.get("max_size")
+        plan = collector.plan(store, max_size=limit,
+                              older_than=None if older_than is None else units.parse_age(older_than),
+                              grace=None if grace is None else units.parse_age(grace))
+        if not as_json:
+            _render_plan(plan, dry_run)
+        outcome = None if dry_run else collector.execute(store, plan)
+    if as_json:
+        render.emit_json(_gc_json(plan, outcome))
+    elif outcome is not None:
+        render.message(gc_summary(outcome))
+
+
+def gc_summary(outcome) -> str:
+    """One line saying what a gc run did (shared by gc and the automatic gc after put)."""
+    line = f"evicted {len(outcome.evicted):,} objects ({render.size(outcome.evicted_bytes)})"
+    if outcome.changed:
+        line += f"; kept {outcome.changed:,} accessed, named or pinned since planning"
+    if outcome.temps_removed:
+        line += f"; removed {outcome.temps_removed:,} stale temp files"
+    return line + f"; store now {render.size(outcome.stored_after)}"
+
+
+def _render_plan(plan, dry_run: bool) -> None:
+    rows = [["before", f"{plan.objects_before:,}", render.size(plan.stored_before)],
+            ["evict", f"{len(plan.evict):,}", render.size(plan.evict_bytes)]]
+    rows += [[f"kept: {reason.replace('_', ' ')}", f"{objects:,}", render.size(size)]
+             for reason, (objects, size) in plan.kept_by_reason().items()]
+    rows += [["after", f"{plan.objects_before - len(plan.evict):,}", render.size(plan.stored_after)],
+             ["stale temp files", f"{len(plan.stale_temps):,}", render.size(plan.temp_bytes)]]
+    render.table([Column(""), Column("objects", "right"), Column("stored", "right")], rows,
+                 title="gc plan (dry run: nothing deleted)" if dry_run else "gc plan")
+
+
+def _gc_json(plan, outcome) -> dict:
+    executed = None
+    if outcome is not None:
+        executed = {"evicted": len(outcome.evicted), "stored": outcome.evicted_bytes,
+                    "changed": outcome.changed, "temp_files_removed": outcome.temps_removed,
+                    "shard_dirs_removed": outcome.shard_dirs_removed}
+        after = {"objects": outcome.objects_after, "stored": outcome.stored_after}
+    else:
+        after = {"objects": plan.objects_before - len(plan.evict), "stored": plan.stored_after}
+    return {
+        "dry_run": outcome is None, "max_size": plan.max_size, "older_than": plan.older_than,
+        "grace": plan.grace,
+        "before": {"objects": plan.objects_before, "stored": plan.stored_before},
+        "evict": {"objects": len(plan.evict), "stored": plan.evict_bytes,
+                  "hashes": [row.hash for row in plan.evict]},
+        "kept": {reason: {"objects": objects, "stored": size}
+                 for reason, (objects, size) in plan.kept_by_reason().items()},
+        "after": after,
+        "temp_files": {"files": len(plan.stale_temps), "stored": plan.temp_bytes},
+        "executed": executed,
+    }
+
+
+@app.command()
+def pin(
+    ctx: typer.Context,
+    key: KeyArgument,
+    ttl: Annotated[Optional[str], typer.Option(
+        "--ttl", metavar="AGE", help="Pin for AGE only, e.g. 7d (default: until unpinned).")] = None,
+) -> None:
+    """Keep an object out of gc's reach, forever or for --ttl."""
+    from blobctl import pins
+
+    ttl_seconds = None if ttl is None else units.parse_age(ttl)
+    with open_store(ctx) as store:
+        digest = store.resolve(key).digest
+        expires = pins.pin(store, digest, ttl_seconds)
+    until = "until unpinned" if expires is None else f"for {units.format_age(ttl_seconds)}"
+    render.message(f"pinned {digest} {until}")
+
+
+@app.command()
+def unpin(ctx: typer.Context, key: KeyArgument) -> None:
+    """Remove a pin (the object becomes evictable again)."""
+    from blobctl import pins
+
+    with open_store(ctx) as store:
+        digest = store.resolve(key).digest
+        removed = pins.unpin(store, digest)
+    render.message(f"unpinned {digest}" if removed else f"{digest} was not pinned")
+
+
+@app.command()
+def fsck(
+    ctx: typer.Context,
+    repair: Annotated[bool, typer.Option(
+        "--repair", help="Move damaged objects to STORE/quarantine/ and rebuild the index.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify every object, ref and index row; exit 4 if problems remain."""
+    from blobctl import fsck as checker
+
+    with open_store(ctx) as store, render.progress() as progress:
+        report = checker.check(store, repair=repair, progress=progress)
+    if as_json:
+        render.emit_json({"objects": report.objects, "refs": report.refs,
+                          "clean": not report.remaining,
+                          "problems": [{"kind": p.kind, "key": p.key, "detail": p.detail,
+                                        "repaired": p.repaired} for p in report.problems]})
+    elif report.problems:
+        columns = [Column("kind"), Column("key"), Column("detail")]
+        render.table(columns + ([Column("repaired")] if repair else []),
+                     [[p.kind, p.key, p.detail] + (["yes" if p.repaired else "no"] if repair else [])
+                      for p in report.problems])
+    render.message(f"checked {report.objects:,} objects and {report.refs:,} refs: "
+                   f"{len(report.problems)} problems, {len(report.remaining)} remaining")
+    if report.remaining:
+        raise typer.Exit(EXIT_INTEGRITY)

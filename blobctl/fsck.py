@@ -1,0 +1,196 @@
+"""Integrity check of a store: every object decodes to the content its name promises, every
+ref points at an object, and the index agrees with the files. `repair` moves what is
+damaged or foreign out of objects/ into STORE/quarantine/ (nothing is deleted) and
+rebuilds the index from the files.
+
+Problem kinds (stable, for --json):
+  bad_object    an object that does not decode, or whose content has another hash
+  symlink       a symlink where a shard directory or an object file should be
+  stray_file    something in objects/ that is not an object of the layout
+  bad_ref       a ref file that does not hold a hash
+  dangling_ref  a ref whose object is missing or damaged
+  missing_row   an object file the index does not know
+  stale_row     an index row for an object file that is not there
+  wrong_size    an index row whose sizes disagree with the file
+  name_mirror   the index's name mirror disagrees with refs/
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from blobctl import codec, keys
+from blobctl.errors import BlobctlError, IntegrityError
+
+#: Kinds that `repair` fixes by rebuilding the index from the files.
+METADATA_KINDS = frozenset({"missing_row", "stale_row", "wrong_size", "name_mirror"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    key: str  # an object's hash, a name, or a path relative to the store
+    detail: str
+    repaired: bool = False
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    objects: int  # object files checked, damaged ones included
+    refs: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def remaining(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if not p.repaired)
+
+
+def _walk_objects(store) -> Iterator[tuple[str, Path, str | None]]:
+    """(kind, path, hash) for every entry under objects/, never following a symlink:
+    kind is 'object' (a regular file named by a full hash), 'symlink' or 'stray_file'."""
+    for shard in sorted(os.scandir(store.objects_dir), key=lambda e: e.name):
+        if shard.is_symlink():
+            yield "symlink", Path(shard.path), None
+        elif not shard.is_dir() or len(shard.name) != 2:
+            yield "stray_file", Path(shard.path), None
+        else:
+            for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
+                digest = shard.name + entry.name
+                if entry.is_symlink():
+                    yield "symlink", Path(entry.path), None
+                elif keys.is_full_hash(digest) and entry.is_file(follow_symlinks=False):
+                    yield "object", Path(entry.path), digest
+                else:
+                    yield "stray_file", Path(entry.path), None
+
+
+def _relative(store, path: Path) -> str:
+    return str(path.relative_to(store.root))
+
+
+def _verify(path: Path, digest: str) -> tuple[int, int]:
+    """(content size, file size) of an object whose frame and hash check out."""
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+        size = codec.decode(handle, lambda chunk: None, digest, label=digest)
+        return size, os.fstat(handle.fileno()).st_size
+
+
+def check(store, *, repair: bool = False, progress=None) -> FsckReport:
+    """Check the whole store; `progress` (render.progress's) is advanced per object."""
+    problems: list[Problem] = []
+    to_quarantine: list[tuple[int, Path]] = []  # (index in problems, path)
+    to_refetch: list[tuple[int, str]] = []  # (index in problems, hash) a mount may still have
+
+    def report(kind: str, key: str, detail: str, path: Path | None = None,
+               refetch: str | None = None) -> None:
+        if path is not None:
+            to_quarantine.append((len(problems), path))
+        if refetch is not None:
+            to_refetch.append((len(problems), refetch))
+        problems.append(Problem(kind, key, detail))
+
+    entries = list(_walk_objects(store))
+    if progress is not None:
+        progress.start("checking objects", len(entries))
+    rows = {row.hash: row for row in store.index.by_access()}
+    good: set[str] = set()
+    for kind, path, digest in entries:
+        if progress is not None:
+            progress.advance()
+        if kind == "symlink":
+            report(kind, _relative(store, path), f"points at {os.readlink(path)}", path)
+            continue
+        if kind == "stray_file":
+            report(kind, _relative(store, path), "not an object of the store layout", path)
+            continue
+        row = rows.pop(digest, None)
+        try:
+            size, stored = _verify(path, digest)
+        except IntegrityError as exc:
+            report("bad_object", digest, exc.message, path, refetch=digest)
+            continue
+        except OSError as exc:
+            report("bad_object", digest, f"cannot read {path}: {exc.strerror or exc}")
+            continue
+        good.add(digest)
+        if row is None:
+            report("missing_row", digest, "object file not in the index")
+        elif (row.size, row.stored) != (size, stored):
+            report("wrong_size", digest, f"index says {row.size} bytes ({row.stored} stored), "
+                                         f"file holds {size} ({stored} stored)")
+    for digest in sorted(rows):
+        report("stale_row", digest, "index row for an object file that is not there")
+
+    refs: dict[str, str] = {}
+    pushed = store.index.pushed_names()
+    for name, digest in store.iter_refs(
+            on_damaged=lambda name, exc: report("bad_ref", name, exc.message)):
+        refs[name] = digest
+        if digest in good:
+            continue
+        if not store.has_object(digest) and pushed.get(name) == digest \
+                and any(mount.covers(name) for mount in store.config.mounts):
+            continue  # a pushed name whose local copy gc evicted: its mount has the object
+        state = "is damaged" if store.has_object(digest) else "is not in the store"
+        report("dangling_ref", name, f"its object {digest} {state}", refetch=digest)
+    mirror = dict(store.index.db.execute("SELECT name, hash FROM names"))
+    for name in sorted(refs.keys() | mirror.keys()):
+        if refs.get(name) != mirror.get(name):
+            report("name_mirror", name, f"refs/ says {refs.get(name) or 'nothing'}, "
+                                        f"the index says {mirror.get(name) or 'nothing'}")
+
+    if repair and problems:
+        _repair(store, problems, to_quarantine, to_refetch)
+    checked = sum(1 for kind, _, _ in entries if kind == "object")
+    return FsckReport(checked, len(refs), tuple(problems))
+
+
+def _repair(store, problems: list[Problem], to_quarantine: list[tuple[int, Path]],
+            to_refetch: list[tuple[int, str]]) -> None:
+    """Quarantine what is damaged or foreign, fetch good copies of damaged or missing
+    objects from the mounts, then rebuild the index from the files; marks the problems
+    this fixed."""
+    quarantine = store.root / "quarantine"
+    quarantine.mkdir(exist_ok=True)
+    stamp = time.time_ns()
+    for position, path in to_quarantine:
+        flat = str(path.relative_to(store.objects_dir)).replace(os.sep, "")
+        try:
+            with store.index.transaction():  # a concurrent put sees the object or nothing
+                os.replace(path, quarantine / f"{flat}.{stamp}")
+        except OSError as exc:
+            problems[position] = replace(problems[position],
+                                         detail=f"{problems[position].detail}; not moved: {exc}")
+            continue
+        problems[position] = replace(problems[position], repaired=True)
+    store.syncer.sync_dir_later(quarantine)
+    _refetch(store, problems, to_refetch)
+    store.rebuild_index()
+    for position, problem in enumerate(problems):
+        if problem.kind in METADATA_KINDS:
+            problems[position] = replace(problem, repaired=True)
+
+
+def _refetch(store, problems: list[Problem], to_refetch: list[tuple[int, str]]) -> None:
+    """Replace damaged (already quarantined) or missing objects with verified copies from
+    the mounts; an object still in place (its quarantine failed) is left alone."""
+    if store.overlay is None:
+        return
+    fetched: set[str] = set()
+    for position, digest in to_refetch:
+        problem = problems[position]
+        if digest not in fetched:
+            if store.has_object(digest):
+                continue
+            try:
+                if not store.overlay.fetch(digest):
+                    continue
+            except BlobctlError as exc:
+                problems[position] = replace(problem, detail=f"{problem.detail}; refetch failed: {exc}")
+                continue
+            fetched.add(digest)
+        problems[position] = replace(problem, repaired=True, detail=f"{problem.detail}; refetched from a mount")

@@ -1,0 +1,266 @@
+"""Cache eviction, in the shape plan → show → execute.
+
+`plan()` decides, without locking, which objects go: least recently accessed first (the
+access blobctl records on get, put and fetch, not the file system's atime) until the
+store fits the size limit, plus anything not accessed for `older_than`. It never picks an
+object that a local name protects, that is pinned, whose name under a writable mount is not
+pushed yet, or that was accessed within the grace period.
+
+`execute()` deletes in batches, each under the index's write lock (the store's mutex with
+put): just before unlinking it re-checks that the object's recorded access is unchanged
+since the plan, that no name (via the index's name mirror, which bind() updates under the
+same lock) and no pin protects it now. A put that reused the object, or a bind or pin that
+arrived after planning, therefore keeps it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from blobctl import pins
+from blobctl.config import Mount
+from blobctl.errors import IntegrityError
+from blobctl.fsutil import TEMP_SUFFIX
+from blobctl.index import ObjectRow
+
+#: Why a surviving object stays, most important first (an object counts under the first).
+KEEP_REASONS = ("named", "pinned", "unpushed", "grace", "not_needed")
+#: Objects deleted per index transaction: long enough to be fast, short enough not to
+#: hold up concurrent puts.
+EVICT_BATCH = 500
+#: Automatic gc trims to this fraction of max_size, so it does not run on every put.
+LOW_WATER = 0.9
+#: Temp files younger than this are left alone whatever the grace period: a put may still
+#: be writing one.
+TEMP_MIN_AGE = 15 * 60.0
+
+
+@dataclass(frozen=True)
+class Kept:
+    digest: str
+    stored: int
+    reason: str  # one of KEEP_REASONS
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    """What a gc run would do; sizes are bytes on disk (compressed)."""
+
+    now: int
+    max_size: int | None
+    older_than: float | None
+    grace: float
+    objects_before: int
+    stored_before: int
+    evict: tuple[ObjectRow, ...]
+    kept: tuple[Kept, ...]
+    stale_temps: tuple[Path, ...]
+    temp_bytes: int
+
+    @property
+    def evict_bytes(self) -> int:
+        return sum(row.stored for row in self.evict)
+
+    @property
+    def stored_after(self) -> int:
+        return self.stored_before - self.evict_bytes
+
+    def kept_by_reason(self) -> dict[str, tuple[int, int]]:
+        """reason -> (objects, bytes), for every reason in KEEP_REASONS."""
+        tally = {reason: [0, 0] for reason in KEEP_REASONS}
+        for item in self.kept:
+            tally[item.reason][0] += 1
+            tally[item.reason][1] += item.stored
+        return {reason: (objects, size) for reason, (objects, size) in tally.items()}
+
+
+@dataclass(frozen=True)
+class GcOutcome:
+    """What execute() did. `changed` objects were kept because a put, get, bind or pin
+    touched them after planning."""
+
+    evicted: tuple[str, ...]
+    evicted_bytes: int
+    changed: int
+    temps_removed: int
+    shard_dirs_removed: int
+    objects_after: int
+    stored_after: int
+
+
+def name_protection(mounts: Iterable[Mount], pushed_hash: Callable[[str], str | None],
+                    name: str, digest: str) -> str | None:
+    """Why a local name keeps its object, or None: a name under a writable mount whose
+    current hash is pushed leaves an ordinary cache entry (the remote has it)."""
+    if any(mount.covers(name) and not mount.read_only for mount in mounts):
+        return None if pushed_hash(name) == digest else "unpushed"
+    return "named"
+
+
+def plan(store, *, max_size: int | None, older_than: float | None = None,
+         grace: float | None = None) -> GcPlan:
+    """Decide what goes. Reads the refs from their files (the truth), pins, and the index."""
+    now = time.time_ns()
+    grace = store.config.get("gc_grace") if grace is None else grace
+    rank = {reason: position for position, reason in enumerate(KEEP_REASONS)}
+    protected: dict[str, str] = {}
+
+    def protect(digest: str, reason: str) -> None:
+        if rank[reason] < rank[protected.get(digest, "not_needed")]:
+            protected[digest] = reason
+
+    pushed = store.index.pushed_names()
+    for name, digest in store.iter_refs():
+        reason = name_protection(store.config.mounts, pushed.get, name, digest)
+        if reason is not None:
+            protect(digest, reason)
+    for digest in pins.active_pins(store.pins_dir, now):
+        protect(digest, "pinned")
+
+    grace_start = now - int(grace * 1e9)
+    too_old = None if older_than is None else now - int(older_than * 1e9)
+    totals = store.index.totals()
+    remaining = totals.stored
+    evict: list[ObjectRow] = []
+    kept: list[Kept] = []
+    for row in store.index.by_access():
+        reason = protected.get(row.hash) or ("grace" if row.accessed > grace_start else None)
+        over_limit = max_size is not None and remaining > max_size
+        if reason is None and (over_limit or (too_old is not None and row.accessed <= too_old)):
+            evict.append(row)
+            remaining -= row.stored
+        else:
+            kept.append(Kept(row.hash, row.stored, reason or "not_needed"))
+    temps = _stale_temps(store.tmp_dir, now - int(max(grace, TEMP_MIN_AGE) * 1e9))
+    return GcPlan(now, max_size, older_than, grace, totals.objects, totals.stored,
+                  tuple(evict), tuple(kept), tuple(path for path, _ in temps),
+                  sum(size for _, size in temps))
+
+
+def _stale_temps(tmp_dir: Path, cutoff_ns: int) -> list[tuple[Path, int]]:
+    """(path, size) of blobctl temp files last written before `cutoff_ns`."""
+    stale = []
+    try:
+        entries = list(os.scandir(tmp_dir))
+    except FileNotFoundError:
+        return stale
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if (entry.name.endswith(TEMP_SUFFIX) and stat_module.S_ISREG(info.st_mode)
+                and info.st_mtime_ns < cutoff_ns):
+            stale.append((Path(entry.path), info.st_size))
+    return stale
+
+
+def execute(store, gc_plan: GcPlan) -> GcOutcome:
+    """Carry out a plan, re-checking each object under the write lock (module docstring)."""
+    evicted: list[str] = []
+    evicted_bytes = changed = 0
+    shards: set[Path] = set()
+    for start in range(0, len(gc_plan.evict), EVICT_BATCH):
+        batch = gc_plan.evict[start:start + EVICT_BATCH]
+        batch_evicted = []
+        with store.index.transaction():
+            keep = _changed_since_plan(store, batch)
+            for row in batch:
+                if row.hash in keep:
+                    changed += 1
+                    continue
+                freed = _unlink_object(store, row.hash)
+                store.index.forget(row.hash)
+                if freed is not None:
+                    batch_evicted.append(row.hash)
+                    evicted_bytes += freed
+                    shards.add(store.objects_dir / row.hash[:2])
+            store.index.remember_evicted(batch_evicted, time.time_ns())
+        evicted += batch_evicted
+    store.count("objects_evicted", len(evicted))
+    store.count("bytes_evicted", evicted_bytes)
+    for shard in shards:
+        store.syncer.sync_dir_later(shard)
+    temps_removed = _remove_temps(store, gc_plan.stale_temps)
+    shard_dirs_removed = _remove_empty_shards(store)
+    totals = store.index.totals()
+    return GcOutcome(tuple(evicted), evicted_bytes, changed, temps_removed,
+                     shard_dirs_removed, totals.objects, totals.stored)
+
+
+def _changed_since_plan(store, batch: tuple[ObjectRow, ...]) -> set[str]:
+    """Called under the write lock: the hashes in `batch` that were accessed, named or
+    pinned since planning (or are gone), which must stay. One query per kind per batch."""
+    hashes = [row.hash for row in batch]
+    marks = ",".join("?" * len(hashes))
+    db = store.index.db
+    accessed = dict(db.execute(f"SELECT hash, accessed FROM objects WHERE hash IN ({marks})", hashes))
+    keep = {row.hash for row in batch if accessed.get(row.hash) != row.accessed}
+    for name, digest in db.execute(f"SELECT name, hash FROM names WHERE hash IN ({marks})", hashes):
+        if name_protection(store.config.mounts, store.index.pushed_hash, name, digest):
+            keep.add(digest)
+    now = time.time_ns()
+    pin_files = set(os.listdir(store.pins_dir))
+    keep.update(digest for digest in hashes
+                if digest in pin_files and pins.is_pinned(store.pins_dir, digest, now))
+    return keep
+
+
+def _unlink_object(store, digest: str) -> int | None:
+    """Delete an object file without following a symlink; its size, or None if there was
+    no regular file to delete (gone already, or something fsck should look at)."""
+    try:
+        path = store.object_path(digest)
+        info = path.lstat()
+    except (FileNotFoundError, IntegrityError):
+        return None
+    if not stat_module.S_ISREG(info.st_mode):
+        return None
+    path.unlink()
+    return info.st_size
+
+
+def _remove_temps(store, paths: Iterable[Path]) -> int:
+    removed = 0
+    for path in paths:
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+    if removed:
+        store.syncer.sync_dir_later(store.tmp_dir)
+    return removed
+
+
+def _remove_empty_shards(store) -> int:
+    """rmdir empty shard directories, under the write lock: a put creates a shard and
+    renames its object in under that lock, so it never sees its shard vanish."""
+    removed = 0
+    with store.index.transaction():
+        for entry in os.scandir(store.objects_dir):
+            if len(entry.name) != 2 or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                os.rmdir(entry.path)
+            except OSError:  # not empty
+                continue
+            removed += 1
+    if removed:
+        store.syncer.sync_dir_later(store.objects_dir)
+    return removed
+
+
+def auto_trim(store) -> GcOutcome | None:
+    """After a put: if the store is now over max_size (an O(1) check of the index totals)
+    and auto_gc is on, trim it to LOW_WATER of max_size. None when nothing was needed."""
+    max_size = store.config.get("max_size")
+    if max_size is None or not store.config.get("auto_gc") \
+            or store.index.totals().stored <= max_size:
+        return None
+    return execute(store, plan(store, max_size=int(max_size * LOW_WATER)))

@@ -1,0 +1,116 @@
+"""fsck through the real command: each kind of damage is found, --repair quarantines and
+rebuilds, and the exit code says whether problems remain."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import pytest
+
+from blobctl.config import Config
+from blobctl.store import Store
+from tests.cache_helpers import object_file, put_bytes
+
+
+@pytest.fixture
+def objects(store_dir):
+    """Four named objects (put in process, to keep the tests quick): name -> hash."""
+    with Store(Config.load(str(store_dir))) as store:
+        return {f"n{number}": put_bytes(store, f"content number {number}\n".encode() * 500,
+                                        name=f"n{number}") for number in range(4)}
+
+
+def fsck(blobctl, *args: str) -> tuple[int, list[tuple[str, str]], dict]:
+    result = blobctl("fsck", "--json", *args)
+    report = json.loads(result.out)
+    return result.code, sorted((p["kind"], p["key"]) for p in report["problems"]), report
+
+
+def test_clean_store(blobctl, objects):
+    code, problems, report = fsck(blobctl)
+    assert (code, problems) == (0, [])
+    assert report["clean"] is True and report["objects"] == 4 and report["refs"] == 4
+    assert blobctl("fsck").code == 0
+
+
+def damage(path, how: str, other) -> None:
+    """Damage an object file: a flipped byte, cut in half, emptied, or another object's content."""
+    data = path.read_bytes()
+    middle = len(data) // 2
+    path.write_bytes({"flip": data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:],
+                      "truncate": data[:middle], "empty": b"",
+                      "misname": other.read_bytes()}[how])
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "empty", "misname"])
+def test_damaged_object_is_found_and_quarantined(blobctl, objects, store_dir, how):
+    victim = objects["n1"]
+    damage(object_file(store_dir, victim), how, other=object_file(store_dir, objects["n2"]))
+    code, problems, report = fsck(blobctl)
+    assert code == 4 and report["clean"] is False
+    assert ("bad_object", victim) in problems
+    assert ("dangling_ref", "n1") in problems
+
+    code, problems, report = fsck(blobctl, "--repair")
+    assert code == 4  # the name still points at content the store no longer has
+    repaired = {(p["kind"], p["key"]): p["repaired"] for p in report["problems"]}
+    assert repaired[("bad_object", victim)] is True
+    assert repaired[("dangling_ref", "n1")] is False
+    assert not object_file(store_dir, victim).exists()
+    assert [p.name.split(".")[0] for p in (store_dir / "quarantine").iterdir()] == [victim]
+
+    blobctl("rm", "n1", check=True)
+    assert fsck(blobctl)[:2] == (0, [])
+
+
+def test_metadata_disagreeing_with_files_is_rebuilt(blobctl, objects, store_dir):
+    with sqlite3.connect(store_dir / "index.sqlite") as db:
+        db.execute("DELETE FROM objects WHERE hash = ?", (objects["n0"],))
+        db.execute("UPDATE objects SET size = 1 WHERE hash = ?", (objects["n1"],))
+        db.execute("INSERT INTO objects VALUES (?, 5, 5, 0, 0)", ("ab" * 32,))
+        db.execute("DELETE FROM names WHERE name = 'n3'")
+    code, problems, _ = fsck(blobctl)
+    assert code == 4
+    assert problems == [("missing_row", objects["n0"]), ("name_mirror", "n3"),
+                        ("stale_row", "ab" * 32), ("wrong_size", objects["n1"])]
+    assert fsck(blobctl, "--repair")[0] == 0
+    assert fsck(blobctl)[:2] == (0, [])
+
+
+def test_dangling_and_damaged_refs(blobctl, objects, store_dir):
+    (store_dir / "refs" / "ghost").write_text("cd" * 32 + "\n")
+    (store_dir / "refs" / "garbled").write_text("not a hash\n")
+    code, problems, _ = fsck(blobctl)
+    assert code == 4
+    assert ("dangling_ref", "ghost") in problems and ("bad_ref", "garbled") in problems
+
+
+def test_symlinks_and_stray_files_are_reported_and_moved_aside(blobctl, objects, store_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ("0" * 62)).write_bytes(b"not ours")
+    os.symlink(outside, store_dir / "objects" / "00")
+    (store_dir / "objects" / "README").write_text("stray")
+    victim = objects["n0"]
+    object_file(store_dir, victim).rename(tmp_path / "moved")
+    object_file(store_dir, victim).symlink_to(tmp_path / "moved")
+    code, problems, _ = fsck(blobctl)
+    assert code == 4
+    assert {("symlink", "objects/00"), ("stray_file", "objects/README"),
+            ("symlink", f"objects/{victim[:2]}/{victim[2:]}")} <= set(problems)
+    fsck(blobctl, "--repair")
+    assert (outside / ("0" * 62)).read_bytes() == b"not ours"  # moved the link, not its target
+    assert (tmp_path / "moved").exists()
+    assert not (store_dir / "objects" / "00").exists()
+    blobctl("rm", "n0", check=True)
+    assert fsck(blobctl)[:2] == (0, [])
+
+
+def test_table_output_and_exit_code(blobctl, objects, store_dir):
+    object_file(store_dir, objects["n2"]).write_bytes(b"")
+    result = blobctl("fsck")
+    assert result.code == 4
+    assert "bad_object" in result.text and objects["n2"] in result.text
+    assert "2 problems, 2 remaining" in result.err

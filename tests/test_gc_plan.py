@@ -1,0 +1,212 @@
+"""gc's plan and execution, in process: LRU order, every protection, and the re-checks
+that keep objects a put, bind or pin touched after planning."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from blobctl import gc, pins
+from blobctl.config import Config
+from blobctl.store import Store
+from tests.cache_helpers import backdate, object_file, put_bytes
+
+
+def aged_objects(store, store_dir, count: int) -> list[str]:
+    """`count` unnamed objects, accessed 10+count .. 11 hours ago (oldest first)."""
+    digests = []
+    for i in range(count):
+        digest = put_bytes(store, f"object {i} ".encode() * 100)
+        backdate(store_dir, digest, 10 + count - i)
+        digests.append(digest)
+    return digests
+
+
+def reasons(plan) -> dict[str, str]:
+    return {kept.digest: kept.reason for kept in plan.kept}
+
+
+def evicted(plan) -> list[str]:
+    return [row.hash for row in plan.evict]
+
+
+def test_evicts_least_recently_used_first_until_under_the_limit(store, store_dir):
+    digests = aged_objects(store, store_dir, 5)
+    sizes = [object_file(store_dir, d).stat().st_size for d in digests]
+    plan = gc.plan(store, max_size=sum(sizes[3:]))
+    assert evicted(plan) == digests[:3]
+    assert plan.evict_bytes == sum(sizes[:3])
+    assert reasons(plan) == {digests[3]: "not_needed", digests[4]: "not_needed"}
+
+
+def test_sizes_before_and_after_match_the_store(store, store_dir):
+    digests = aged_objects(store, store_dir, 4)
+    before = store.index.totals()
+    plan = gc.plan(store, max_size=0)
+    assert (plan.objects_before, plan.stored_before) == (before.objects, before.stored)
+    assert plan.stored_after == 0
+    outcome = gc.execute(store, plan)
+    assert outcome.evicted == tuple(digests)
+    assert (outcome.objects_after, outcome.stored_after) == (0, 0)
+    assert outcome.evicted_bytes == before.stored
+    assert not any(object_file(store_dir, d).exists() for d in digests)
+    assert store._counters["objects_evicted"] == 4
+    assert store._counters["bytes_evicted"] == before.stored
+
+
+def test_no_limit_and_no_age_evicts_nothing(store, store_dir):
+    aged_objects(store, store_dir, 3)
+    plan = gc.plan(store, max_size=None)
+    assert plan.evict == ()
+    assert plan.kept_by_reason()["not_needed"][0] == 3
+
+
+def test_a_name_protects_its_object(store, store_dir):
+    old, named = aged_objects(store, store_dir, 2)
+    store.bind("data/keep.bin", named)
+    plan = gc.plan(store, max_size=0)
+    assert evicted(plan) == [old]
+    assert reasons(plan) == {named: "named"}
+
+
+def test_protection_reads_the_ref_files_not_only_the_index(store, store_dir):
+    old, named = aged_objects(store, store_dir, 2)
+    (store_dir / "refs" / "handmade").write_text(named + "\n")  # no index mirror row
+    assert evicted(gc.plan(store, max_size=0)) == [old]
+
+
+def test_pins_protect_until_they_expire(store, store_dir):
+    forever, later, expired, loose = aged_objects(store, store_dir, 4)
+    pins.pin(store, forever, None)
+    pins.pin(store, later, 3600)
+    (store_dir / "pins" / expired).write_text(str(time.time_ns() - 1))
+    plan = gc.plan(store, max_size=0)
+    assert evicted(plan) == [expired, loose]
+    assert reasons(plan) == {forever: "pinned", later: "pinned"}
+
+
+def test_unpin_makes_an_object_evictable_again(store, store_dir):
+    (digest,) = aged_objects(store, store_dir, 1)
+    pins.pin(store, digest, None)
+    assert pins.unpin(store, digest) is True
+    assert pins.unpin(store, digest) is False
+    assert evicted(gc.plan(store, max_size=0)) == [digest]
+
+
+def test_objects_accessed_within_the_grace_period_stay(store, store_dir):
+    old = aged_objects(store, store_dir, 1)[0]
+    fresh = put_bytes(store, b"just put")
+    plan = gc.plan(store, max_size=0)
+    assert evicted(plan) == [old]
+    assert reasons(plan) == {fresh: "grace"}
+    assert plan.grace == 3600.0
+    assert evicted(gc.plan(store, max_size=0, grace=0)) == [old, fresh]
+
+
+def test_older_than_evicts_only_what_was_not_accessed_for_that_long(store, store_dir):
+    digests = aged_objects(store, store_dir, 4)  # 14, 13, 12, 11 hours ago
+    plan = gc.plan(store, max_size=None, older_than=12.5 * 3600)
+    assert evicted(plan) == digests[:2]
+    assert set(reasons(plan).values()) == {"not_needed"}
+
+
+def test_the_first_reason_counts_when_several_apply(store, store_dir):
+    fresh = put_bytes(store, b"named, pinned and fresh", name="both")
+    pins.pin(store, fresh, None)
+    assert reasons(gc.plan(store, max_size=0)) == {fresh: "named"}
+
+
+@pytest.fixture
+def mounted_store(store_dir):
+    """A store with a writable mount at team/ and a read-only one at vendor/."""
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text(
+        '[[mounts]]\nprefix = "team/"\nremote = "/tmp/team-remote"\n\n'
+        '[[mounts]]\nprefix = "vendor/"\nremote = "/tmp/vendor-remote"\nread_only = true\n')
+    with Store(Config.load(str(store_dir))) as opened:
+        yield opened
+
+
+def test_names_under_a_writable_mount_protect_only_until_pushed(mounted_store, store_dir):
+    store = mounted_store
+    pushed, unpushed, stale_push, read_only = aged_objects(store, store_dir, 4)
+    for name, digest in [("team/pushed", pushed), ("team/unpushed", unpushed),
+                         ("team/stale", stale_push), ("vendor/ro", read_only)]:
+        store.bind(name, digest)
+    with store.index.transaction():
+        store.index.mark_pushed("team/pushed", pushed)
+        store.index.mark_pushed("team/stale", unpushed)  # pushed an older version
+    plan = gc.plan(store, max_size=0)
+    assert evicted(plan) == [pushed]
+    assert reasons(plan) == {unpushed: "unpushed", stale_push: "unpushed", read_only: "named"}
+    outcome = gc.execute(store, plan)  # the re-check under the lock agrees
+    assert outcome.evicted == (pushed,) and outcome.changed == 0
+
+
+def test_execute_keeps_an_object_put_again_after_planning(store, store_dir):
+    (digest,) = aged_objects(store, store_dir, 1)
+    plan = gc.plan(store, max_size=0)
+    assert put_bytes(store, b"object 0 " * 100) == digest  # reuses it: access refreshed
+    outcome = gc.execute(store, plan)
+    assert outcome.evicted == () and outcome.changed == 1
+    assert object_file(store_dir, digest).is_file()
+
+
+@pytest.mark.parametrize("protect", [
+    lambda store, digest: store.bind("late/name", digest),
+    lambda store, digest: pins.pin(store, digest, None),
+], ids=["bound", "pinned"])
+def test_execute_keeps_an_object_named_or_pinned_after_planning(store, store_dir, protect):
+    digests = aged_objects(store, store_dir, 2)
+    plan = gc.plan(store, max_size=0)
+    protect(store, digests[0])
+    outcome = gc.execute(store, plan)
+    assert outcome.evicted == (digests[1],) and outcome.changed == 1
+    assert object_file(store_dir, digests[0]).is_file()
+
+
+def test_evicted_objects_are_remembered_for_the_miss_counter(store, store_dir):
+    (digest,) = aged_objects(store, store_dir, 1)
+    gc.execute(store, gc.plan(store, max_size=0))
+    assert store.index.was_evicted(digest)
+
+
+def test_removes_stale_temp_files_and_empty_shards(store, store_dir):
+    (digest,) = aged_objects(store, store_dir, 1)
+    stale, fresh = store_dir / "tmp" / "old.partial", store_dir / "tmp" / "new.partial"
+    stale.write_bytes(b"x" * 10)
+    fresh.write_bytes(b"y")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    plan = gc.plan(store, max_size=0)
+    assert plan.stale_temps == (stale,) and plan.temp_bytes == 10
+    outcome = gc.execute(store, plan)
+    assert not stale.exists() and fresh.exists()
+    assert outcome.temps_removed == 1 and outcome.shard_dirs_removed == 1
+    assert not (store_dir / "objects" / digest[:2]).exists()
+
+
+def test_never_follows_a_symlinked_object(store, store_dir, tmp_path):
+    (digest,) = aged_objects(store, store_dir, 1)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"precious")
+    object_file(store_dir, digest).unlink()
+    object_file(store_dir, digest).symlink_to(outside)
+    gc.execute(store, gc.plan(store, max_size=0))
+    assert outside.read_bytes() == b"precious"
+
+
+def test_auto_trim_waits_for_max_size_then_trims_to_the_low_water_mark(store_dir):
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text('max_size = "10 kB"\n')
+    with Store(Config.load(str(store_dir))) as store:
+        digests = [put_bytes(store, os.urandom(1000)) for _ in range(9)]
+        for position, digest in enumerate(digests):
+            backdate(store_dir, digest, 20 - position)
+        assert gc.auto_trim(store) is None  # ~9 kB: under the limit, no plan made
+        digests.append(put_bytes(store, os.urandom(2000)))
+        outcome = gc.auto_trim(store)
+        assert outcome.evicted == tuple(digests[:3])
+        assert outcome.stored_after <= 10_000 * gc.LOW_WATER
