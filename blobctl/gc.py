@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from blobctl import pins
+from blobctl import pins, racehooks
 from blobctl.config import Mount
 from blobctl.errors import IntegrityError
 from blobctl.fsutil import TEMP_SUFFIX
@@ -168,6 +168,7 @@ def execute(store, gc_plan: GcPlan) -> GcOutcome:
     for start in range(0, len(gc_plan.evict), EVICT_BATCH):
         batch = gc_plan.evict[start:start + EVICT_BATCH]
         batch_evicted = []
+        racehooks.pause("GC_EXECUTE")
         with store.index.transaction():
             keep = _changed_since_plan(store, batch)
             for row in batch:

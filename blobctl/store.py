@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from blobctl import codec, keys
+from blobctl import codec, keys, racehooks
 from blobctl.config import Config
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError,
                             UsageError, from_os_error, warn)
@@ -256,6 +256,7 @@ class Store:
         staged = self._stage_ref(name, batch[0].encoded.digest) if name is not None else None
         try:
             self.syncer.sync_files([item.temp for item in batch])
+            racehooks.pause("PUBLISH")
             with self.index.transaction():
                 for item in batch:
                     encoded = item.encoded
