@@ -264,7 +264,7 @@ class Store:
                     dest = os.path.join(shard, encoded.digest[2:])
                     created = not _is_regular_file(dest)  # a planted symlink gets replaced
                     if created:
-                        os.replace(item.temp, dest)
+                        shard = self._rename_into_shard(item.temp, encoded.digest)
                         renamed.add(item.temp)
                         self.syncer.sync_dir_later(shard)
                         self.count("objects_written")
@@ -285,6 +285,20 @@ class Store:
             if staged is not None:
                 staged.temp.unlink(missing_ok=True)
         return results
+
+    def _rename_into_shard(self, temp: Path, digest: str) -> str:
+        """Rename a temp file to its object path (under the write lock); returns the shard.
+        A gc may have removed the emptied shard since this command cached it: make it again."""
+        shard = self._writable_shard(digest)
+        try:
+            os.replace(temp, os.path.join(shard, digest[2:]))
+        except FileNotFoundError:
+            if os.path.isdir(shard):
+                raise
+            del self._shards_ready[digest[:2]]
+            shard = self._writable_shard(digest)
+            os.replace(temp, os.path.join(shard, digest[2:]))
+        return shard
 
     def _writable_shard(self, digest: str) -> str:
         """The shard directory for a new object, created if needed; checked once per
