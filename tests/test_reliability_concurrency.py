@@ -80,13 +80,15 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     found, total = verify_every_object(store_dir)
     assert found == set(sizes)
     assert total == sum(sizes.values())
+    check = run_in(store_dir, "fsck", "--json")
+    assert check.code == 0 and json.loads(check.out)["clean"], check.out
     summary = json.loads(run_in(store_dir, "stat", "--json").out)
     assert (summary["objects"], summary["size"]) == (len(sizes), total)
     assert leftover_temp_files(store_dir) == []
     report(1, "concurrent writers",
            f"{WRITERS} processes x {PER_WRITER} puts, {len(sizes)} distinct objects, "
            f"{total / 1e9:.2f} GB distinct, {put_bytes / 1e9:.2f} GB put at {put_bytes / elapsed / 1e6:.0f} MB/s, "
-           f"{elapsed:.1f} s; all exit 0, every object verified, totals match, 0 temp files")
+           f"{elapsed:.1f} s; all exit 0, fsck clean, every object verified, totals match, 0 temp files")
 
 
 def test_readers_during_eviction_get_whole_objects_or_not_found(tmp_path):

@@ -138,13 +138,42 @@ def kill_loop_push(tmp_path: Path, seed: int) -> tuple[int, int]:
     return KILLS, killed
 
 
+def kill_loop_gc(tmp_path: Path, seed: int) -> tuple[int, int]:
+    """30 new unnamed objects each round, then `gc --max-size 0 --grace 0` killed at
+    random; a named object must survive every round, and fsck --repair mends the index."""
+    rng = random.Random(seed)
+    store = tmp_path / f"gc-{seed}"
+    assert run_in(store, "put", "--name", "keep", "-", input=b"named, never evicted").code == 0
+
+    def add_objects() -> None:
+        with Store(Config.load(str(store))) as opened:
+            for _ in range(30):
+                opened.put_stream(io.BytesIO(os.urandom(rng.randrange(100, 200_000))))
+
+    add_objects()
+    span = calibrate(store, ["gc", "--max-size", "0", "--grace", "0"])
+    killed = 0
+    for _ in range(KILLS):
+        add_objects()
+        killed += kill_at_random(store, ["gc", "--max-size", "0", "--grace", "0"], rng, span)
+        for shard in (store / "objects").iterdir():
+            for path in shard.iterdir():
+                verify_file(path, shard.name + path.name)
+        check_name(store, "keep", {sha(b"named, never evicted")})
+    assert run_in(store, "fsck", "--repair").code == 0
+    assert run_in(store, "gc", "--max-size", "0", "--grace", "0").code == 0
+    assert run_in(store, "get", "keep").out == b"named, never evicted"
+    return KILLS, killed
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_points(tmp_path):
-    loops = {"large put": kill_loop_put, "ref update": kill_loop_ref, "push": kill_loop_push}
+    loops = {"large put": kill_loop_put, "ref update": kill_loop_ref, "push": kill_loop_push,
+             "gc": kill_loop_gc}
     with ThreadPoolExecutor(max_workers=2) as pool:  # one loop per core
         outcomes = {label: pool.submit(loop, tmp_path, seed) for seed, (label, loop) in enumerate(loops.items())}
         figures = {label: future.result() for label, future in outcomes.items()}
-    report(4, "kill -9", "; ".join(f"{label}: {runs} runs, {killed} killed mid-command"
+    report(4, "kill -9", "; ".join(f"{label}: {runs} runs, {killed} killed before finishing"
                                     for label, (runs, killed) in figures.items())
            + "; objects complete or absent, names old or new, remote refs never dangling, next command works")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import shutil
@@ -103,6 +104,9 @@ def test_bit_rot_is_caught_naming_the_key(tmp_path):
         contents[sha(data)] = data
     listing = "\n".join(str(inputs / str(i)) for i in range(1000)).encode()
     assert run_in(store, "put", "--stdin-paths", input=listing).code == 0
+    remote = tmp_path / "remote"  # an intact copy the repair can fetch from
+    shutil.copytree(store / "objects", remote / "objects")
+    assert run_in(store, "mount", "", remote, "--read-only").code == 0
     victims = rng.sample(sorted(contents), 50)
     kinds = list(DAMAGES) + ["misnamed"]
     damaged = {}
@@ -130,9 +134,24 @@ def test_bit_rot_is_caught_naming_the_key(tmp_path):
     for digest in victims[: len(kinds) * 2]:  # every kind through the real command too
         result = run_in(store, "get", digest)
         assert result.code == EXIT_INTEGRITY and result.out == b"" and digest in result.err
+    check = run_in(store, "fsck", "--json")
+    problems = json.loads(check.out)["problems"]
+    assert check.code == EXIT_INTEGRITY and len(problems) == 50
+    assert {p["key"] for p in problems if p["kind"] == "bad_object"} == set(damaged)
+    repair = run_in(store, "fsck", "--repair")
+    assert repair.code == 0, repair.err
+    assert len(list((store / "quarantine").iterdir())) == 50
+    assert json.loads(run_in(store, "fsck", "--json").out)["clean"]
+    with Store(Config.load(str(store))) as opened:
+        for digest, data in contents.items():
+            out = bytearray()
+            opened.write_to(opened.resolve(digest), _Sink(out))
+            assert bytes(out) == data
     counts = {kind: list(damaged.values()).count(kind) for kind in kinds}
     report(7, "bit rot", f"1000 objects, 50 damaged {counts}: get failed with exit 4 naming "
-           f"the key for {len(failures)}/50, 0 bytes emitted, 950/950 intact ones read back")
+           f"the key for {len(failures)}/50 (0 bytes emitted), 950/950 intact read back; fsck "
+           f"found exactly the {len(problems)}; --repair quarantined 50 and refetched them from "
+           "a mount; fsck then clean, 1000/1000 read back")
 
 
 class _Sink:
