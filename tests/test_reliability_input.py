@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blobctl import keys, units
+from blobctl import keys
 from blobctl.backends import check_url, url_scheme
 from blobctl.config import Config, ConfigFile
 from blobctl.errors import BlobctlError, ConfigError, IntegrityError, NotFoundError, UsageError
@@ -167,17 +167,6 @@ def test_hostile_remote_refs_are_refused(store_dir, refs):
 
 
 # -- fuzzing every parser of untrusted input ---------------------------------------------
-@settings(max_examples=500, deadline=None)
-@given(st.one_of(st.text(max_size=100), st.integers(), st.floats(), st.booleans()))
-def test_size_and_age_parsers_give_usable_numbers_or_usage_errors(value):
-    for parse in (units.parse_size, units.parse_age):
-        try:
-            parsed = parse(value)
-        except UsageError:
-            continue
-        assert parsed >= 0 and parsed == parsed and parsed != float("inf")
-
-
 @settings(max_examples=500, deadline=None)
 @given(st.text(max_size=200))
 def test_url_checks_accept_only_known_schemes(url):
