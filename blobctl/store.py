@@ -253,8 +253,10 @@ class Store:
         between storing an object and naming it."""
         now = time.time_ns()
         results, rows, renamed = [], [], set()
-        staged = self._stage_ref(name, batch[0].encoded.digest) if name is not None else None
-        try:
+        staged = None
+        try:  # staging the ref inside: if it fails, the batch's temp files are still removed
+            if name is not None:
+                staged = self._stage_ref(name, batch[0].encoded.digest)
             self.syncer.sync_files([item.temp for item in batch])
             racehooks.pause("PUBLISH")
             with self.index.transaction():
