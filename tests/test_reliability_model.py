@@ -99,8 +99,7 @@ class StoreMachine(RuleBasedStateMachine):
                 self.store.remove(digest)
             return
         self.store.remove(digest)
-        del self.objects[digest]
-        self.pinned.discard(digest)
+        del self.objects[digest]  # a pin is on the hash: it stays, and covers a later put
 
     @rule(digest=digests)
     def pin(self, digest):
@@ -127,7 +126,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert digest not in protected
             del self.objects[digest]
         STEPS["evicted"] += len(outcome.evicted)
-        protected_stored = sum(self.store.stored_size(d) for d in protected)
+        protected_stored = sum(self.store.stored_size(d) or 0 for d in protected)
         assert self.store.index.totals().stored <= max(max_size, protected_stored)
 
     @rule()
