@@ -169,6 +169,11 @@ class Store:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    @property
+    def written_objects(self) -> int:
+        """Objects this command added to the store (puts and fetches from mounts)."""
+        return self._counters.get("objects_written", 0)
+
     def count(self, counter: str, delta: int = 1) -> None:
         """Add to a statistics counter; committed with the command (see close())."""
         with self._counters_lock:

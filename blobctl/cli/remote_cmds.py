@@ -8,7 +8,7 @@ import typer
 
 from blobctl import render
 from blobctl.cli import app
-from blobctl.cli.common import JsonOption, load_config, open_store
+from blobctl.cli.common import JsonOption, load_config, open_store, trim_if_over_limit
 from blobctl.errors import NotFoundError
 from blobctl.render import Column
 
@@ -104,6 +104,7 @@ def pull(
             raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
         with render.progress() as progress:
             reports = store.overlay.pull(targets, jobs=store.config.get("jobs"), progress=progress)
+        trim_if_over_limit(store)
     rows = [{"target": r.target, "names": r.names, "fetched": r.fetched, "bytes": r.bytes,
              "present": r.present} for r in reports]
     if as_json:

@@ -11,7 +11,7 @@ import typer
 
 from blobctl import render
 from blobctl.cli import app
-from blobctl.cli.common import JsonOption, open_store
+from blobctl.cli.common import JsonOption, open_store, trim_if_over_limit
 from blobctl.errors import BlobctlError, PartialOutputError, UsageError, warn
 from blobctl.render import Column
 
@@ -88,30 +88,13 @@ def put(
                 single = len(paths) == 1 and not stdin_paths
                 line = outcome.digest if single else f"{outcome.digest}  {outcome.source}"
                 sys.stdout.write(line + "\n")
-        _auto_gc(store)
+        trim_if_over_limit(store)
     if as_json:
         render.emit_json([{"hash": r.digest, "size": r.size, "stored": r.stored,
                            "source": r.source, "created": r.created, "name": r.name}
                           for r in results])
     if failure is not None:
         raise typer.Exit(failure.exit_code)
-
-
-def _auto_gc(store) -> None:
-    """Trim the store if this put took it over max_size; a failure here does not undo the put."""
-    from blobctl import gc
-    from blobctl.cli.cache_cmds import gc_summary
-
-    try:
-        outcome = gc.auto_trim(store)
-    except BlobctlError as exc:
-        warn(f"automatic gc failed: {exc}")
-        return
-    if outcome is not None and outcome.evicted:
-        render.message(f"automatic gc: {gc_summary(outcome)}")
-    elif outcome is not None:
-        warn(f"the store ({render.size(outcome.stored_after)}) is over max_size, "
-             "but everything in it is named, pinned, unpushed or within gc_grace")
 
 
 @app.command()
@@ -135,6 +118,7 @@ def get(
                              "do not also pass KEY, --output or --range")
         with open_store(ctx) as store:
             failure = _get_batch(store, sys.stdin.buffer, sys.stdout.buffer)
+            trim_if_over_limit(store)
         if failure is not None:
             raise typer.Exit(failure.exit_code)
         return
@@ -148,6 +132,7 @@ def get(
             sys.stdout.buffer.flush()
         else:
             store.export(resolved, output, start, end)
+        trim_if_over_limit(store)
 
 
 def _get_batch(store, keys_in, out) -> BlobctlError | None:
