@@ -49,7 +49,21 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from blobctl.cli import config_cmds, remote_cmds, store_cmds  # noqa: F401 - registers commands
+    """Import the command modules; the order here is the order `blobctl --help` lists them."""
+    from blobctl.cli import store_cmds  # noqa: F401, I001 - registers commands
+    from blobctl.cli import remote_cmds  # noqa: F401
+    from blobctl.cli import config_cmds  # noqa: F401
+
+
+COMPLETE_VAR = "_BLOBCTL_COMPLETE"
+
+
+def _enable_shell_completion() -> None:
+    """Register Typer's bash/zsh/fish script classes, which `add_completion=False` leaves
+    out; done only when a shell asks (COMPLETE_VAR set), so normal start-up stays fast."""
+    from typer.completion import completion_init
+
+    completion_init()
 
 
 def main() -> None:
@@ -60,6 +74,8 @@ def main() -> None:
     from blobctl import render
 
     _register_commands()
+    if COMPLETE_VAR in os.environ:
+        _enable_shell_completion()
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="blobctl", standalone_mode=False)

@@ -12,11 +12,19 @@ from blobctl.cli.common import JsonOption, load_config
 from blobctl.config import SETTINGS, known_setting, mask
 from blobctl.render import Column
 
-config_app = typer.Typer(help="Read and write settings (store config.toml, or the user's with --user).",
-                         no_args_is_help=True)
+config_app = typer.Typer(help="Read and write settings: the store's config.toml, or the user's with --user.",
+                         short_help="Read and write settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 UserOption = Annotated[bool, typer.Option("--user", help="The user config instead of the store's.")]
+
+
+def _complete_setting(incomplete: str) -> list[str]:
+    return [key for key in SETTINGS if key.startswith(incomplete)]
+
+
+KeyArgument = Annotated[str, typer.Argument(metavar="KEY", autocompletion=_complete_setting,
+                                            help="A setting, e.g. max_size.")]
 
 
 def _shown(value: object) -> str:
@@ -24,7 +32,7 @@ def _shown(value: object) -> str:
 
 
 @config_app.command("get")
-def config_get(ctx: typer.Context, key: Annotated[str, typer.Argument(help="A setting, e.g. max_size.")]) -> None:
+def config_get(ctx: typer.Context, key: KeyArgument) -> None:
     """Print the effective value of a setting (secrets masked)."""
     setting = known_setting(key)
     value, _ = load_config(ctx).lookup(key)
@@ -32,8 +40,9 @@ def config_get(ctx: typer.Context, key: Annotated[str, typer.Argument(help="A se
 
 
 @config_app.command("set")
-def config_set(ctx: typer.Context, key: Annotated[str, typer.Argument()],
-               value: Annotated[str, typer.Argument()], user: UserOption = False) -> None:
+def config_set(ctx: typer.Context, key: KeyArgument,
+               value: Annotated[str, typer.Argument(metavar="VALUE", help="The new value, e.g. '20 GB'.")],
+               user: UserOption = False) -> None:
     """Validate and save a setting."""
     config = load_config(ctx)
     config.set(key, value, user=user)
@@ -41,8 +50,8 @@ def config_set(ctx: typer.Context, key: Annotated[str, typer.Argument()],
 
 
 @config_app.command("unset")
-def config_unset(ctx: typer.Context, key: Annotated[str, typer.Argument()], user: UserOption = False) -> None:
-    """Remove a setting from a config file (the next layer's value applies)."""
+def config_unset(ctx: typer.Context, key: KeyArgument, user: UserOption = False) -> None:
+    """Remove a setting from a config file; the next layer's value applies."""
     config = load_config(ctx)
     removed = config.unset(key, user=user)
     render.message(f"{key} {'removed from' if removed else 'was not set in'} {config.file_for(user).path}")
