@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Optional
 
 import typer
@@ -53,6 +54,21 @@ def _register_commands() -> None:
     from blobctl.cli import store_cmds  # noqa: F401, I001 - registers commands
     from blobctl.cli import remote_cmds  # noqa: F401
     from blobctl.cli import config_cmds  # noqa: F401
+
+
+def walk_commands() -> Iterator[tuple[list[str], typer.core.TyperCommand | typer.core.TyperGroup, typer.Context]]:
+    """(words, command, context) for the app and every command under it, in help order,
+    e.g. (['config', 'get'], ...): what the docs generator and the tests walk."""
+    _register_commands()
+
+    def walk(words, command, parent):
+        ctx = command.make_context(words[-1] if words else "blobctl", [], parent=parent, resilient_parsing=True)
+        yield words, command, ctx
+        if isinstance(command, typer.core.TyperGroup):
+            for name in command.list_commands(ctx):
+                yield from walk(words + [name], command.get_command(ctx, name), ctx)
+
+    yield from walk([], typer.main.get_command(app), None)
 
 
 COMPLETE_VAR = "_BLOBCTL_COMPLETE"
