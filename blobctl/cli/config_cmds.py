@@ -51,7 +51,9 @@ def config_set(ctx: typer.Context, key: KeyArgument,
 
 @config_app.command("unset")
 def config_unset(ctx: typer.Context, key: KeyArgument, user: UserOption = False) -> None:
-    """Remove a setting from a config file; the next layer's value applies."""
+    """Remove a setting from a config file.
+
+    The next layer's value (another file, the environment or the default) then applies."""
     config = load_config(ctx)
     removed = config.unset(key, user=user)
     render.message(f"{key} {'removed from' if removed else 'was not set in'} {config.file_for(user).path}")

@@ -76,7 +76,7 @@ def push(
                                                 help="Parallel uploads (default: config 'jobs').")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Upload unpushed objects, then their names, to writable mounts.
+    """Upload unpushed objects, then their names, to mounts.
 
     Objects go first so that a remote never holds a name whose object is missing."""
     with open_store(ctx) as store:
