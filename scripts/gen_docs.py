@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from blobctl import __version__  # noqa: E402
 from blobctl.cli import COMPLETE_VAR, walk_commands  # noqa: E402
 from blobctl.config import SETTINGS, env_var  # noqa: E402
-from blobctl.units import format_age, parse_age  # noqa: E402
+from blobctl.cli.config_cmds import shown  # noqa: E402
 
 MAN_PAGE = Path("man/blobctl.1")
 COMPLETION_SCRIPTS = {"bash": Path("completions/blobctl.bash"), "zsh": Path("completions/_blobctl"),
@@ -100,15 +100,6 @@ def examples() -> list[str]:
     return lines
 
 
-def shown_default(setting) -> str:
-    """A setting's default as a user would write it: 'true', '1h', '3'."""
-    if isinstance(setting.default, bool):
-        return str(setting.default).lower()
-    if setting.parse is parse_age:
-        return format_age(setting.default)
-    return str(setting.default)
-
-
 def man_page() -> str:
     commands = list(walk_commands())
     _, app, app_ctx = commands[0]
@@ -141,7 +132,7 @@ def man_page() -> str:
             ".PP", "Every setting can also be given as \\fBBLOBCTL_\\fR\\fIKEY\\fR (dots as underscores), "
                    "which overrides the config files:"]
     for key, setting in SETTINGS.items():
-        default = "" if setting.default is None else f" (default: {shown_default(setting)})"
+        default = "" if setting.default is None else f" (default: {shown(setting, setting.default)})"
         out += [".TP", f"\\fB{roff(env_var(key))}\\fR", roff(setting.help + default)]
     out += [".SH FILES",
             ".TP", "\\fI~/.config/blobctl/config.toml\\fR",

@@ -151,11 +151,11 @@ def list_names(
         now = time.time_ns()
         render.table([Column("hash"), Column("size", "right"), Column("stored", "right"),
                       Column("accessed", "right")],
-                     [[r["hash"], render.size(r["size"]), render.size(r["stored"]),
+                     [[render.short_hash(r["hash"]), render.size(r["size"]), render.size(r["stored"]),
                        render.age(r["accessed_ns"], now)] for r in rows])
     else:
         render.table([Column("name"), Column("size", "right"), Column("stored", "right"), Column("hash")],
-                     [[r["name"], render.size(r["size"]), render.size(r["stored"]), r["hash"][:16]]
+                     [[r["name"], render.size(r["size"]), render.size(r["stored"]), render.short_hash(r["hash"])]
                       for r in rows])
 
 
@@ -245,6 +245,6 @@ def _render_key_infos(infos: list, as_json: bool) -> None:
         return
     now = time.time_ns()
     render.table([Column("key"), Column("hash"), Column("size", "right"), Column("stored", "right"),
-                  Column("ratio", "right"), Column("last access", "right")],
-                 [[i.key, i.digest[:16], render.size(i.size), render.size(i.stored),
+                  Column("ratio", "right"), Column("accessed", "right")],
+                 [[i.key, render.short_hash(i.digest), render.size(i.size), render.size(i.stored),
                    render.ratio(i.size, i.stored), render.age(i.accessed_ns, now)] for i in infos])
