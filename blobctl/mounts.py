@@ -261,12 +261,10 @@ class Overlay:
                 report.bytes += fetched_bytes
             if progress is not None:
                 progress.advance(1)
-        for name, digest in entries:
-            if name is None:
-                continue
-            if self.store.read_ref(name) != digest:
-                self.store.bind(name, digest, from_remote=True)
-            report.names += 1
+        named = [(name, digest) for name, digest in entries if name is not None]
+        self.store.bind_many([(name, digest) for name, digest in named
+                              if self.store.read_ref(name) != digest], from_remote=True)
+        report.names = len(named)
         with self.store.index.transaction():
             for name, digest in entries:
                 if name is not None:

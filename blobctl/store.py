@@ -246,7 +246,7 @@ class Store:
         results, rows, renamed = [], [], set()
         staged = self._stage_ref(name, batch[0].encoded.digest) if name is not None else None
         try:
-            self.syncer.sync_files([item.temp for item in batch])
+            self.syncer.sync_files([item.temp for item in batch] + ([staged.temp] if staged else []))
             with self.index.transaction():
                 for item in batch:
                     encoded = item.encoded
@@ -373,22 +373,30 @@ class Store:
 
     def bind(self, name: str, digest: str, *, from_remote: bool = False) -> None:
         """Point `name` at an object, atomically replacing an older binding."""
-        staged = self._stage_ref(name, digest, from_remote=from_remote)
+        self.bind_many([(name, digest)], from_remote=from_remote)
+
+    def bind_many(self, pairs: Iterable[tuple[str, str]], *, from_remote: bool = False) -> None:
+        """Bind several names with one data sync and one index transaction."""
+        staged: list[_StagedRef] = []
         try:
+            for name, digest in pairs:
+                staged.append(self._stage_ref(name, digest, from_remote=from_remote))
+            self.syncer.sync_files([ref.temp for ref in staged])
             with self.index.transaction():
-                self._commit_ref(staged)
+                for ref in staged:
+                    self._commit_ref(ref)
         finally:
-            staged.temp.unlink(missing_ok=True)
+            for ref in staged:
+                ref.temp.unlink(missing_ok=True)
 
     def _stage_ref(self, name: str, digest: str, *, from_remote: bool = False) -> _StagedRef:
-        """Write a ref's content to a synced temp file, ready to be renamed into place."""
+        """Write a ref's content to a temp file (the caller syncs it), ready to be renamed
+        into place."""
         path = self.check_bindable(name, from_remote=from_remote)
         temp = temp_path(self.tmp_dir)
         try:
             with open(temp, "xb") as handle:
                 handle.write(f"{digest}\n".encode())
-                handle.flush()
-                self.syncer.sync_file(handle.fileno())
             make_dirs(path.parent, self.syncer)
         except OSError as exc:
             temp.unlink(missing_ok=True)
