@@ -254,7 +254,12 @@ class Store:
                     dest = os.path.join(shard, encoded.digest[2:])
                     created = not os.path.isfile(dest)
                     if created:
-                        os.replace(item.temp, dest)
+                        try:
+                            os.replace(item.temp, dest)
+                        except FileNotFoundError:  # a gc removed the emptied shard since we made it
+                            self._shards_ready.pop(encoded.digest[:2], None)
+                            shard = self._writable_shard(encoded.digest)
+                            os.replace(item.temp, dest)
                         renamed.add(item.temp)
                         self.syncer.sync_dir_later(shard)
                         self.count("objects_written")
