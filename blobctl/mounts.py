@@ -16,10 +16,10 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from blobctl import codec, keys
 from blobctl.backends import Backend, open_backend
@@ -29,6 +29,8 @@ from blobctl.errors import (IntegrityError, NotFoundError, ReadOnlyError, Remote
 
 if TYPE_CHECKING:
     from blobctl.store import Store
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -103,55 +105,50 @@ class Overlay:
         return None
 
     # -- reads --------------------------------------------------------------------------
-    def resolve_name(self, name: str) -> str | None:
-        """The hash a mounted remote's ref gives for `name`, or None if no mount has it.
-        An unreachable mount is an error only if no other mount answers."""
+    def _first_answer(self, mounts: list[Mount], attempt: Callable[[Mount], T]) -> T | None:
+        """`attempt(mount)` on each mount in order; the first answer wins. A mount without
+        the key counts a miss; an unreachable mount or damaged data is an error only if no
+        other mount answers. None when no mount has the key."""
         failure = None
-        for mount in self.covering(name):
+        for mount in mounts:
             try:
-                data = self.backend(mount).read_bytes(keys.ref_key(remote_name(mount, name)))
+                answer = attempt(mount)
             except NotFoundError:
                 self.store.count(counter(mount, "misses"))
                 continue
-            except RemoteError as exc:
+            except (RemoteError, IntegrityError) as exc:
                 failure = failure or exc
                 continue
             self.store.count(counter(mount, "hits"))
-            return keys.parse_ref(data, f"{name!r} on {self.backend(mount).url}")
+            return answer
         if failure is not None:
             raise failure
         return None
 
+    def resolve_name(self, name: str) -> str | None:
+        """The hash a mounted remote's ref gives for `name`, or None if no mount has it."""
+        def read_ref(mount: Mount) -> str:
+            backend = self.backend(mount)
+            data = backend.read_bytes(keys.ref_key(remote_name(mount, name)))
+            return keys.parse_ref(data, f"{name!r} on {backend.url}")
+
+        return self._first_answer(self.covering(name), read_ref)
+
     def fetch(self, digest: str) -> bool:
         """Copy an object from the first mount that has it into the local store, verified
         before it is published. False if no mount has it."""
-        failure = None
-        for mount in self.mounts:
-            backend = self.backend(mount)
+        return self._first_answer(self.mounts, lambda mount: self._fetch_from(mount, digest)) is not None
+
+    def _fetch_from(self, mount: Mount, digest: str) -> int:
+        backend = self.backend(mount)
+        with backend.open_read(keys.object_key(digest)) as stream:
             try:
-                stream = backend.open_read(keys.object_key(digest))
-            except NotFoundError:
-                self.store.count(counter(mount, "misses"))
-                continue
-            except RemoteError as exc:
-                failure = failure or exc
-                continue
-            try:
-                with stream:
-                    stored = self.store.adopt(stream, digest, f"{digest} from {backend.url}")
+                stored = self.store.adopt(stream, digest, f"{digest} from {backend.url}")
             except IntegrityError as exc:
-                failure = failure or IntegrityError(f"{exc.message}; it was not cached", exc.hint)
-                continue
-            except RemoteError as exc:
-                failure = failure or exc
-                continue
-            self.store.count(counter(mount, "hits"))
-            self.store.count(counter(mount, "fetched_objects"))
-            self.store.count(counter(mount, "fetched_bytes"), stored)
-            return True
-        if failure is not None:
-            raise failure
-        return False
+                raise IntegrityError(f"{exc.message}; it was not cached", exc.hint) from exc
+        self.store.count(counter(mount, "fetched_objects"))
+        self.store.count(counter(mount, "fetched_bytes"), stored)
+        return stored
 
     # -- status -------------------------------------------------------------------------
     def unpushed(self, mount: Mount, within: str = "") -> list[tuple[str, str]]:
@@ -261,12 +258,10 @@ class Overlay:
                 report.bytes += fetched_bytes
             if progress is not None:
                 progress.advance(1)
-        for name, digest in entries:
-            if name is None:
-                continue
-            if self.store.read_ref(name) != digest:
-                self.store.bind(name, digest, from_remote=True)
-            report.names += 1
+        named = [(name, digest) for name, digest in entries if name is not None]
+        self.store.bind_many([(name, digest) for name, digest in named
+                              if self.store.read_ref(name) != digest], from_remote=True)
+        report.names = len(named)
         with self.store.index.transaction():
             for name, digest in entries:
                 if name is not None:

@@ -69,6 +69,12 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], title: str |
     emit_lines(lines + [line(r) for r in rows])
 
 
+def short_hash(digest: str) -> str:
+    """The first 12 hex digits: keeps tables within 80 columns and still works as a `get`
+    prefix (an ambiguous one is reported with its candidates); JSON keeps the full hash."""
+    return digest[:12]
+
+
 def size(n: int | None) -> str:
     return format_size(n)
 

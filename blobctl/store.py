@@ -177,6 +177,11 @@ class Store:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    @property
+    def written_objects(self) -> int:
+        """Objects this command added to the store (puts and fetches from mounts)."""
+        return self._counters.get("objects_written", 0)
+
     def count(self, counter: str, delta: int = 1) -> None:
         """Add to a statistics counter; committed with the command (see close())."""
         with self._counters_lock:
@@ -257,7 +262,7 @@ class Store:
         try:  # staging the ref inside: if it fails, the batch's temp files are still removed
             if name is not None:
                 staged = self._stage_ref(name, batch[0].encoded.digest)
-            self.syncer.sync_files([item.temp for item in batch])
+            self.syncer.sync_files([item.temp for item in batch] + ([staged.temp] if staged else []))
             racehooks.pause("PUBLISH")
             with self.index.transaction():
                 for item in batch:
@@ -266,7 +271,12 @@ class Store:
                     dest = os.path.join(shard, encoded.digest[2:])
                     created = not _is_regular_file(dest)  # a planted symlink gets replaced
                     if created:
-                        shard = self._rename_into_shard(item.temp, encoded.digest)
+                        try:
+                            os.replace(item.temp, dest)
+                        except FileNotFoundError:  # a gc removed the emptied shard since we made it
+                            self._shards_ready.pop(encoded.digest[:2], None)
+                            shard = self._writable_shard(encoded.digest)
+                            os.replace(item.temp, dest)
                         renamed.add(item.temp)
                         self.syncer.sync_dir_later(shard)
                         self.count("objects_written")
@@ -287,20 +297,6 @@ class Store:
             if staged is not None:
                 staged.temp.unlink(missing_ok=True)
         return results
-
-    def _rename_into_shard(self, temp: Path, digest: str) -> str:
-        """Rename a temp file to its object path (under the write lock); returns the shard.
-        A gc may have removed the emptied shard since this command cached it: make it again."""
-        shard = self._writable_shard(digest)
-        try:
-            os.replace(temp, os.path.join(shard, digest[2:]))
-        except FileNotFoundError:
-            if os.path.isdir(shard):
-                raise
-            del self._shards_ready[digest[:2]]
-            shard = self._writable_shard(digest)
-            os.replace(temp, os.path.join(shard, digest[2:]))
-        return shard
 
     def _writable_shard(self, digest: str) -> str:
         """The shard directory for a new object, created if needed; checked once per
@@ -399,22 +395,30 @@ class Store:
 
     def bind(self, name: str, digest: str, *, from_remote: bool = False) -> None:
         """Point `name` at an object, atomically replacing an older binding."""
-        staged = self._stage_ref(name, digest, from_remote=from_remote)
+        self.bind_many([(name, digest)], from_remote=from_remote)
+
+    def bind_many(self, pairs: Iterable[tuple[str, str]], *, from_remote: bool = False) -> None:
+        """Bind several names with one data sync and one index transaction."""
+        staged: list[_StagedRef] = []
         try:
+            for name, digest in pairs:
+                staged.append(self._stage_ref(name, digest, from_remote=from_remote))
+            self.syncer.sync_files([ref.temp for ref in staged])
             with self.index.transaction():
-                self._commit_ref(staged)
+                for ref in staged:
+                    self._commit_ref(ref)
         finally:
-            staged.temp.unlink(missing_ok=True)
+            for ref in staged:
+                ref.temp.unlink(missing_ok=True)
 
     def _stage_ref(self, name: str, digest: str, *, from_remote: bool = False) -> _StagedRef:
-        """Write a ref's content to a synced temp file, ready to be renamed into place."""
+        """Write a ref's content to a temp file (the caller syncs it), ready to be renamed
+        into place."""
         path = self.check_bindable(name, from_remote=from_remote)
         temp = temp_path(self.tmp_dir)
         try:
             with open(temp, "xb") as handle:
                 handle.write(f"{digest}\n".encode())
-                handle.flush()
-                self.syncer.sync_file(handle.fileno())
             make_dirs(path.parent, self.syncer)
         except OSError as exc:
             temp.unlink(missing_ok=True)

@@ -76,6 +76,20 @@ def format_size(n: int | None) -> str:
     raise AssertionError("unreachable")
 
 
+def format_duration(seconds: float) -> str:
+    """Exact, and accepted back by parse_age: 5400 -> '1h30m', 30 -> '30s', 0.5 -> '0.5s'."""
+    if seconds != int(seconds):
+        return f"{seconds:g}s"
+    rest, parts = int(seconds), []
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    if rest or not parts:
+        parts.append(f"{rest}s")
+    return "".join(parts)
+
+
 def format_age(seconds: float | None) -> str:
     """'3d', '5h', '42s': the largest whole unit, for human tables."""
     if seconds is None:

@@ -134,7 +134,7 @@ def test_names_under_a_writable_mount_protect_only_until_pushed(mounted_store, s
     pushed, unpushed, stale_push, read_only = aged_objects(store, store_dir, 4)
     for name, digest in [("team/pushed", pushed), ("team/unpushed", unpushed),
                          ("team/stale", stale_push), ("vendor/ro", read_only)]:
-        store.bind(name, digest)
+        store.bind(name, digest, from_remote=name.startswith("vendor/"))  # as pull binds it
     with store.index.transaction():
         store.index.mark_pushed("team/pushed", pushed)
         store.index.mark_pushed("team/stale", unpushed)  # pushed an older version

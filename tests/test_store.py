@@ -212,3 +212,14 @@ def test_not_a_store_is_refused(tmp_path):
     (tmp_path / "junk" / "file").write_text("x")
     with pytest.raises(UsageError, match="not a blobctl store"):
         Store(Config.load(str(tmp_path / "junk")))
+
+
+def test_put_after_gc_removed_an_emptied_shard(store):
+    """A command caches the shard directories it made; a concurrent gc may remove one
+    once it is empty, and the next publish into it must re-create it."""
+    digest = store.put_stream(io.BytesIO(b"first")).digest
+    shard = store.objects_dir / digest[:2]
+    store.remove(digest)
+    shard.rmdir()
+    assert store.put_stream(io.BytesIO(b"first")).created
+    assert read_all(store, digest) == b"first"

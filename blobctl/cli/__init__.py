@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -50,7 +51,11 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from blobctl.cli import cache_cmds, config_cmds, remote_cmds, store_cmds  # noqa: F401 - registers commands
+    """Import the command modules; the order here is the order `blobctl --help` lists them."""
+    from blobctl.cli import store_cmds  # noqa: F401, I001 - registers commands
+    from blobctl.cli import remote_cmds  # noqa: F401
+    from blobctl.cli import cache_cmds  # noqa: F401
+    from blobctl.cli import config_cmds  # noqa: F401
 
 
 _PLAIN_TYPES = {str: str, Path: Path, list[str]: list, bool: bool}
@@ -84,6 +89,32 @@ def _skip_pydantic_for_plain_types(command, help_names: list[str]) -> None:
         _skip_pydantic_for_plain_types(sub, help_names)
 
 
+def walk_commands() -> Iterator[tuple[list[str], typer.core.TyperCommand | typer.core.TyperGroup, typer.Context]]:
+    """(words, command, context) for the app and every command under it, in help order,
+    e.g. (['config', 'get'], ...): what the docs generator and the tests walk."""
+    _register_commands()
+
+    def walk(words, command, parent):
+        ctx = command.make_context(words[-1] if words else "blobctl", [], parent=parent, resilient_parsing=True)
+        yield words, command, ctx
+        if isinstance(command, typer.core.TyperGroup):
+            for name in command.list_commands(ctx):
+                yield from walk(words + [name], command.get_command(ctx, name), ctx)
+
+    yield from walk([], typer.main.get_command(app), None)
+
+
+COMPLETE_VAR = "_BLOBCTL_COMPLETE"
+
+
+def _enable_shell_completion() -> None:
+    """Register Typer's bash/zsh/fish script classes, which `add_completion=False` leaves
+    out; done only when a shell asks (COMPLETE_VAR set), so normal start-up stays fast."""
+    from typer.completion import completion_init
+
+    completion_init()
+
+
 def main() -> None:
     """Entry point: run the app, mapping every failure to one line and an exit code.
 
@@ -92,6 +123,8 @@ def main() -> None:
     from blobctl import render
 
     _register_commands()
+    if COMPLETE_VAR in os.environ:
+        _enable_shell_completion()
     command = typer.main.get_command(app)
     _skip_pydantic_for_plain_types(command, app.info.context_settings["help_option_names"])
     try:

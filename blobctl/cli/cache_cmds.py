@@ -8,11 +8,12 @@ import typer
 
 from blobctl import render, units
 from blobctl.cli import app
-from blobctl.cli.common import JsonOption, open_store
+from blobctl.cli.common import JsonOption, complete_keys, open_store
 from blobctl.errors import EXIT_INTEGRITY
 from blobctl.render import Column
 
-KeyArgument = Annotated[str, typer.Argument(help="A hash, sha256:HASH, a unique hash prefix or a name.")]
+KeyArgument = Annotated[str, typer.Argument(metavar="KEY", autocompletion=complete_keys,
+                                            help="A hash, sha256:HASH, a unique hash prefix or a name.")]
 
 
 @app.command()
@@ -27,11 +28,11 @@ def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; delete nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Evict least-recently-used objects until the store fits its size limit.
+    """Evict least recently used objects to fit the size limit.
 
     Never evicts named, pinned or unpushed objects, or ones accessed within the grace
     period. Also removes stale temp files and empty shard directories. Prints the plan,
-    then carries it out unless --dry-run (JSON fields: docs/CACHE.md).
+    then carries it out unless --dry-run (JSON fields: docs/JSON.md).
     """
     from blobctl import gc as collector
 
@@ -129,7 +130,7 @@ def fsck(
         "--repair", help="Move damaged objects to STORE/quarantine/ and rebuild the index.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Verify every object, ref and index row; exit 4 if problems remain."""
+    """Verify every object, ref and index row (exit 4 on problems)."""
     from blobctl import fsck as checker
 
     with open_store(ctx) as store, render.progress() as progress:

@@ -9,31 +9,49 @@ import typer
 from blobctl import render
 from blobctl.cli import app
 from blobctl.cli.common import JsonOption, load_config
-from blobctl.config import SETTINGS, known_setting, mask
+from blobctl.config import SETTINGS, Setting, known_setting, mask
 from blobctl.render import Column
+from blobctl.units import format_duration, parse_age
 
-config_app = typer.Typer(help="Read and write settings (store config.toml, or the user's with --user).",
-                         no_args_is_help=True)
+config_app = typer.Typer(help="Read and write settings: the store's config.toml, or the user's with --user.",
+                         short_help="Read and write settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 UserOption = Annotated[bool, typer.Option("--user", help="The user config instead of the store's.")]
 
 
-def _shown(value: object) -> str:
-    return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+def _complete_setting(incomplete: str) -> list[str]:
+    return [key for key in SETTINGS if key.startswith(incomplete)]
+
+
+KeyArgument = Annotated[str, typer.Argument(metavar="KEY", autocompletion=_complete_setting,
+                                            help="A setting, e.g. max_size.")]
+
+
+def shown(setting: Setting, value: object) -> str:
+    """A value as the user would type it back into `config set` (secrets masked)."""
+    value = mask(setting, value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if setting.parse is parse_age:
+        return format_duration(value)
+    return str(value)
 
 
 @config_app.command("get")
-def config_get(ctx: typer.Context, key: Annotated[str, typer.Argument(help="A setting, e.g. max_size.")]) -> None:
+def config_get(ctx: typer.Context, key: KeyArgument) -> None:
     """Print the effective value of a setting (secrets masked)."""
     setting = known_setting(key)
     value, _ = load_config(ctx).lookup(key)
-    print(_shown(mask(setting, value)))
+    print(shown(setting, value))
 
 
 @config_app.command("set")
-def config_set(ctx: typer.Context, key: Annotated[str, typer.Argument()],
-               value: Annotated[str, typer.Argument()], user: UserOption = False) -> None:
+def config_set(ctx: typer.Context, key: KeyArgument,
+               value: Annotated[str, typer.Argument(metavar="VALUE", help="The new value, e.g. '20 GB'.")],
+               user: UserOption = False) -> None:
     """Validate and save a setting."""
     config = load_config(ctx)
     config.set(key, value, user=user)
@@ -41,8 +59,10 @@ def config_set(ctx: typer.Context, key: Annotated[str, typer.Argument()],
 
 
 @config_app.command("unset")
-def config_unset(ctx: typer.Context, key: Annotated[str, typer.Argument()], user: UserOption = False) -> None:
-    """Remove a setting from a config file (the next layer's value applies)."""
+def config_unset(ctx: typer.Context, key: KeyArgument, user: UserOption = False) -> None:
+    """Remove a setting from a config file.
+
+    The next layer's value (another file, the environment or the default) then applies."""
     config = load_config(ctx)
     removed = config.unset(key, user=user)
     render.message(f"{key} {'removed from' if removed else 'was not set in'} {config.file_for(user).path}")
@@ -54,16 +74,14 @@ def config_list(ctx: typer.Context,
                 as_json: JsonOption = False) -> None:
     """Every setting with its effective value (secrets masked)."""
     config = load_config(ctx)
-    rows = []
-    for key, setting in SETTINGS.items():
-        value, origin = config.lookup(key)
-        rows.append({"key": key, "value": mask(setting, value), "origin": origin})
+    looked_up = [(setting, *config.lookup(key)) for key, setting in SETTINGS.items()]
     if as_json:
-        render.emit_json(rows)
+        render.emit_json([{"key": setting.key, "value": mask(setting, value), "origin": origin}
+                          for setting, value, origin in looked_up])
         return
     columns = [Column("key"), Column("value")] + ([Column("origin")] if show_origin else [])
-    render.table(columns, [[r["key"], _shown(r["value"])] + ([r["origin"]] if show_origin else [])
-                           for r in rows])
+    render.table(columns, [[setting.key, shown(setting, value)] + ([origin] if show_origin else [])
+                           for setting, value, origin in looked_up])
 
 
 @config_app.command("path")

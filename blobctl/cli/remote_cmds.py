@@ -8,7 +8,8 @@ import typer
 
 from blobctl import render
 from blobctl.cli import app
-from blobctl.cli.common import JsonOption, load_config, open_store
+from blobctl.cli.common import (JsonOption, complete_keys, complete_mount_prefixes, load_config, open_store,
+                                trim_if_over_limit)
 from blobctl.errors import NotFoundError
 from blobctl.render import Column
 
@@ -16,13 +17,18 @@ from blobctl.render import Column
 @app.command()
 def mount(
     ctx: typer.Context,
-    prefix: Annotated[Optional[str], typer.Argument(help="Key prefix to overlay ('' for every name).")] = None,
+    prefix: Annotated[Optional[str], typer.Argument(
+        metavar="PREFIX", help="Key prefix to overlay ('' for every name).")] = None,
     remote: Annotated[Optional[str], typer.Argument(
-        help="A directory, file://, http(s):// or s3://bucket/prefix URL.")] = None,
+        metavar="REMOTE", help="A directory, file://, http(s):// or s3://bucket/prefix URL.")] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Never write to this remote.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Mount a remote store at a prefix, or list mounts when called without arguments."""
+    """Mount a remote store at a prefix, or list mounts.
+
+    Reads of names under PREFIX fall through to REMOTE and are cached locally after
+    verification; writes stay local until push. Without arguments, a table of the mounts
+    with their fetched, hit, miss and unpushed counts."""
     if prefix is not None and remote is not None:
         added = load_config(ctx).add_mount(prefix, remote, read_only=read_only)
         render.message(f"mounted {_masked(added.remote)} at {added.prefix or '(every name)'}"
@@ -53,8 +59,10 @@ def _masked(url: str) -> str:
 
 
 @app.command()
-def umount(ctx: typer.Context, prefix: Annotated[str, typer.Argument(help="The mounted prefix.")]) -> None:
-    """Remove a mount (local data, including unpushed names, stays)."""
+def umount(ctx: typer.Context,
+           prefix: Annotated[str, typer.Argument(metavar="PREFIX", autocompletion=complete_mount_prefixes,
+                                                 help="The mounted prefix.")]) -> None:
+    """Remove a mount; local data, including unpushed names, stays."""
     removed = load_config(ctx).remove_mount(prefix)
     render.message(f"unmounted {_masked(removed.remote)} from {removed.prefix or '(every name)'}")
 
@@ -62,13 +70,16 @@ def umount(ctx: typer.Context, prefix: Annotated[str, typer.Argument(help="The m
 @app.command()
 def push(
     ctx: typer.Context,
-    prefix: Annotated[Optional[str], typer.Argument(help="Only names under this prefix.")] = None,
+    prefix: Annotated[Optional[str], typer.Argument(metavar="PREFIX", autocompletion=complete_mount_prefixes,
+                                                    help="Only names under this prefix.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be pushed.")] = False,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, max=256,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, max=256, metavar="N",
                                                 help="Parallel uploads (default: config 'jobs').")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Upload unpushed objects, then their names, to their writable mounts."""
+    """Upload unpushed objects, then their names, to mounts.
+
+    Objects go first so that a remote never holds a name whose object is missing."""
     with open_store(ctx) as store:
         if store.overlay is None:
             raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
@@ -94,16 +105,19 @@ def push(
 @app.command()
 def pull(
     ctx: typer.Context,
-    targets: Annotated[list[str], typer.Argument(metavar="PREFIX|KEY...",
+    targets: Annotated[list[str], typer.Argument(metavar="PREFIX|KEY", autocompletion=complete_keys,
                                                  help="Mount prefixes (every remote name under them) or keys.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Prefetch objects (and names) from mounted remotes into the local store."""
+    """Prefetch objects and names from mounts into the local store.
+
+    Use it before going offline: every remote name under a mount prefix, or the given keys."""
     with open_store(ctx) as store:
         if store.overlay is None:
             raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
         with render.progress() as progress:
             reports = store.overlay.pull(targets, jobs=store.config.get("jobs"), progress=progress)
+        trim_if_over_limit(store)
     rows = [{"target": r.target, "names": r.names, "fetched": r.fetched, "bytes": r.bytes,
              "present": r.present} for r in reports]
     if as_json:

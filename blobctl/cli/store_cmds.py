@@ -11,7 +11,7 @@ import typer
 
 from blobctl import render
 from blobctl.cli import app
-from blobctl.cli.common import JsonOption, open_store
+from blobctl.cli.common import JsonOption, complete_keys, open_store, trim_if_over_limit
 from blobctl.errors import BlobctlError, PartialOutputError, UsageError, warn
 from blobctl.render import Column
 
@@ -54,15 +54,18 @@ def _put_all(store, paths: list[str], name: str | None):
 def put(
     ctx: typer.Context,
     files: Annotated[Optional[list[str]], typer.Argument(
-        metavar="FILE...", help="Files to store; '-' reads standard input.")] = None,
+        metavar="FILE", help="Files to store; '-' reads standard input.")] = None,
     name: Annotated[Optional[str], typer.Option(
-        "--name", "-n", help="Bind this name to the stored content (one input only).")] = None,
+        "--name", "-n", metavar="NAME", autocompletion=complete_keys,
+        help="Bind this name to the stored content (one input only).")] = None,
     stdin_paths: Annotated[bool, typer.Option(
         "--stdin-paths", help="Read file paths from stdin, one per line.")] = False,
     zero: Annotated[bool, typer.Option("-z", help="With --stdin-paths: paths are NUL-separated.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Store files by their SHA-256 and print the hash (sha256sum format for several)."""
+    """Store files by their SHA-256 and print the hash.
+
+    With several inputs, prints "HASH  PATH" lines exactly as sha256sum does."""
     paths = list(files or [])
     if stdin_paths:
         if paths:
@@ -88,7 +91,7 @@ def put(
                 single = len(paths) == 1 and not stdin_paths
                 line = outcome.digest if single else f"{outcome.digest}  {outcome.source}"
                 sys.stdout.write(line + "\n")
-        _auto_gc(store)
+        trim_if_over_limit(store)
     if as_json:
         render.emit_json([{"hash": r.digest, "size": r.size, "stored": r.stored,
                            "source": r.source, "created": r.created, "name": r.name}
@@ -97,27 +100,11 @@ def put(
         raise typer.Exit(failure.exit_code)
 
 
-def _auto_gc(store) -> None:
-    """Trim the store if this put took it over max_size; a failure here does not undo the put."""
-    from blobctl import gc
-    from blobctl.cli.cache_cmds import gc_summary
-
-    try:
-        outcome = gc.auto_trim(store)
-    except BlobctlError as exc:
-        warn(f"automatic gc failed: {exc}")
-        return
-    if outcome is not None and outcome.evicted:
-        render.message(f"automatic gc: {gc_summary(outcome)}")
-    elif outcome is not None:
-        warn(f"the store ({render.size(outcome.stored_after)}) is over max_size, "
-             "but everything in it is named, pinned, unpushed or within gc_grace")
-
-
 @app.command()
 def get(
     ctx: typer.Context,
     key: Annotated[Optional[str], typer.Argument(
+        metavar="KEY", autocompletion=complete_keys,
         help="A hash, sha256:HASH, a unique hash prefix (≥ 4 hex) or a name.")] = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout.")] = None,
@@ -128,13 +115,17 @@ def get(
                         "'HASH SIZE', newline, the bytes, newline (like git cat-file --batch); "
                         "'KEY missing' for a key that cannot be delivered.")] = False,
 ) -> None:
-    """Write an object's original bytes to stdout or a file, verifying its SHA-256."""
+    """Write an object's original bytes to stdout or a file.
+
+    The SHA-256 is verified while the bytes stream; objects up to 8 MiB are verified before
+    the first byte is written, and -o FILE is complete and verified or not there at all."""
     if batch:
         if key is not None or output is not None or byte_range is not None:
             raise UsageError("--batch reads keys from stdin and writes to stdout; "
                              "do not also pass KEY, --output or --range")
         with open_store(ctx) as store:
             failure = _get_batch(store, sys.stdin.buffer, sys.stdout.buffer)
+            trim_if_over_limit(store)
         if failure is not None:
             raise typer.Exit(failure.exit_code)
         return
@@ -148,6 +139,7 @@ def get(
             sys.stdout.buffer.flush()
         else:
             store.export(resolved, output, start, end)
+        trim_if_over_limit(store)
 
 
 def _get_batch(store, keys_in, out) -> BlobctlError | None:
@@ -172,11 +164,12 @@ def _get_batch(store, keys_in, out) -> BlobctlError | None:
 @app.command("ls")
 def list_names(
     ctx: typer.Context,
-    prefix: Annotated[str, typer.Argument(help="Only names starting with this.")] = "",
+    prefix: Annotated[str, typer.Argument(metavar="PREFIX", autocompletion=complete_keys,
+                                          help="Only names starting with this.")] = "",
     objects: Annotated[bool, typer.Option("--objects", help="List every object, named or not.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """List names (with sizes) under a prefix, or every object with --objects."""
+    """List names with their sizes, or every object with --objects."""
     with open_store(ctx) as store:
         if objects:
             rows = []
@@ -193,21 +186,25 @@ def list_names(
         now = time.time_ns()
         render.table([Column("hash"), Column("size", "right"), Column("stored", "right"),
                       Column("accessed", "right")],
-                     [[r["hash"], render.size(r["size"]), render.size(r["stored"]),
+                     [[render.short_hash(r["hash"]), render.size(r["size"]), render.size(r["stored"]),
                        render.age(r["accessed_ns"], now)] for r in rows])
     else:
         render.table([Column("name"), Column("size", "right"), Column("stored", "right"), Column("hash")],
-                     [[r["name"], render.size(r["size"]), render.size(r["stored"]), r["hash"][:16]]
+                     [[r["name"], render.size(r["size"]), render.size(r["stored"]), render.short_hash(r["hash"])]
                       for r in rows])
 
 
 @app.command()
 def rm(
     ctx: typer.Context,
-    keys_: Annotated[list[str], typer.Argument(metavar="KEY...", help="Names or objects to remove.")],
+    keys_: Annotated[list[str], typer.Argument(metavar="KEY", autocompletion=complete_keys,
+                                               help="Names or objects to remove.")],
     force: Annotated[bool, typer.Option("--force", "-f", help="Remove an object even if names point at it.")] = False,
 ) -> None:
-    """Remove names (their objects stay until gc) or unnamed objects."""
+    """Remove names or unnamed objects.
+
+    A removed name's object stays until gc; an object that names still point at is removed
+    only with --force."""
     failure = None
     with open_store(ctx) as store:
         for key in keys_:
@@ -233,11 +230,15 @@ COUNTER_LABELS = [
 @app.command()
 def stat(
     ctx: typer.Context,
-    keys_: Annotated[Optional[list[str]], typer.Argument(metavar="[KEY...]", help="Keys to describe.")] = None,
+    keys_: Annotated[Optional[list[str]], typer.Argument(metavar="KEY", autocompletion=complete_keys,
+                                                         help="Keys to describe.")] = None,
     as_json: JsonOption = False,
     zero: Annotated[bool, typer.Option("--zero", help="Reset the hit/miss counters.")] = False,
 ) -> None:
-    """Summarise the store (sizes, compression, counters), or describe keys."""
+    """Summarise the store, or describe keys.
+
+    The summary shows sizes, compression and the hit/miss counters; with KEYs, one row per
+    key."""
     with open_store(ctx) as store:
         if zero:
             with store.index.transaction():
@@ -279,6 +280,6 @@ def _render_key_infos(infos: list, as_json: bool) -> None:
         return
     now = time.time_ns()
     render.table([Column("key"), Column("hash"), Column("size", "right"), Column("stored", "right"),
-                  Column("ratio", "right"), Column("last access", "right")],
-                 [[i.key, i.digest[:16], render.size(i.size), render.size(i.stored),
+                  Column("ratio", "right"), Column("accessed", "right")],
+                 [[i.key, render.short_hash(i.digest), render.size(i.size), render.size(i.stored),
                    render.ratio(i.size, i.stored), render.age(i.accessed_ns, now)] for i in infos])

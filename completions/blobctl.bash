@@ -1,0 +1,10 @@
+_blobctl_completion() {
+    local IFS=$'
+'
+    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
+                   COMP_CWORD=$COMP_CWORD \
+                   _BLOBCTL_COMPLETE=complete_bash $1 ) )
+    return 0
+}
+
+complete -o default -F _blobctl_completion blobctl

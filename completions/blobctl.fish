@@ -1,0 +1,1 @@
+complete --command blobctl --no-files --arguments "(env _BLOBCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) blobctl)" --condition "env _BLOBCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) blobctl"

@@ -1,0 +1,117 @@
+"""Generated files (man page, completion scripts) stay in sync with the app, render cleanly,
+and completion works in a real shell without ever printing an error."""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blobctl import errors
+from blobctl.cli import COMPLETE_VAR, walk_commands
+from tests.conftest import blobctl_executable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; skip without it on a developer machine, fail under CI."""
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed (scripts/test installs it)")
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+def test_generated_files_are_current():
+    result = subprocess.run([sys.executable, "scripts/gen_docs.py", "--check"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_man_page_renders_without_warnings():
+    groff = require_tool("groff")
+    result = subprocess.run([groff, "-man", "-ww", "-z", "man/blobctl.1"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_man_page_has_every_section_command_and_option():
+    page = (ROOT / "man/blobctl.1").read_text()
+    for section in ["NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "ENVIRONMENT", "FILES", "EXIT STATUS",
+                    "EXAMPLES"]:
+        assert f"\n.SH {section}\n" in page
+    for words, command, ctx in walk_commands():
+        if words and not hasattr(command, "list_commands"):
+            assert f'.SS "{" ".join(words)}"' in page
+        for param in command.get_params(ctx):
+            for flag in param.opts if param.param_type_name == "option" else []:
+                assert flag.replace("-", "\\-") in page, (words, flag)
+
+
+def test_exit_codes_agree_in_readme_man_page_and_code():
+    readme = (ROOT / "README.md").read_text().split("## Exit codes")[1].split("\n## ")[0]
+    documented = [int(code) for code in re.findall(r"^\| (\d+) \|", readme, re.M)]
+    defined = sorted(value for name, value in vars(errors).items() if name.startswith("EXIT_"))
+    assert documented == defined == [0, 1, 2, 3, 4, 5, 130]
+    man_section = (ROOT / "man/blobctl.1").read_text().split(".SH EXIT STATUS")[1].split(".SH ")[0]
+    assert [int(code) for code in re.findall(r"\\fB(\d+)\\fR", man_section)] == documented
+
+
+def test_every_command_has_a_one_line_summary():
+    """What `blobctl --help` lists for each command fits without being cut off with '...'."""
+    for words, command, _ in list(walk_commands())[1:]:
+        summary = command.get_short_help_str(limit=60)
+        assert summary and not summary.endswith("..."), (words, summary)
+
+
+def test_version_does_not_import_rich():
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "blobctl", "--version"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("blobctl ")
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    assert "blobctl.cli" in imported and not {m for m in imported if m.split(".")[0] == "rich"}
+
+
+def complete_in_bash(store: Path, *words: str) -> list[str]:
+    """Source the committed bash script and complete `blobctl WORDS...`; the last word is
+    the one being completed ('' for a new one)."""
+    bash = require_tool("bash")
+    line = " ".join(shlex.quote(word) for word in ("blobctl", *words))
+    script = (f"source {ROOT / 'completions/blobctl.bash'}; COMP_WORDS=({line}); COMP_CWORD={len(words)}; "
+              "_blobctl_completion blobctl; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    env = {**os.environ, "PATH": f"{Path(blobctl_executable()[0]).parent}:{os.environ['PATH']}",
+           "BLOBCTL_STORE": str(store)}
+    result = subprocess.run([bash, "--norc", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def test_bash_completes_commands_names_mounts_and_settings(blobctl, store_dir, tmp_path):
+    for name in ["datasets/mnist.npz", "datasets/cifar/train.bin", "models/m.bin"]:
+        blobctl("put", "--name", name, "-", input=name.encode(), check=True)
+    (tmp_path / "remote").mkdir()
+    blobctl("mount", "team", tmp_path / "remote", check=True)
+    assert complete_in_bash(store_dir, "s") == ["stat"]
+    assert set(complete_in_bash(store_dir, "get", "")) == {
+        "team/", "datasets/mnist.npz", "datasets/cifar/train.bin", "models/m.bin"}
+    assert complete_in_bash(store_dir, "rm", "x", "datasets/c") == ["datasets/cifar/train.bin"]
+    assert complete_in_bash(store_dir, "umount", "") == ["team/"]
+    assert complete_in_bash(store_dir, "config", "set", "max_") == ["max_size"]
+
+
+def test_completion_is_silent_on_a_broken_or_missing_store(store_dir, tmp_path):
+    """Errors during completion would be printed into the user's prompt: there must be none."""
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text("max_size = [broken\n")
+    missing = tmp_path / "no-store-here"
+    for store in [store_dir, missing]:
+        result = subprocess.run(blobctl_executable(), capture_output=True, text=True,
+                                env={**os.environ, "BLOBCTL_STORE": str(store), COMPLETE_VAR: "complete_bash",
+                                     "COMP_WORDS": "blobctl get ", "COMP_CWORD": "2"})
+        assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "", "")
+    assert not missing.exists()
