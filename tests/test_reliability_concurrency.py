@@ -92,9 +92,9 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 
 
 def test_readers_during_eviction_get_whole_objects_or_not_found(tmp_path):
-    """Readers stream random keys while another process deletes objects under them (rm
-    --force, the same unlink-under-the-write-lock an eviction does): every read is the
-    exact bytes with exit 0, or exit 3 with no output; never a partial object with exit 0."""
+    """Readers stream random keys while gc evicts objects under them, shrinking the store
+    step by step to nothing: every read is the exact bytes with exit 0, or exit 3 with no
+    output; never a partial object with exit 0."""
     rng = random.Random(3)
     store_dir = tmp_path / "store"
     inputs = tmp_path / "inputs"
@@ -105,8 +105,8 @@ def test_readers_during_eviction_get_whole_objects_or_not_found(tmp_path):
     objects[str(big)] = sha(big.read_bytes())
     assert run_in(store_dir, "put", "--stdin-paths", input="\n".join(objects).encode()).code == 0
     content = {digest: Path(path).read_bytes() for path, digest in objects.items()}
-    keys_ = sorted(content)
-    victims = [keys_[i] for i in rng.sample(range(len(keys_)), len(keys_) // 2)] + [objects[str(big)]]
+    victims = sorted(content)
+    stored = json.loads(run_in(store_dir, "stat", "--json").out)["stored"]
 
     outcomes = {"whole": 0, "not found": 0}
 
@@ -124,13 +124,16 @@ def test_readers_during_eviction_get_whole_objects_or_not_found(tmp_path):
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         readers = [pool.submit(reader, seed) for seed in (1, 2)]
-        for digest in sorted(victims, key=lambda d: len(content[d]), reverse=True):
-            time.sleep(0.1)
-            assert run_in(store_dir, "rm", "--force", digest).code == 0
+        evicted = 0
+        for step in range(7, -1, -1):
+            time.sleep(0.5)
+            result = run_in(store_dir, "gc", "--json", "--grace", "0", "--max-size", str(stored * step // 8))
+            assert result.code == 0, result.err
+            evicted += json.loads(result.out)["executed"]["evicted"]
         for future in readers:
             future.result()
-    assert outcomes["whole"] and outcomes["not found"]
+    assert evicted == len(victims) and outcomes["whole"] and outcomes["not found"]
     report(3, "read vs eviction",
-           f"{sum(outcomes.values())} reads of {len(victims)} objects deleted meanwhile (rm --force): "
+           f"{sum(outcomes.values())} reads of {len(victims)} objects that 8 gc runs evicted meanwhile: "
            f"{outcomes['whole']} whole and verified, {outcomes['not found']} exit 3 with no output, "
            "0 partial reads with exit 0")
