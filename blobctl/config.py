@@ -34,9 +34,12 @@ def _parse_bool(value: Any) -> bool:
 
 def _parse_int(low: int, high: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
-        try:
-            number = int(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
+        text = value.strip() if isinstance(value, str) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif text and text.isascii() and text.lstrip("-").isdigit() and len(text) < 20:
+            number = int(text)
+        else:  # floats (4.5, inf, nan), bools and anything else are not whole numbers
             number = None
         if number is None or not low <= number <= high:
             raise UsageError(f"invalid value {value!r}", f"use a whole number from {low} to {high}")

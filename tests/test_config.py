@@ -43,6 +43,8 @@ def test_store_location_precedence(tmp_path, user_config, monkeypatch):
     ("compression_level = 99\n", 1, "compression_level"),
     ("[s3]\nendpoint = 5\n", 2, "s3.endpoint"),
     ("auto_gc = \"maybe\"\n", 1, "auto_gc"),
+    ("jobs = inf\n", 1, "whole number"),
+    ("jobs = 4.5\n", 1, "whole number"),
 ])
 def test_bad_values_name_file_and_line(store_dir, text, line, needle):
     store_dir.mkdir()
