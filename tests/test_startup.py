@@ -30,3 +30,34 @@ def test_get_does_not_import_pydantic(blobctl, tmp_path):
     modules = imported_modules("get", digest)
 
     assert "pydantic" not in modules and "rich" not in modules
+
+
+def test_lazy_command_table_matches_the_registered_commands():
+    import importlib
+
+    import typer
+
+    from blobctl.cli import COMMAND_MODULES, app
+
+    for module in set(COMMAND_MODULES.values()):
+        importlib.import_module(module)
+    registered = {info.name or typer.main.get_command_name(info.callback.__name__): info.callback.__module__
+                  for info in app.registered_commands}
+    registered.update({info.name: info.typer_instance.registered_commands[0].callback.__module__
+                       for info in app.registered_groups})
+
+    assert registered == COMMAND_MODULES
+
+
+def test_get_imports_only_its_own_command_module(blobctl, tmp_path):
+    (tmp_path / "a").write_bytes(b"alpha\n")
+    digest = blobctl("put", tmp_path / "a", check=True).text.strip()
+    # importlib.import_module does not show in -X importtime, so ask sys.modules at exit.
+    script = ("import atexit, sys; atexit.register(lambda: print(*sorted(sys.modules), file=sys.stderr)); "
+              "from blobctl.cli import main; sys.argv[0] = 'blobctl'; main()")
+    proc = subprocess.run([sys.executable, "-c", script, "get", digest], capture_output=True)
+
+    modules = set(proc.stderr.decode().split())
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "blobctl.cli.store_cmds" in modules
+    assert not modules & {"blobctl.cli.remote_cmds", "blobctl.cli.cache_cmds", "blobctl.cli.config_cmds"}

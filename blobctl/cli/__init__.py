@@ -6,6 +6,7 @@ turns errors into a single stderr line and a documented exit code.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -17,8 +18,49 @@ import typer
 from blobctl import __version__
 from blobctl.errors import EXIT_INTERRUPTED, EXIT_USAGE, BlobctlError
 
+#: Each command and the module defining it, in the order `blobctl --help` lists them.
+COMMAND_MODULES = {
+    **dict.fromkeys(["put", "get", "ls", "rm", "stat"], "blobctl.cli.store_cmds"),
+    **dict.fromkeys(["mount", "umount", "push", "pull"], "blobctl.cli.remote_cmds"),
+    **dict.fromkeys(["gc", "pin", "unpin", "fsck"], "blobctl.cli.cache_cmds"),
+    "config": "blobctl.cli.config_cmds",
+}
+
+
+class LazyCommands(typer.core.TyperGroup):
+    """The top-level group, importing a command's module only when that command is looked
+    up: a run imports and builds one command module instead of all of them (start-up is a
+    benchmark target). Listing (help, completion, docs) and an unknown name load them all,
+    so help and "did you mean" see every command."""
+
+    def get_command(self, ctx: typer.Context, name: str):
+        self._load([COMMAND_MODULES[name]] if name in COMMAND_MODULES else COMMAND_MODULES.values())
+        return self.commands.get(name)
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        self._load(COMMAND_MODULES.values())
+        return [name for name in COMMAND_MODULES if name in self.commands]
+
+    def _load(self, modules) -> None:
+        """Import the modules (they register on `app`) and build what they registered."""
+        for module in dict.fromkeys(modules):
+            importlib.import_module(module)
+        built = [typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                                  rich_markup_mode=app.rich_markup_mode)
+                 for info in app.registered_commands
+                 if (info.name or typer.main.get_command_name(info.callback.__name__)) not in self.commands]
+        built += [typer.main.get_group_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                                 rich_markup_mode=app.rich_markup_mode,
+                                                 suggest_commands=app.suggest_commands)
+                  for info in app.registered_groups if info.name not in self.commands]
+        for command in built:
+            _skip_pydantic_for_plain_types(command, app.info.context_settings["help_option_names"])
+            self.commands[command.name] = command
+
+
 app = typer.Typer(
     name="blobctl",
+    cls=LazyCommands,
     help="A content-addressed store: put files in by SHA-256, get them back, name them, "
          "mount remotes, push, and keep the cache in bounds.",
     no_args_is_help=True,
@@ -48,14 +90,6 @@ def _global_options(
     if quiet:
         os.environ["BLOBCTL_QUIET"] = "1"
     ctx.obj = store
-
-
-def _register_commands() -> None:
-    """Import the command modules; the order here is the order `blobctl --help` lists them."""
-    from blobctl.cli import store_cmds  # noqa: F401, I001 - registers commands
-    from blobctl.cli import remote_cmds  # noqa: F401
-    from blobctl.cli import cache_cmds  # noqa: F401
-    from blobctl.cli import config_cmds  # noqa: F401
 
 
 _PLAIN_TYPES = {str: str, Path: Path, list[str]: list, bool: bool}
@@ -92,7 +126,6 @@ def _skip_pydantic_for_plain_types(command, help_names: list[str]) -> None:
 def walk_commands() -> Iterator[tuple[list[str], typer.core.TyperCommand | typer.core.TyperGroup, typer.Context]]:
     """(words, command, context) for the app and every command under it, in help order,
     e.g. (['config', 'get'], ...): what the docs generator and the tests walk."""
-    _register_commands()
 
     def walk(words, command, parent):
         ctx = command.make_context(words[-1] if words else "blobctl", [], parent=parent, resilient_parsing=True)
@@ -122,7 +155,6 @@ def main() -> None:
     pipe such as `| head` (exit 1); everything else is mapped here."""
     from blobctl import render
 
-    _register_commands()
     if COMPLETE_VAR in os.environ:
         _enable_shell_completion()
     command = typer.main.get_command(app)
