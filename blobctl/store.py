@@ -325,9 +325,7 @@ class Store:
         try:
             with open(temp, "xb") as sink:
                 size = verify_stream_into(source, sink, digest, label)
-                sink.flush()
-                self.syncer.sync_file(sink.fileno())
-                stored = sink.tell()
+                stored = sink.tell()  # its data is synced by _publish, before the rename
         except BaseException as exc:
             temp.unlink(missing_ok=True)
             if isinstance(exc, OSError):
