@@ -13,8 +13,10 @@ push checks the remote again.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +26,12 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from blobctl import codec, keys
 from blobctl.backends import Backend, open_backend
 from blobctl.config import Mount, normalize_prefix
-from blobctl.errors import (IntegrityError, NotFoundError, ReadOnlyError, RemoteError,
+from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, ReadOnlyError, RemoteError,
                             UsageError, warn)
+from blobctl.store import PUBLISH_BATCH
 
 if TYPE_CHECKING:
-    from blobctl.store import Store
+    from blobctl.store import Store, _Pending
 
 T = TypeVar("T")
 
@@ -137,18 +140,27 @@ class Overlay:
     def fetch(self, digest: str) -> bool:
         """Copy an object from the first mount that has it into the local store, verified
         before it is published. False if no mount has it."""
-        return self._first_answer(self.mounts, lambda mount: self._fetch_from(mount, digest)) is not None
+        staged = self.stage(digest)
+        if staged is None:
+            return False
+        self.store.publish([staged])
+        return True
 
-    def _fetch_from(self, mount: Mount, digest: str) -> int:
+    def stage(self, digest: str) -> _Pending | None:
+        """Download an object from the first mount that has it into a verified temp file
+        (for the caller to publish); None if no mount has it."""
+        return self._first_answer(self.mounts, lambda mount: self._stage_from(mount, digest))
+
+    def _stage_from(self, mount: Mount, digest: str) -> _Pending:
         backend = self.backend(mount)
         with backend.open_read(keys.object_key(digest)) as stream:
             try:
-                stored = self.store.adopt(stream, digest, f"{digest} from {backend.url}")
+                staged = self.store.stage_verified(stream, digest, f"{digest} from {backend.url}")
             except IntegrityError as exc:
                 raise IntegrityError(f"{exc.message}; it was not cached", exc.hint) from exc
         self.store.count(counter(mount, "fetched_objects"))
-        self.store.count(counter(mount, "fetched_bytes"), stored)
-        return stored
+        self.store.count(counter(mount, "fetched_bytes"), staged.encoded.stored)
+        return staged
 
     # -- status -------------------------------------------------------------------------
     def unpushed(self, mount: Mount, within: str = "") -> list[tuple[str, str]]:
@@ -245,62 +257,97 @@ class Overlay:
             return [self._pull_one(target, pool, progress) for target in targets]
 
     def _pull_one(self, target: str, pool: ThreadPoolExecutor, progress) -> PullReport:
+        """Each name is one task (read its remote ref, then fetch its object if missing),
+        so ref reads overlap downloads; verified objects are published in batches, and a
+        failed name does not lose what the others fetched."""
         report = PullReport(target)
-        entries = self._names_to_pull(target, pool)
-        digests = sorted({digest for _, digest in entries})
+        lookups = self._lookups(target)
+        claimed: set[str] = set()
+        claim_lock = threading.Lock()
+
+        def pull_entry(lookup: Callable[[], tuple[str | None, str]]):
+            name, digest = lookup()
+            with claim_lock:  # two names of one object: fetch it once
+                first = digest not in claimed
+                claimed.add(digest)
+            return name, digest, self._stage_missing(digest) if first else None, first
+
         if progress is not None:
-            progress.start(f"pull {target or '(all)'}", len(digests))
-        for fetched_bytes in pool.map(self._ensure_local, digests):
-            if fetched_bytes is None:
-                report.present += 1
-            else:
-                report.fetched += 1
-                report.bytes += fetched_bytes
-            if progress is not None:
-                progress.advance(1)
+            progress.start(f"pull {target or '(all)'}", len(lookups))
+        entries: list[tuple[str | None, str]] = []
+        batch: list[_Pending] = []
+        failure = None
+        try:
+            for future in [pool.submit(pull_entry, lookup) for lookup in lookups]:
+                try:
+                    name, digest, staged, first = future.result()
+                except BlobctlError as exc:
+                    failure = failure or exc
+                    continue
+                entries.append((name, digest))
+                if staged is not None:
+                    batch.append(staged)
+                    report.fetched += 1
+                    report.bytes += staged.encoded.stored
+                elif first:
+                    report.present += 1
+                if len(batch) >= PUBLISH_BATCH:
+                    self.store.publish(batch)
+                    batch = []
+                if progress is not None:
+                    progress.advance(1)
+            self.store.publish(batch)
+        finally:
+            self.store.discard(batch)
         named = [(name, digest) for name, digest in entries if name is not None]
         self.store.bind_many([(name, digest) for name, digest in named
                               if self.store.read_ref(name) != digest], from_remote=True)
-        report.names = len(named)
         with self.store.index.transaction():
-            for name, digest in entries:
-                if name is not None:
-                    self.store.index.mark_pushed(name, digest)
+            for name, digest in named:
+                self.store.index.mark_pushed(name, digest)
+        report.names = len(named)
+        if failure is not None:
+            raise failure
         return report
 
-    def _names_to_pull(self, target: str, pool: ThreadPoolExecutor) -> list[tuple[str | None, str]]:
+    def _lookups(self, target: str) -> list[Callable[[], tuple[str | None, str]]]:
+        """How to find each (name, hash) a target covers: a key resolves at once; a prefix
+        lists its mounts' refs/, and each ref is read later, by its own task."""
         is_prefix = target == "" or target.endswith("/") or any(
             m.prefix == normalize_prefix(target) for m in self.mounts)
         if not is_prefix:
             resolved = self.store.resolve(target)
-            return [(resolved.name, resolved.digest)]
+            return [lambda: (resolved.name, resolved.digest)]
         prefix = normalize_prefix(keys.validate_prefix(target))
         mounts = [m for m in self.mounts if m.covers(prefix) or m.prefix.startswith(prefix)]
         if not mounts:
             raise NotFoundError(f"no mount covers {target!r}", "see mounts with 'blobctl mount'")
-        entries = []
+        lookups = []
         for mount in mounts:
             backend = self.backend(mount)
             below = prefix[len(mount.prefix):] if prefix.startswith(mount.prefix) else ""
-            names = []
             for key in backend.list(keys.ref_key(below) if below else "refs/"):
                 name = mount.prefix + key[len("refs/"):]
                 try:
-                    names.append((keys.validate_name(name), key))
+                    keys.validate_name(name)
                 except UsageError:
                     warn(f"skipping remote ref {key!r} on {backend.url}: not a valid name")
-            bodies = pool.map(lambda item: backend.read_bytes(item[1]), names)
-            entries += [(name, keys.parse_ref(body, f"{key!r} on {backend.url}"))
-                        for (name, key), body in zip(names, bodies)]
-        return entries
+                    continue
+                lookups.append(functools.partial(_read_remote_ref, backend, name, key))
+        return lookups
 
-    def _ensure_local(self, digest: str) -> int | None:
-        """Fetch an object unless it is local: its stored bytes, or None if already here."""
+    def _stage_missing(self, digest: str) -> _Pending | None:
+        """A verified temp copy of an object the local store lacks; None if it is local."""
         if self.store.has_object(digest):
             return None
-        if not self.fetch(digest):
+        staged = self.stage(digest)
+        if staged is None:
             raise NotFoundError(f"object {digest} is on no mounted remote")
-        return self.store.stored_size(digest) or 0
+        return staged
+
+
+def _read_remote_ref(backend: Backend, name: str, key: str) -> tuple[str, str]:
+    return name, keys.parse_ref(backend.read_bytes(key), f"{key!r} on {backend.url}")
 
 
 def verify_stream_into(source: BinaryIO, sink: BinaryIO, digest: str, label: str) -> int:

@@ -315,10 +315,9 @@ class Store:
     def put_path(self, path: str, name: str | None = None) -> PutResult:
         return self._publish([self._encode_path(path)], name)[0]
 
-    def adopt(self, source: BinaryIO, digest: str, label: str) -> int:
-        """Store an object that arrives already compressed (a remote fetch): it is verified
-        while it streams into a temp file and published only if it matches `digest`.
-        Returns its stored size."""
+    def stage_verified(self, source: BinaryIO, digest: str, label: str) -> _Pending:
+        """Copy an object that arrives already compressed (a remote fetch) into a temp
+        file, verifying it on the way; publish it with publish(), or discard() it."""
         from blobctl.mounts import verify_stream_into
 
         temp = temp_path(self.tmp_dir)
@@ -331,8 +330,17 @@ class Store:
             if isinstance(exc, OSError):
                 raise from_os_error(exc, "write to store", self.tmp_dir) from exc
             raise
-        self._publish([_Pending(temp, codec.Encoded(digest, size, stored), label)])
-        return stored
+        return _Pending(temp, codec.Encoded(digest, size, stored), label)
+
+    def publish(self, staged: list[_Pending]) -> None:
+        """Move verified objects into place: one data sync and one index transaction."""
+        if staged:
+            self._publish(staged)
+
+    @staticmethod
+    def discard(staged: Iterable[_Pending]) -> None:
+        for item in staged:
+            item.temp.unlink(missing_ok=True)
 
     def stored_size(self, digest: str) -> int | None:
         try:

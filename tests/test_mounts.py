@@ -222,3 +222,23 @@ def test_credentials_in_urls_are_masked(blobctl, webdav_remote):
     blobctl("mount", "t", url, check=True)
     listing = blobctl("mount").text + blobctl("mount", "--json").text
     assert "hunter2secret" not in listing and "127.0.0.1" in listing
+
+
+def test_pull_keeps_what_it_verified_when_one_name_fails(blobctl, tmp_path):
+    remote_dir = tmp_path / "remote"
+    maker = store_runner(blobctl, remote_dir, {})
+    blobs = {f"n{i}": os.urandom(5000 + i) for i in range(4)}
+    digests = {name: maker("put", "--name", name, "-", input=data, check=True).text.strip()
+               for name, data in blobs.items()}
+    bad = digests["n2"]
+    (remote_dir / "objects" / bad[:2] / bad[2:]).write_bytes(b"not a zstd frame")
+    user = store_runner(blobctl, tmp_path / "user", {})
+    user("mount", "team", remote_dir, "--read-only", check=True)
+    result = user("pull", "team/")
+    assert result.code == EXIT_INTEGRITY and bad in result.err
+    for name, data in blobs.items():
+        if name != "n2":
+            assert user("get", f"team/{name}", check=True).out == data
+    stats = json.loads(user("stat", "--json").out)
+    assert stats["objects"] == 3 and stats["names"] == 3
+    assert not list((tmp_path / "user" / "tmp").iterdir())
