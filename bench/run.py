@@ -33,8 +33,17 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 from bench.fixtures import build_store, write_mixed_file, write_small_files  # noqa: E402
 from bench.results import write_section  # noqa: E402
 
-PYTHON = sys.executable
-BLOBCTL = str(Path(PYTHON).parent / "blobctl")
+
+
+@dataclass
+class Product:
+    """The interpreter and blobctl command being timed (set by install_product)."""
+
+    python: str = sys.executable
+    blobctl: str = str(Path(sys.executable).parent / "blobctl")
+
+
+PRODUCT = Product()
 TIME = "/usr/bin/time"
 
 
@@ -113,7 +122,7 @@ def bench_big(work: Path, big: Path, rounds: int) -> list[Case]:
     put = Case("put 1 file (mixed)", "≤ 1.15x zstd -3 -T0", 1.15, peer_label="zstd -3 -T0",
                report_rss=True)
     alternate(put, rounds,
-              lambda i: timed([BLOBCTL, "put", str(big)], env=store_env(work / f"put-big-{i}", work)),
+              lambda i: timed([PRODUCT.blobctl, "put", str(big)], env=store_env(work / f"put-big-{i}", work)),
               lambda i: timed(["zstd", "-3", "-T0", "-q", str(big), "-o", str(work / f"big-{i}.zst")]))
     git = Case("put 1 file (mixed) vs git", "≥ 10x faster", 0.1, peer_label="git hash-object -w")
     repo = work / "git-big"
@@ -127,7 +136,7 @@ def bench_big(work: Path, big: Path, rounds: int) -> list[Case]:
     get = Case("get 1 file to a file, verified", "≤ 1.3x zstd -d", 1.3, peer_label="zstd -d",
                report_rss=True)
     alternate(get, rounds,
-              lambda i: timed([BLOBCTL, "get", digest, "-o", str(work / f"got-{i}")],
+              lambda i: timed([PRODUCT.blobctl, "get", digest, "-o", str(work / f"got-{i}")],
                               env=store_env(store, work)),
               lambda i: timed(["zstd", "-d", "-q", str(work / "big-0.zst"), "-o", str(work / f"unzstd-{i}")]))
     return [put, git, get]
@@ -143,7 +152,7 @@ def bench_small(work: Path, paths_file: Path, count: int, rounds: int) -> Case:
         return timed(["git", "hash-object", "-w", "--stdin-paths"], cwd=repo, stdin=paths_file)
 
     alternate(case, rounds,
-              lambda i: timed([BLOBCTL, "put", "--stdin-paths"], stdin=paths_file,
+              lambda i: timed([PRODUCT.blobctl, "put", "--stdin-paths"], stdin=paths_file,
                               env=store_env(work / f"put-small-{i}", work)),
               git)
     return case
@@ -151,17 +160,17 @@ def bench_small(work: Path, paths_file: Path, count: int, rounds: int) -> Case:
 
 def bench_startup(work: Path, small_file: Path, rounds: int) -> list[Case]:
     store = work / "one-object"
-    digest = subprocess.run([BLOBCTL, "put", str(small_file)], env={**os.environ, **store_env(store, work)},
+    digest = subprocess.run([PRODUCT.blobctl, "put", str(small_file)], env={**os.environ, **store_env(store, work)},
                             capture_output=True, check=True).stdout.decode().strip()
-    floor = [PYTHON, "-c", "import typer"]
+    floor = [PRODUCT.python, "-c", "import typer"]
     version = Case("start-up: blobctl --version", "≤ 1.5x import typer", 1.5,
                    peer_label="python -c 'import typer'")
     get = Case("start-up: get a small object", "≤ 1.5x import typer", 1.5,
                peer_label="python -c 'import typer'")
     for i in range(rounds):
-        version.ours.append(timed([BLOBCTL, "--version"]))
+        version.ours.append(timed([PRODUCT.blobctl, "--version"]))
         version.peer.append(timed(floor))
-        get.ours.append(timed([BLOBCTL, "get", digest], env=store_env(store, work)))
+        get.ours.append(timed([PRODUCT.blobctl, "get", digest], env=store_env(store, work)))
         get.peer.append(version.peer[-1])
     return [version, get]
 
@@ -170,11 +179,11 @@ def bench_stat(work: Path, store: Path, rounds: int) -> Case:
     case = Case(f"stat on a store of {count_objects(store):,} objects", "≤ 1.2x empty store", 1.2,
                 peer_label="stat on an empty store")
     empty = work / "empty-store"
-    subprocess.run([BLOBCTL, "stat"], env={**os.environ, **store_env(empty, work)},
+    subprocess.run([PRODUCT.blobctl, "stat"], env={**os.environ, **store_env(empty, work)},
                    capture_output=True, check=True)
     alternate(case, rounds,
-              lambda i: timed([BLOBCTL, "stat"], env=store_env(store, work)),
-              lambda i: timed([BLOBCTL, "stat"], env=store_env(empty, work)))
+              lambda i: timed([PRODUCT.blobctl, "stat"], env=store_env(store, work)),
+              lambda i: timed([PRODUCT.blobctl, "stat"], env=store_env(empty, work)))
     return case
 
 
@@ -224,6 +233,21 @@ def render(cases: list[Case], args: argparse.Namespace, notes: str) -> str:
 LOCAL_SECTION = "Local: start-up, stat, put and get (bench/run.py)"
 
 
+def install_product(work: Path) -> Product:
+    """blobctl as users get it: a regular pip install of this checkout into a fresh venv,
+    byte-compiled. A development (editable) install adds an import hook that costs ~18 ms
+    per start, and where PYTHONDONTWRITEBYTECODE is set (as on these machines) its sources
+    are compiled again at every start; timing that would not be timing the product."""
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", str(BENCH_DIR.parent)], check=True)
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([python, "-m", "compileall", "-q", site], check=True)
+    return Product(python, str(venv / "bin" / "blobctl"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="256 MiB / 2,000 files / 20,000 objects, 3 rounds")
@@ -237,6 +261,9 @@ def main() -> None:
     work = BENCH_DIR / "work" / time.strftime("run-%Y%m%d-%H%M%S")
     work.mkdir(parents=True)
     try:
+        print(f"installing blobctl into {work / 'venv'}", file=sys.stderr)
+        installed = install_product(work)
+        PRODUCT.python, PRODUCT.blobctl = installed.python, installed.blobctl
         print(f"generating data in {work}", file=sys.stderr)
         big = work / "mixed.bin"
         write_mixed_file(big, big_size)

@@ -23,6 +23,7 @@ import zstandard
 from blobctl.errors import IntegrityError, UsageError
 
 CHUNK_SIZE = 1 << 20
+MIN_BUFFER_SIZE = 64 << 10
 #: Inputs at least this large are compressed by zstd's worker threads, and decoded objects
 #: this large are written out by a second thread.
 MULTITHREAD_MIN_SIZE = 4 << 20
@@ -135,7 +136,11 @@ def decode(source: BinaryIO, emit: Callable[[memoryview], object], expected: str
         reader = dctx.stream_reader(_Prepended(head, source), read_size=CHUNK_SIZE,
                                     read_across_frames=False)
         stages = [lambda chunk, part: digest.update(chunk), emit_part]
-        with _Pipeline(stages, threaded=declared >= MULTITHREAD_MIN_SIZE) as pipeline:
+        # A small object needs no 1 MiB buffer; the floor keeps a header that understates
+        # the size (a bomb claiming 0 bytes) from turning into millions of tiny reads.
+        buffer_size = min(CHUNK_SIZE, max(declared, MIN_BUFFER_SIZE))
+        with _Pipeline(stages, threaded=declared >= MULTITHREAD_MIN_SIZE,
+                       buffer_size=buffer_size) as pipeline:
             while n := reader.readinto(buffer := pipeline.free_buffer()):
                 chunk = memoryview(buffer)[:n]
                 lo, hi = max(start - offset, 0), n if end is None else min(end - offset, n)
@@ -161,12 +166,13 @@ class _Pipeline:
     buffer.
     """
 
-    def __init__(self, stages: list[Callable[[memoryview, memoryview], object]], threaded: bool):
+    def __init__(self, stages: list[Callable[[memoryview, memoryview], object]], threaded: bool,
+                 buffer_size: int = CHUNK_SIZE):
         self._stages = stages
         self._threaded = threaded
         self._free: queue.Queue[bytearray] = queue.Queue()
         for _ in range(PIPELINE_DEPTH if threaded else 1):
-            self._free.put(bytearray(CHUNK_SIZE))
+            self._free.put(bytearray(buffer_size))
         self._queues = [queue.Queue() for _ in stages] if threaded else []
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
                                           name=f"blobctl-decode-{i}")
