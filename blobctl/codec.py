@@ -5,8 +5,8 @@ Encoding hashes and compresses in one read pass; decoding verifies the SHA-256 w
 streams. Both work in fixed-size chunks, so memory stays bounded whatever the size — and
 whatever a damaged or hostile frame claims about itself. zstd and SHA-256 release the GIL,
 so large objects keep more than one core busy: zstd's own workers compress while the
-caller hashes, and decoding hands its output to a writer thread while it decompresses and
-hashes the next chunk.
+caller's threads read and hash, and decoding hands its output to a writer thread while it
+decompresses and hashes the next chunk.
 """
 
 from __future__ import annotations
@@ -77,17 +77,19 @@ def encode(source: BinaryIO, sink: BinaryIO, *, level: int = 3, size: int | None
     if size is not None and size < MULTITHREAD_MIN_SIZE:
         return _encode_small(source, sink, level, size, label)
     digest = hashlib.sha256()
-    buffer = bytearray(CHUNK_SIZE)
-    view = memoryview(buffer)
     total = 0
     writer = _streaming_compressor(level, size).stream_writer(
         sink, size=-1 if size is None else size, closefd=False)
+    # Reading (here), hashing and feeding zstd's workers run in three threads, so the
+    # hash of one chunk overlaps the hand-off of the previous one: run in one thread,
+    # the hash waits whenever zstd's job queue is full and a core sits idle.
+    stages = [lambda chunk, part: digest.update(chunk), lambda chunk, part: writer.write(chunk)]
     try:
-        while n := source.readinto(buffer):
-            chunk = view[:n]
-            digest.update(chunk)
-            writer.write(chunk)
-            total += n
+        with _Pipeline(stages, threaded=True) as pipeline:
+            while n := source.readinto(buffer := pipeline.free_buffer()):
+                chunk = memoryview(buffer)[:n]
+                pipeline.submit(chunk, chunk)
+                total += n
         writer.flush(zstandard.FLUSH_FRAME)
     except zstandard.ZstdError as exc:
         if size is not None and total != size:
