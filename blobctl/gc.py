@@ -171,16 +171,15 @@ def execute(store, gc_plan: GcPlan) -> GcOutcome:
         racehooks.pause("GC_EXECUTE")
         with store.index.transaction():
             keep = _changed_since_plan(store, batch)
-            for row in batch:
-                if row.hash in keep:
-                    changed += 1
-                    continue
+            gone = [row for row in batch if row.hash not in keep]
+            changed += len(batch) - len(gone)
+            for row in gone:
                 freed = _unlink_object(store, row.hash)
-                store.index.forget(row.hash)
                 if freed is not None:
                     batch_evicted.append(row.hash)
                     evicted_bytes += freed
                     shards.add(store.objects_dir / row.hash[:2])
+            store.index.forget_many(row.hash for row in gone)
             store.index.remember_evicted(batch_evicted, time.time_ns())
         evicted += batch_evicted
     store.count("objects_evicted", len(evicted))

@@ -129,7 +129,10 @@ class Index:
         return ObjectRow(*found) if found else None
 
     def forget(self, digest: str) -> None:
-        self.db.execute("DELETE FROM objects WHERE hash = ?", (digest,))
+        self.forget_many([digest])
+
+    def forget_many(self, digests: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM objects WHERE hash = ?", [(d,) for d in digests])
 
     def by_access(self) -> Iterator[ObjectRow]:
         """All objects, least recently accessed first."""
