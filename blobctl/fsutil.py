@@ -61,8 +61,10 @@ class Syncer:
         for path in dirs:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-            except FileNotFoundError:
-                continue  # removed since (e.g. an emptied shard): nothing to make durable
+            except (FileNotFoundError, NotADirectoryError):
+                # Removed since (an emptied shard), or replaced by a file (names 'a/b' then
+                # 'a'): nothing left to make durable; its parent, synced too, has the change.
+                continue
             except OSError as exc:
                 raise from_os_error(exc, "sync directory", path) from exc
             try:

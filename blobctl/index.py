@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from blobctl.errors import BlobctlError
+
 SCHEMA_VERSION = 1
 #: How many recently evicted hashes are remembered, to count misses that gc caused.
 EVICTED_MEMORY = 100_000
@@ -89,7 +91,12 @@ class Index:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise IndexUnreadable(str(exc)) from exc
+            # Only a damaged or foreign file is "unreadable" (and gets rebuilt). A busy or
+            # locked database is another process at work: never set that aside.
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                raise IndexUnreadable(str(exc)) from exc
+            raise BlobctlError(f"cannot open the index {path}: {exc}",
+                               "another blobctl command may hold it; retry") from exc
 
     def close(self) -> None:
         self.db.close()

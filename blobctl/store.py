@@ -137,9 +137,13 @@ class Store:
         try:
             return Index(path)
         except IndexUnreadable as exc:
-            aside = path.with_name(f"index.sqlite.broken-{time.time_ns()}")
-            path.replace(aside)
-            warn(f"index {path} was unreadable ({exc}); moved to {aside.name} "
+            aside = f"index.sqlite.broken-{time.time_ns()}"
+            for suffix in ("", "-wal", "-shm"):  # the journal belongs to the broken file
+                try:
+                    path.with_name(path.name + suffix).replace(path.with_name(aside + suffix))
+                except FileNotFoundError:
+                    pass
+            warn(f"index {path} was unreadable ({exc}); moved to {aside} "
                  "and rebuilt from the objects")
         self._index = Index(path)
         self.rebuild_index()

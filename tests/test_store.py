@@ -223,3 +223,49 @@ def test_put_after_gc_removed_an_emptied_shard(store):
     shard.rmdir()
     assert store.put_stream(io.BytesIO(b"first")).created
     assert read_all(store, digest) == b"first"
+
+
+def test_a_name_can_replace_a_directory_of_names_in_one_command(store):
+    """bind 'a/a', remove it (its directory goes), bind 'a': the end-of-command directory
+    sync must not trip over 'refs/a' being a file now (found by the model-based test)."""
+    digest = store.put_stream(io.BytesIO(b"")).digest
+    store.bind("a/a", digest)
+    store.remove("a/a")
+    store.bind("a", digest)
+    store.close()
+    assert (store.refs_dir / "a").read_text() == digest + "\n"
+
+
+def test_a_busy_index_is_never_set_aside(store_dir):
+    """Only a damaged file is rebuilt: a database another process holds locked is an error
+    to retry, and the live index (and its WAL) stays where it is."""
+    import sqlite3
+
+    config = Config.load(str(store_dir))
+    with Store(config) as first:
+        first.put_stream(io.BytesIO(b"kept"))
+    holder = sqlite3.connect(store_dir / "index.sqlite", isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        index = Index.__new__(Index)
+        original = sqlite3.connect
+
+        def impatient(*args, **kwargs):
+            kwargs["timeout"] = 0.1
+            return original(*args, **kwargs)
+
+        sqlite3.connect = impatient
+        try:
+            with pytest.raises(Exception) as caught:
+                Index.__init__(index, store_dir / "index.sqlite")
+        finally:
+            sqlite3.connect = original
+        assert "IndexUnreadable" not in type(caught.value).__name__
+        assert "retry" in str(caught.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not list(store_dir.glob("index.sqlite.broken-*"))
+    with Store(config) as again:
+        assert again.index.totals().objects == 1
