@@ -68,11 +68,12 @@ def _streaming_compressor(level: int, size: int | None) -> zstandard.ZstdCompres
 
 
 def encode(source: BinaryIO, sink: BinaryIO, *, level: int = 3, size: int | None = None,
-           label: str = "input") -> Encoded:
+           label: str = "input", on_read: Callable[[int], object] | None = None) -> Encoded:
     """Hash and compress `source` into `sink` as one zstd frame.
 
     `size`, when known (a regular file), goes into the frame header; if the input turns
     out to have another length (it changed while being read) this raises UsageError.
+    `on_read(n)` is told of each chunk read from a large input (for a progress bar).
     """
     if size is not None and size < MULTITHREAD_MIN_SIZE:
         return _encode_small(source, sink, level, size, label)
@@ -90,6 +91,8 @@ def encode(source: BinaryIO, sink: BinaryIO, *, level: int = 3, size: int | None
                 chunk = memoryview(buffer)[:n]
                 pipeline.submit(chunk, chunk)
                 total += n
+                if on_read is not None:
+                    on_read(n)
         writer.flush(zstandard.FLUSH_FRAME)
     except zstandard.ZstdError as exc:
         if size is not None and total != size:

@@ -160,11 +160,14 @@ def _stale_temps(tmp_dir: Path, cutoff_ns: int) -> list[tuple[Path, int]]:
     return stale
 
 
-def execute(store, gc_plan: GcPlan) -> GcOutcome:
-    """Carry out a plan, re-checking each object under the write lock (module docstring)."""
+def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
+    """Carry out a plan, re-checking each object under the write lock (module docstring);
+    `progress` (start/advance) counts the planned objects."""
     evicted: list[str] = []
     evicted_bytes = changed = 0
     shards: set[Path] = set()
+    if progress is not None:
+        progress.start("gc", len(gc_plan.evict))
     for start in range(0, len(gc_plan.evict), EVICT_BATCH):
         batch = gc_plan.evict[start:start + EVICT_BATCH]
         batch_evicted = []
@@ -182,6 +185,8 @@ def execute(store, gc_plan: GcPlan) -> GcOutcome:
             store.index.forget_many(row.hash for row in gone)
             store.index.remember_evicted(batch_evicted, time.time_ns())
         evicted += batch_evicted
+        if progress is not None:
+            progress.advance(len(batch))
     store.count("objects_evicted", len(evicted))
     store.count("bytes_evicted", evicted_bytes)
     for shard in shards:

@@ -64,6 +64,14 @@ class _StagedRef:
     digest: str
 
 
+def _counting(emit: Callable[[memoryview], object], advance: Callable[[int], object]
+              ) -> Callable[[memoryview], None]:
+    def counted(chunk: memoryview) -> None:
+        emit(chunk)
+        advance(len(chunk))
+    return counted
+
+
 def _settle(future: Future[_Pending]) -> _Pending | BlobctlError:
     try:
         return future.result()
@@ -224,11 +232,17 @@ class Store:
         return _is_regular_file(self.object_path(digest))
 
     # -- put ----------------------------------------------------------------------------
-    def _encode_to_temp(self, source: BinaryIO, size: int | None, label: str) -> _Pending:
+    def _encode_to_temp(self, source: BinaryIO, size: int | None, label: str,
+                        progress=None) -> _Pending:
         temp = temp_path(self.tmp_dir)
         try:
             with open(temp, "xb") as sink:
-                encoded = codec.encode(source, sink, level=self.level, size=size, label=label)
+                if size is not None and size < codec.MULTITHREAD_MIN_SIZE:
+                    progress = None  # over before a bar could show
+                if progress is not None:
+                    progress.start(f"put {label}", size)
+                encoded = codec.encode(source, sink, level=self.level, size=size, label=label,
+                                       on_read=progress.advance if progress is not None else None)
         except BaseException as exc:
             temp.unlink(missing_ok=True)
             if isinstance(exc, OSError):
@@ -236,7 +250,7 @@ class Store:
             raise
         return _Pending(temp, encoded, label)
 
-    def _encode_path(self, path: str) -> _Pending:
+    def _encode_path(self, path: str, progress=None) -> _Pending:
         try:
             handle = open(path, "rb")
         except OSError as exc:
@@ -248,7 +262,7 @@ class Store:
                                  "pass files, e.g. with: find DIR -type f | blobctl put --stdin-paths")
             size = info.st_size if stat_module.S_ISREG(info.st_mode) else None
             try:
-                return self._encode_to_temp(handle, size, path)
+                return self._encode_to_temp(handle, size, path, progress)
             except OSError as exc:  # a read error on the source, not the store
                 raise from_os_error(exc, "read", path) from exc
 
@@ -313,11 +327,12 @@ class Store:
         return shard
 
     def put_stream(self, source: BinaryIO, label: str = "-", size: int | None = None,
-                   name: str | None = None) -> PutResult:
-        return self._publish([self._encode_to_temp(source, size, label)], name)[0]
+                   name: str | None = None, progress=None) -> PutResult:
+        """Put one stream; `progress` (start/advance, e.g. render.progress's) sees its bytes."""
+        return self._publish([self._encode_to_temp(source, size, label, progress)], name)[0]
 
-    def put_path(self, path: str, name: str | None = None) -> PutResult:
-        return self._publish([self._encode_path(path)], name)[0]
+    def put_path(self, path: str, name: str | None = None, progress=None) -> PutResult:
+        return self._publish([self._encode_path(path, progress)], name)[0]
 
     def stage_verified(self, source: BinaryIO, digest: str, label: str) -> _Pending:
         """Copy an object that arrives already compressed (a remote fetch) into a temp
@@ -555,13 +570,14 @@ class Store:
 
     def read(self, resolved: Resolved, emit: Callable[[memoryview], object],
              start: int = 0, end: int | None = None, *, verify_first: bool = False,
-             announce: Callable[[int], object] | None = None) -> int:
+             announce: Callable[[int], object] | None = None, progress=None) -> int:
         """Stream an object's verified bytes in [start, end) to `emit`; returns its size.
 
         With `verify_first`, an object of at most VERIFY_BEFORE_EMIT_SIZE is decoded and
         verified completely before `emit` sees its first byte; a larger one streams, and if
         it fails after output began, PartialOutputError says the output is incomplete.
-        `announce(size)` runs once, just before the first byte (a framing header)."""
+        `announce(size)` runs once, just before the first byte (a framing header);
+        `progress` (start/advance) follows the bytes of an object that streams."""
         label = resolved.name or resolved.digest
         begun = False
 
@@ -580,6 +596,9 @@ class Store:
                 handle.seek(0)
             held = bytearray() if verify_first and declared is not None \
                 and declared <= VERIFY_BEFORE_EMIT_SIZE else None
+            if progress is not None and held is None:
+                progress.start(f"get {resolved.name or resolved.digest[:12]}", declared)
+                emit = _counting(emit, progress.advance)
             try:
                 size = codec.decode(handle, deliver if held is None else held.extend,
                                     resolved.digest, label=label, start=start, end=end)
@@ -607,9 +626,10 @@ class Store:
                    if not self.index.touch(digest, now) and self.has_object(digest)]
         self.index.record_many(missing)
 
-    def write_to(self, resolved: Resolved, out: BinaryIO, start: int = 0, end: int | None = None) -> int:
+    def write_to(self, resolved: Resolved, out: BinaryIO, start: int = 0, end: int | None = None,
+                 progress=None) -> int:
         """Copy an object to a stream, small objects verified before any byte goes out."""
-        return self.read(resolved, out.write, start, end, verify_first=True)
+        return self.read(resolved, out.write, start, end, verify_first=True, progress=progress)
 
     def write_framed(self, resolved: Resolved, out: BinaryIO) -> int:
         """Write 'HASH SIZE\\n', the object's bytes and '\\n' (git cat-file --batch framing).
@@ -620,7 +640,8 @@ class Store:
         out.write(b"\n")
         return size
 
-    def export(self, resolved: Resolved, dest: Path, start: int = 0, end: int | None = None) -> int:
+    def export(self, resolved: Resolved, dest: Path, start: int = 0, end: int | None = None,
+               progress=None) -> int:
         """Write an object to a file atomically: complete and verified, or not at all."""
         if dest.is_dir():
             raise UsageError(f"cannot write to {dest}: it is a directory")
@@ -628,7 +649,7 @@ class Store:
         temp = temp_path(parent)
         try:
             with open(temp, "xb") as handle:
-                size = self.read(resolved, handle.write, start, end)
+                size = self.read(resolved, handle.write, start, end, progress=progress)
                 handle.flush()
                 self.syncer.sync_file(handle.fileno())
             os.replace(temp, dest)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -321,3 +322,25 @@ def test_broken_pipe_is_quiet(files, tmp_path):
 def test_python_dash_m(store_dir):
     result = subprocess.run([sys.executable, "-m", "blobctl", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("blobctl ")
+
+
+@pytest.mark.parametrize("command", ["put", "get", "gc"])
+def test_progress_bars_only_on_a_terminal(tmp_path, store_dir, command):
+    """Long operations draw a bar on stderr when it is a terminal (here a pty made by
+    `script`), and write nothing to a stderr that is a pipe."""
+    if shutil.which("script") is None:
+        pytest.skip("util-linux 'script' is not installed")
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(48 << 20))
+    exe = blobctl_executable()[0]
+    digest = subprocess.run([exe, "put", str(big)], capture_output=True, check=True).stdout.decode().strip()
+    args = {"put": ["put", str(big)], "get": ["get", digest, "-o", str(tmp_path / "out")],
+            "gc": ["gc", "--max-size", "0", "--grace", "0"]}[command]
+    line = " ".join([exe, "--store", str(store_dir), *args])
+    on_tty = subprocess.run(["script", "-qfec", line, "/dev/null"], capture_output=True,
+                            env={**os.environ, "COLUMNS": "80"})
+    assert on_tty.returncode == 0
+    assert f"{command} ".encode() in on_tty.stdout and b"\x1b[?25l" in on_tty.stdout  # a drawn bar
+    piped = subprocess.run([exe, "--store", str(store_dir), *args], capture_output=True)
+    assert piped.returncode == 0 and b"\x1b[" not in piped.stderr
+    assert piped.stderr == b"" or command == "gc"  # gc's one-line summary is a message

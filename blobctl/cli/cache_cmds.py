@@ -43,7 +43,8 @@ def gc(
                               grace=None if grace is None else units.parse_age(grace))
         if not as_json:
             _render_plan(plan, dry_run)
-        outcome = None if dry_run else collector.execute(store, plan)
+        with render.progress() as progress:
+            outcome = None if dry_run else collector.execute(store, plan, progress)
     if as_json:
         render.emit_json(_gc_json(plan, outcome))
     elif outcome is not None:

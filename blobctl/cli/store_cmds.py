@@ -36,16 +36,26 @@ def _read_paths(zero: bool) -> list[str]:
     return [p for p in data.split("\0" if zero else "\n") if p]
 
 
-def _put_all(store, paths: list[str], name: str | None):
-    """Results (or errors) in input order; files go in parallel unless stdin is among them
-    or a name is bound (one input, stored and named in one step)."""
-    if "-" not in paths and name is None:
-        yield from store.put_paths(paths)
+def _put_all(store, paths: list[str], name: str | None, progress):
+    """Results (or errors) in input order. One input shows its bytes on the progress bar;
+    several show files, and go in parallel unless stdin is among them."""
+    if len(paths) == 1:
+        try:
+            yield store.put_stream(sys.stdin.buffer, name=name, progress=progress) if paths[0] == "-" \
+                else store.put_path(paths[0], name=name, progress=progress)
+        except BlobctlError as exc:
+            yield exc
         return
+    progress.start("put", len(paths))
+    for outcome in store.put_paths(paths) if "-" not in paths else _one_by_one(store, paths):
+        progress.advance(1)
+        yield outcome
+
+
+def _one_by_one(store, paths: list[str]):
     for path in paths:
         try:
-            yield store.put_stream(sys.stdin.buffer, name=name) if path == "-" \
-                else store.put_path(path, name=name)
+            yield store.put_stream(sys.stdin.buffer) if path == "-" else store.put_path(path)
         except BlobctlError as exc:
             yield exc
 
@@ -78,10 +88,10 @@ def put(
     if paths.count("-") > 1 or ("-" in paths and stdin_paths):
         raise UsageError("standard input ('-') can be read only once")
     results, failure = [], None
-    with open_store(ctx) as store:
+    with open_store(ctx) as store, render.progress("bytes" if len(paths) == 1 else "items") as progress:
         if name is not None:
             store.check_bindable(name)
-        for outcome in _put_all(store, paths, name):
+        for outcome in _put_all(store, paths, name, progress):
             if isinstance(outcome, BlobctlError):
                 render.error_line(str(outcome))
                 failure = failure or outcome
@@ -132,13 +142,13 @@ def get(
     if key is None:
         raise UsageError("nothing to get", "pass KEY, or --batch to read keys from stdin")
     start, end = _parse_range(byte_range)
-    with open_store(ctx) as store:
+    with open_store(ctx) as store, render.progress("bytes") as progress:
         resolved = store.resolve(key)
         if output is None or str(output) == "-":
-            store.write_to(resolved, sys.stdout.buffer, start, end)
+            store.write_to(resolved, sys.stdout.buffer, start, end, progress=progress)
             sys.stdout.buffer.flush()
         else:
-            store.export(resolved, output, start, end)
+            store.export(resolved, output, start, end, progress=progress)
         trim_if_over_limit(store)
 
 
