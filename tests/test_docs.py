@@ -104,6 +104,40 @@ def test_bash_completes_commands_names_mounts_and_settings(blobctl, store_dir, t
     assert complete_in_bash(store_dir, "config", "set", "max_") == ["max_size"]
 
 
+def completion_env(store: Path) -> dict:
+    return {**os.environ, "PATH": f"{Path(blobctl_executable()[0]).parent}:{os.environ['PATH']}",
+            "BLOBCTL_STORE": str(store)}
+
+
+def test_fish_completes_commands_and_names(blobctl, store_dir):
+    """The committed fish script, sourced in a real fish, offers commands and names."""
+    fish = require_tool("fish")
+    blobctl("put", "--name", "datasets/mnist.npz", "-", input=b"x", check=True)
+    script = (f"source {ROOT / 'completions/blobctl.fish'}; "
+              "complete -C 'blobctl pu'; complete -C 'blobctl get dat'")
+    result = subprocess.run([fish, "--no-config", "-c", script], capture_output=True, text=True,
+                            env=completion_env(store_dir), timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    offered = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert offered == ["pull", "push", "put", "datasets/mnist.npz"]
+
+
+def test_zsh_script_registers_and_its_protocol_answers(blobctl, store_dir):
+    """The committed zsh script loads under compinit and binds its function to blobctl;
+    the function evaluates what blobctl answers for the words typed so far."""
+    zsh = require_tool("zsh")
+    blobctl("put", "--name", "datasets/mnist.npz", "-", input=b"x", check=True)
+    script = (f"autoload -U compinit; compinit -u; source {ROOT / 'completions/_blobctl'}; "
+              "print -r -- $_comps[blobctl]")
+    result = subprocess.run([zsh, "-f", "-c", script], capture_output=True, text=True,
+                            env=completion_env(store_dir), timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "_blobctl_completion", result.stderr
+    answer = subprocess.run(blobctl_executable(), capture_output=True, text=True, timeout=60,
+                            env={**completion_env(store_dir), "_TYPER_COMPLETE_ARGS": "blobctl get dat",
+                                 COMPLETE_VAR: "complete_zsh"})
+    assert answer.returncode == 0 and '"datasets/mnist.npz"' in answer.stdout and answer.stderr == ""
+
+
 def test_completion_is_silent_on_a_broken_or_missing_store(store_dir, tmp_path):
     """Errors during completion would be printed into the user's prompt: there must be none."""
     store_dir.mkdir()
