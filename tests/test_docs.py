@@ -109,16 +109,21 @@ def completion_env(store: Path) -> dict:
             "BLOBCTL_STORE": str(store)}
 
 
+def run_shell(argv: list[str], script: str, store: Path) -> str:
+    """Run `script` in a real shell against `store`; its stdout (it must not complain)."""
+    result = subprocess.run([*argv, script], capture_output=True, text=True,
+                            env=completion_env(store), timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    return result.stdout
+
+
 def test_fish_completes_commands_and_names(blobctl, store_dir):
     """The committed fish script, sourced in a real fish, offers commands and names."""
     fish = require_tool("fish")
     blobctl("put", "--name", "datasets/mnist.npz", "-", input=b"x", check=True)
     script = (f"source {ROOT / 'completions/blobctl.fish'}; "
               "complete -C 'blobctl pu'; complete -C 'blobctl get dat'")
-    result = subprocess.run([fish, "--no-config", "-c", script], capture_output=True, text=True,
-                            env=completion_env(store_dir), timeout=60)
-    assert result.returncode == 0 and result.stderr == "", result.stderr
-    offered = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    offered = [line.split("\t")[0] for line in run_shell([fish, "--no-config", "-c"], script, store_dir).splitlines()]
     assert offered == ["pull", "push", "put", "datasets/mnist.npz"]
 
 
@@ -129,9 +134,7 @@ def test_zsh_script_registers_and_its_protocol_answers(blobctl, store_dir):
     blobctl("put", "--name", "datasets/mnist.npz", "-", input=b"x", check=True)
     script = (f"autoload -U compinit; compinit -u; source {ROOT / 'completions/_blobctl'}; "
               "print -r -- $_comps[blobctl]")
-    result = subprocess.run([zsh, "-f", "-c", script], capture_output=True, text=True,
-                            env=completion_env(store_dir), timeout=60)
-    assert result.returncode == 0 and result.stdout.strip() == "_blobctl_completion", result.stderr
+    assert run_shell([zsh, "-f", "-c"], script, store_dir).strip() == "_blobctl_completion"
     answer = subprocess.run(blobctl_executable(), capture_output=True, text=True, timeout=60,
                             env={**completion_env(store_dir), "_TYPER_COMPLETE_ARGS": "blobctl get dat",
                                  COMPLETE_VAR: "complete_zsh"})
