@@ -24,7 +24,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from blobctl import codec, keys, racehooks
 from blobctl.config import Config
@@ -38,6 +38,7 @@ from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
 if TYPE_CHECKING:
     from blobctl.mounts import Overlay
 
+T = TypeVar("T")
 FORMAT_MARKER = "blobctl-store 1\n"
 #: Objects at most this large are verified completely before the first byte is emitted.
 VERIFY_BEFORE_EMIT_SIZE = 8 << 20
@@ -232,22 +233,31 @@ class Store:
         return _is_regular_file(self.object_path(digest))
 
     # -- put ----------------------------------------------------------------------------
-    def _encode_to_temp(self, source: BinaryIO, size: int | None, label: str,
-                        progress=None) -> _Pending:
+    def _fill_temp(self, fill: Callable[[BinaryIO], T]) -> tuple[Path, T]:
+        """A fresh temp file in tmp/ written by `fill(file)`, with fill's result. It is
+        removed on any failure (Ctrl-C too), and an OSError becomes one clear line."""
         temp = temp_path(self.tmp_dir)
         try:
             with open(temp, "xb") as sink:
-                if size is not None and size < codec.MULTITHREAD_MIN_SIZE:
-                    progress = None  # over before a bar could show
-                if progress is not None:
-                    progress.start(f"put {label}", size)
-                encoded = codec.encode(source, sink, level=self.level, size=size, label=label,
-                                       on_read=progress.advance if progress is not None else None)
+                return temp, fill(sink)
         except BaseException as exc:
             temp.unlink(missing_ok=True)
             if isinstance(exc, OSError):
                 raise from_os_error(exc, "write to store", self.tmp_dir) from exc
             raise
+
+    def _encode_to_temp(self, source: BinaryIO, size: int | None, label: str,
+                        progress=None) -> _Pending:
+        if size is not None and size < codec.MULTITHREAD_MIN_SIZE:
+            progress = None  # over before a bar could show
+
+        def fill(sink: BinaryIO) -> codec.Encoded:
+            if progress is not None:
+                progress.start(f"put {label}", size)
+            return codec.encode(source, sink, level=self.level, size=size, label=label,
+                                on_read=progress.advance if progress is not None else None)
+
+        temp, encoded = self._fill_temp(fill)
         return _Pending(temp, encoded, label)
 
     def _encode_path(self, path: str, progress=None) -> _Pending:
@@ -336,19 +346,12 @@ class Store:
 
     def stage_verified(self, source: BinaryIO, digest: str, label: str) -> _Pending:
         """Copy an object that arrives already compressed (a remote fetch) into a temp
-        file, verifying it on the way; publish it with publish(), or discard() it."""
+        file, verifying it on the way; publish it with publish(), or discard() it. Its
+        data is synced by _publish, before the rename."""
         from blobctl.mounts import verify_stream_into
 
-        temp = temp_path(self.tmp_dir)
-        try:
-            with open(temp, "xb") as sink:
-                size = verify_stream_into(source, sink, digest, label)
-                stored = sink.tell()  # its data is synced by _publish, before the rename
-        except BaseException as exc:
-            temp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise from_os_error(exc, "write to store", self.tmp_dir) from exc
-            raise
+        temp, (size, stored) = self._fill_temp(
+            lambda sink: (verify_stream_into(source, sink, digest, label), sink.tell()))
         return _Pending(temp, codec.Encoded(digest, size, stored), label)
 
     def publish(self, staged: list[_Pending]) -> None:
