@@ -73,6 +73,25 @@ def _counting(emit: Callable[[memoryview], object], advance: Callable[[int], obj
     return counted
 
 
+class _Input:
+    """A file being put: its read errors name that file, not the store being written."""
+
+    def __init__(self, handle: BinaryIO, label: str):
+        self._handle, self._label = handle, label
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._handle.read(size)
+        except OSError as exc:
+            raise from_os_error(exc, "read", self._label) from exc
+
+    def readinto(self, buffer) -> int:
+        try:
+            return self._handle.readinto(buffer)
+        except OSError as exc:
+            raise from_os_error(exc, "read", self._label) from exc
+
+
 def _settle(future: Future[_Pending]) -> _Pending | BlobctlError:
     try:
         return future.result()
@@ -271,10 +290,7 @@ class Store:
                 raise UsageError(f"cannot put {path}: it is a directory",
                                  "pass files, e.g. with: find DIR -type f | blobctl put --stdin-paths")
             size = info.st_size if stat_module.S_ISREG(info.st_mode) else None
-            try:
-                return self._encode_to_temp(handle, size, path, progress)
-            except OSError as exc:  # a read error on the source, not the store
-                raise from_os_error(exc, "read", path) from exc
+            return self._encode_to_temp(_Input(handle, path), size, path, progress)
 
     def _publish(self, batch: list[_Pending], name: str | None = None) -> list[PutResult]:
         """Sync the batch's temp files, then move them into place under one index
@@ -339,6 +355,7 @@ class Store:
     def put_stream(self, source: BinaryIO, label: str = "-", size: int | None = None,
                    name: str | None = None, progress=None) -> PutResult:
         """Put one stream; `progress` (start/advance, e.g. render.progress's) sees its bytes."""
+        source = _Input(source, "standard input" if label == "-" else label)
         return self._publish([self._encode_to_temp(source, size, label, progress)], name)[0]
 
     def put_path(self, path: str, name: str | None = None, progress=None) -> PutResult:

@@ -344,3 +344,11 @@ def test_progress_bars_only_on_a_terminal(tmp_path, store_dir, command):
     piped = subprocess.run([exe, "--store", str(store_dir), *args], capture_output=True)
     assert piped.returncode == 0 and b"\x1b[" not in piped.stderr
     assert piped.stderr == b"" or command == "gc"  # gc's one-line summary is a message
+
+
+def test_a_read_error_on_an_input_names_that_input(blobctl, store_dir):
+    """Reading /proc/self/mem from offset 0 fails with EIO: the error is about the input
+    file, not the store, and no temp file is left behind."""
+    result = blobctl("put", "/proc/self/mem")
+    assert result.code == 1 and "cannot read /proc/self/mem" in one_line_error(result)
+    assert not list((store_dir / "tmp").iterdir())
