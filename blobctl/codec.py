@@ -34,7 +34,6 @@ JOB_SIZE = 4 << 20
 PIPELINE_DEPTH = 4
 #: Largest zstd window a decoder accepts: bounds decode memory (our levels use ≤ 8 MiB).
 MAX_WINDOW_SIZE = 1 << 25
-MIN_LEVEL, MAX_LEVEL = 1, 19
 FRAME_HEADER_MAX = 18  # ZSTD_FRAMEHEADERSIZE_MAX
 
 
