@@ -15,8 +15,7 @@ import hashlib
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import zstandard
 
@@ -37,8 +36,7 @@ MAX_WINDOW_SIZE = 1 << 25
 FRAME_HEADER_MAX = 18  # ZSTD_FRAMEHEADERSIZE_MAX
 
 
-@dataclass(frozen=True)
-class Encoded:
+class Encoded(NamedTuple):
     digest: str
     size: int  # original bytes
     stored: int  # compressed bytes written

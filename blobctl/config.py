@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from blobctl import units
 from blobctl.errors import BlobctlError, ConfigError, UsageError, from_os_error
@@ -73,8 +73,7 @@ def _parse_text(value: Any) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     key: str
     parse: Callable[[Any], Any]
     default: Any
@@ -112,8 +111,7 @@ def mask(setting: Setting, value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     prefix: str  # '' or ends with '/'
     remote: str
     read_only: bool = False

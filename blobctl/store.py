@@ -14,17 +14,14 @@ batched to the end of the command (close()).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat as stat_module
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
 from blobctl import codec, keys, racehooks
 from blobctl.config import Config
@@ -36,6 +33,8 @@ from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from blobctl.mounts import Overlay
 
 T = TypeVar("T")
@@ -46,8 +45,7 @@ VERIFY_BEFORE_EMIT_SIZE = 8 << 20
 PUBLISH_BATCH = 256
 
 
-@dataclass
-class _Pending:
+class _Pending(NamedTuple):
     """An encoded object in a temp file, waiting to be published under its hash."""
 
     temp: Path
@@ -55,8 +53,7 @@ class _Pending:
     source: str
 
 
-@dataclass(frozen=True)
-class _StagedRef:
+class _StagedRef(NamedTuple):
     """A ref's content in a synced temp file, waiting to be renamed to `path`."""
 
     temp: Path
@@ -331,7 +328,7 @@ class Store:
                 self.index.record_many(rows)
                 if staged is not None:
                     self._commit_ref(staged)
-                    results = [dataclasses.replace(results[0], name=name)]
+                    results = [results[0]._replace(name=name)]
         except OSError as exc:
             raise from_os_error(exc, "write to store", self.objects_dir) from exc
         finally:
@@ -391,6 +388,8 @@ class Store:
                   ) -> Iterator[PutResult | BlobctlError]:
         """Put many files, encoding in parallel threads and publishing in batches; yields a
         result or the error for each path, in input order, and keeps going past errors."""
+        from concurrent.futures import ThreadPoolExecutor  # 4 ms of imports only many-file puts need
+
         jobs = jobs or min(8, (os.cpu_count() or 2) + 2)
         in_flight: deque[Future[_Pending]] = deque()
         batch: list[_Pending | BlobctlError] = []

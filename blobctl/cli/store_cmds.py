@@ -12,7 +12,7 @@ import typer
 from blobctl import render
 from blobctl.cli import app
 from blobctl.cli.common import JsonOption, complete_keys, open_store, trim_if_over_limit
-from blobctl.errors import BlobctlError, PartialOutputError, UsageError, warn
+from blobctl.errors import BlobctlError, PartialOutputError, UsageError
 from blobctl.render import Column
 
 
