@@ -255,7 +255,7 @@ class Store:
         temp = temp_path(self.tmp_dir)
         try:
             with open(temp, "xb") as sink:
-                return temp, fill(sink)
+                return temp, fill(self.syncer.writing(sink))
         except BaseException as exc:
             temp.unlink(missing_ok=True)
             if isinstance(exc, OSError):

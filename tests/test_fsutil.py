@@ -1,0 +1,55 @@
+"""fsutil: the writeback hint that lets a large temp file's data reach the disk while it
+is still being written (the sync before its rename then waits for the tail only)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from blobctl import fsutil
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux-only")
+
+
+def test_writeback_is_handed_over_in_steps_that_cover_the_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsutil, "WRITEBACK_STEP", 1 << 20)
+    handed = []
+    real = fsutil._start_writeback
+
+    def recording(fd, offset, length):
+        handed.append((offset, length))
+        real(fd, offset, length)  # the real syscall: it must accept what we pass
+
+    monkeypatch.setattr(fsutil, "_start_writeback", recording)
+    data = os.urandom(5 << 20)
+    with open(tmp_path / "temp", "xb") as file:
+        sink = fsutil.Syncer(enabled=True).writing(file)
+        for start in range(0, len(data), 300_000):  # writes that do not line up with steps
+            sink.write(data[start:start + 300_000])
+        assert sink.tell() == len(data)
+    assert (tmp_path / "temp").read_bytes() == data
+    assert handed[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in zip(handed, handed[1:]))  # contiguous
+    assert all(n >= 1 << 20 for _, n in handed)
+    assert handed[-1][0] + handed[-1][1] > len(data) - (1 << 20)  # only the tail is left
+
+
+def test_no_writeback_when_durability_is_off(tmp_path):
+    with open(tmp_path / "temp", "xb") as file:
+        assert fsutil.Syncer(enabled=False).writing(file) is file
+
+
+def test_a_large_put_hands_its_object_to_writeback_before_the_final_sync(tmp_path, monkeypatch):
+    from blobctl.config import Config
+    from blobctl.store import Store
+
+    monkeypatch.setattr(fsutil, "WRITEBACK_STEP", 1 << 20)
+    handed = []
+    monkeypatch.setattr(fsutil, "_start_writeback", lambda fd, offset, length: handed.append(length))
+    source = tmp_path / "random"
+    source.write_bytes(os.urandom(12 << 20))  # incompressible: ~12 MiB of object
+    with Store(Config.load(str(tmp_path / "store"), flags={"durability": "on"})) as store:
+        result = store.put_path(str(source))
+    assert sum(handed) >= result.stored - (1 << 20)
