@@ -91,7 +91,8 @@ def test_pull_prefix_for_offline_use(blobctl, tmp_path, remote):
         assert result.code == EXIT_USAGE and "list" in result.err
         assert json.loads(bob("stat", "--json").out)["objects"] == 0
         return
-    pulled = json.loads(bob("pull", "data/", "--json", check=True).out)
+    assert bob("pull", "data/", "--jobs", "0").code == EXIT_USAGE
+    pulled = json.loads(bob("pull", "data/", "--jobs", "2", "--json", check=True).out)
     assert pulled == [{"target": "data/", "names": 5, "fetched": 5, "bytes": pulled[0]["bytes"], "present": 0}]
     bob("umount", "data", check=True)  # offline from here
     for name, data in blobs.items():

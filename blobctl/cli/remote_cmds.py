@@ -67,14 +67,17 @@ def umount(ctx: typer.Context,
     render.message(f"unmounted {_masked(removed.remote)} from {removed.prefix or '(every name)'}")
 
 
+JobsOption = Annotated[Optional[int], typer.Option(
+    "--jobs", "-j", min=1, max=256, metavar="N", help="Parallel transfers (default: config 'jobs').")]
+
+
 @app.command()
 def push(
     ctx: typer.Context,
     prefix: Annotated[Optional[str], typer.Argument(metavar="PREFIX", autocompletion=complete_mount_prefixes,
                                                     help="Only names under this prefix.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be pushed.")] = False,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, max=256, metavar="N",
-                                                help="Parallel uploads (default: config 'jobs').")] = None,
+    jobs: JobsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Upload unpushed objects, then their names, to mounts.
@@ -107,6 +110,7 @@ def pull(
     ctx: typer.Context,
     targets: Annotated[list[str], typer.Argument(metavar="PREFIX|KEY", autocompletion=complete_keys,
                                                  help="Mount prefixes (every remote name under them) or keys.")],
+    jobs: JobsOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Prefetch objects and names from mounts into the local store.
@@ -116,7 +120,7 @@ def pull(
         if store.overlay is None:
             raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
         with render.progress() as progress:
-            reports = store.overlay.pull(targets, jobs=store.config.get("jobs"), progress=progress)
+            reports = store.overlay.pull(targets, jobs=jobs or store.config.get("jobs"), progress=progress)
         trim_if_over_limit(store)
     rows = [{"target": r.target, "names": r.names, "fetched": r.fetched, "bytes": r.bytes,
              "present": r.present} for r in reports]
