@@ -159,7 +159,7 @@ def atomic_write(dest: Path, tmp_dir: Path, fill: Callable[[BinaryIO], T], synce
     tmp = temp_path(tmp_dir)
     try:
         with open(tmp, "xb") as handle:
-            result = fill(handle)
+            result = fill(syncer.writing(handle))
             handle.flush()
             syncer.sync_file(handle.fileno())
         make_dirs(dest.parent, syncer)

@@ -668,7 +668,7 @@ class Store:
         temp = temp_path(parent)
         try:
             with open(temp, "xb") as handle:
-                size = self.read(resolved, handle.write, start, end, progress=progress)
+                size = self.read(resolved, self.syncer.writing(handle).write, start, end, progress=progress)
                 handle.flush()
                 self.syncer.sync_file(handle.fileno())
             os.replace(temp, dest)

@@ -41,8 +41,9 @@ def test_no_writeback_when_durability_is_off(tmp_path):
         assert fsutil.Syncer(enabled=False).writing(file) is file
 
 
-def test_a_large_put_hands_its_object_to_writeback_before_the_final_sync(tmp_path, monkeypatch):
+def test_a_large_put_and_get_o_hand_their_data_to_writeback_before_the_final_sync(tmp_path, monkeypatch):
     from blobctl.config import Config
+    from blobctl.results import Resolved
     from blobctl.store import Store
 
     monkeypatch.setattr(fsutil, "WRITEBACK_STEP", 1 << 20)
@@ -52,4 +53,8 @@ def test_a_large_put_hands_its_object_to_writeback_before_the_final_sync(tmp_pat
     source.write_bytes(os.urandom(12 << 20))  # incompressible: ~12 MiB of object
     with Store(Config.load(str(tmp_path / "store"), flags={"durability": "on"})) as store:
         result = store.put_path(str(source))
-    assert sum(handed) >= result.stored - (1 << 20)
+        assert sum(handed) >= result.stored - (1 << 20)
+        handed.clear()
+        store.export(Resolved(result.digest), tmp_path / "copy")
+        assert sum(handed) >= result.size - (1 << 20)
+    assert (tmp_path / "copy").read_bytes() == source.read_bytes()
