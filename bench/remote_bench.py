@@ -49,6 +49,9 @@ def generate(directory: Path, count: int, seed: int = 7) -> int:
 
 
 def timed(command: list[str], env: dict) -> float:
+    """Wall time of one command, started with no dirty data left by the previous one
+    (rclone does not sync what it downloads; blobctl would pay for its writeback)."""
+    os.sync()
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started

@@ -92,7 +92,12 @@ class Case:
 
 def timed(argv: list[str], *, cwd: Path | None = None, env: dict | None = None,
           stdin: Path | None = None, stdout: Path | None = None) -> Run:
-    """Wall time (measured here) and peak RSS (from /usr/bin/time) of one command."""
+    """Wall time (measured here) and peak RSS (from /usr/bin/time) of one command.
+
+    Each command starts with no dirty data left by the one before (an untimed sync): a
+    peer that does not sync its output would otherwise leave its writeback to be paid by
+    whichever command runs next."""
+    os.sync()
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         with open(stdin or os.devnull, "rb") as inp, open(stdout or os.devnull, "wb") as out:
             start = time.perf_counter()
@@ -118,16 +123,33 @@ def store_env(store: Path, work: Path) -> dict:
     return {"BLOBCTL_STORE": str(store), "BLOBCTL_CONFIG": str(work / "user-config.toml")}
 
 
+def removing(output: Path, run: Run) -> Run:
+    """Delete a timed command's 1 GiB output once measured: left in place, the outputs of
+    earlier rounds fill the page cache, and later commands (ours or the peer's) then pay
+    for reclaiming it, which made timings drift by 2-3x within one run."""
+    shutil.rmtree(output) if output.is_dir() else output.unlink()
+    return run
+
+
 def bench_big(work: Path, big: Path, rounds: int) -> list[Case]:
+    """put and get of one large file. The first round's outputs (a store, a .zst) are the
+    inputs of the get case; every other output is deleted as soon as it is measured."""
+    def put_into(store: Path, i: int) -> Run:
+        run = timed([PRODUCT.blobctl, "put", str(big)], env=store_env(store, work))
+        return run if i == 0 else removing(store, run)
+
+    def zstd_into(output: Path, i: int) -> Run:
+        run = timed(["zstd", "-3", "-T0", "-q", str(big), "-o", str(output)])
+        return run if i == 0 else removing(output, run)
+
     put = Case("put 1 file (mixed)", "≤ 1.15x zstd -3 -T0", 1.15, peer_label="zstd -3 -T0",
                report_rss=True)
-    alternate(put, rounds,
-              lambda i: timed([PRODUCT.blobctl, "put", str(big)], env=store_env(work / f"put-big-{i}", work)),
-              lambda i: timed(["zstd", "-3", "-T0", "-q", str(big), "-o", str(work / f"big-{i}.zst")]))
+    alternate(put, rounds, lambda i: put_into(work / f"put-big-{i}", i),
+              lambda i: zstd_into(work / f"big-{i}.zst", i))
     git = Case("put 1 file (mixed) vs git", "≥ 10x faster", 0.1, peer_label="git hash-object -w")
     repo = work / "git-big"
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    git.peer.append(timed(["git", "hash-object", "-w", str(big)], cwd=repo))
+    git.peer.append(removing(repo, timed(["git", "hash-object", "-w", str(big)], cwd=repo)))
     git.ours = put.ours
 
     store = work / "put-big-0"
@@ -135,10 +157,11 @@ def bench_big(work: Path, big: Path, rounds: int) -> list[Case]:
         digest = hashlib.file_digest(source, "sha256").hexdigest()
     get = Case("get 1 file to a file, verified", "≤ 1.3x zstd -d", 1.3, peer_label="zstd -d",
                report_rss=True)
+    got, unzstd = work / "got", work / "unzstd"
     alternate(get, rounds,
-              lambda i: timed([PRODUCT.blobctl, "get", digest, "-o", str(work / f"got-{i}")],
-                              env=store_env(store, work)),
-              lambda i: timed(["zstd", "-d", "-q", str(work / "big-0.zst"), "-o", str(work / f"unzstd-{i}")]))
+              lambda i: removing(got, timed([PRODUCT.blobctl, "get", digest, "-o", str(got)],
+                                            env=store_env(store, work))),
+              lambda i: removing(unzstd, timed(["zstd", "-d", "-q", str(work / "big-0.zst"), "-o", str(unzstd)])))
     return [put, git, get]
 
 
