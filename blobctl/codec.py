@@ -232,10 +232,13 @@ class _Prepended:
         self._head, self._source = head, source
 
     def read(self, size: int = -1) -> bytes:
+        """The head alone first: a short read is fine for zstd's reader, and joining the
+        head to the next read would copy up to a chunk (holding the GIL) for 18 bytes."""
         if not self._head:
             return self._source.read(size)
-        head, self._head = self._head, b""
-        return head + self._source.read(max(size - len(head), 0)) if size >= 0 else head + self._source.read()
+        cut = len(self._head) if size < 0 else size
+        head, self._head = self._head[:cut], self._head[cut:]
+        return head
 
 
 def content_size(head: bytes) -> int | None:
