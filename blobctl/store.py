@@ -43,6 +43,8 @@ FORMAT_MARKER = "blobctl-store 1\n"
 VERIFY_BEFORE_EMIT_SIZE = 8 << 20
 #: Objects published per index transaction when putting many files.
 PUBLISH_BATCH = 256
+#: Files smaller than this are encoded in the thread reading the list (see put_paths).
+INLINE_MAX_SIZE = 32 << 10  # measured crossover: inline wins at 16 KiB, threads at 64 KiB
 
 
 class _Pending(NamedTuple):
@@ -87,6 +89,15 @@ class _Input:
             return self._handle.readinto(buffer)
         except OSError as exc:
             raise from_os_error(exc, "read", self._label) from exc
+
+
+def _size_hint(path: str) -> int:
+    """The file's size for scheduling only (0 if it cannot be stat'ed: opening it will
+    report why); the encoder trusts only what it reads."""
+    try:
+        return os.stat(path).st_size
+    except (OSError, ValueError):
+        return 0
 
 
 def _settle(future: Future[_Pending]) -> _Pending | BlobctlError:
@@ -386,31 +397,48 @@ class Store:
 
     def put_paths(self, paths: Iterable[str], jobs: int | None = None
                   ) -> Iterator[PutResult | BlobctlError]:
-        """Put many files, encoding in parallel threads and publishing in batches; yields a
-        result or the error for each path, in input order, and keeps going past errors."""
-        from concurrent.futures import ThreadPoolExecutor  # 4 ms of imports only many-file puts need
+        """Put many files and publish them in batches; yields a result or the error for
+        each path, in input order, and keeps going past errors.
+
+        Files under INLINE_MAX_SIZE are encoded right here: for them a worker thread costs
+        more in GIL hand-offs than it overlaps (10,000 files of 4 KiB: half the CPU time
+        and 1.5x the rate). Larger ones go to `jobs` threads, where hashing and compressing
+        release the GIL for long stretches."""
+        from concurrent.futures import Future, ThreadPoolExecutor  # 4 ms of imports only many-file puts need
+
+        def start(path: str) -> Future[_Pending] | _Pending | BlobctlError:
+            if _size_hint(path) >= INLINE_MAX_SIZE:
+                return pool.submit(self._encode_path, path)
+            try:
+                return self._encode_path(path)
+            except BlobctlError as exc:
+                return exc
+
+        def settle(item: Future[_Pending] | _Pending | BlobctlError) -> _Pending | BlobctlError:
+            return _settle(item) if isinstance(item, Future) else item
 
         jobs = jobs or min(8, (os.cpu_count() or 2) + 2)
-        in_flight: deque[Future[_Pending]] = deque()
+        in_flight: deque[Future[_Pending] | _Pending | BlobctlError] = deque()
         batch: list[_Pending | BlobctlError] = []
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             try:
                 for path in paths:
-                    in_flight.append(pool.submit(self._encode_path, path))
+                    in_flight.append(start(path))
                     if len(in_flight) >= jobs * 4:
-                        batch.append(_settle(in_flight.popleft()))
+                        batch.append(settle(in_flight.popleft()))
                     if len(batch) >= PUBLISH_BATCH:
                         yield from self._publish_in_order(batch)
                         batch = []
                 while in_flight:
-                    batch.append(_settle(in_flight.popleft()))
+                    batch.append(settle(in_flight.popleft()))
                 yield from self._publish_in_order(batch)
             finally:  # interrupted: drop queued work and the temp files of finished work
-                for future in in_flight:
-                    future.cancel()
-                for future in in_flight:
-                    if not future.cancelled():
-                        batch.append(_settle(future))
+                for item in in_flight:
+                    if isinstance(item, Future):
+                        item.cancel()
+                for item in in_flight:
+                    if not (isinstance(item, Future) and item.cancelled()):
+                        batch.append(settle(item))
                 for item in batch:
                     if isinstance(item, _Pending):
                         item.temp.unlink(missing_ok=True)

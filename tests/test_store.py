@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from blobctl import store as store_module
 from blobctl.config import Config
 from blobctl.errors import IntegrityError, NotFoundError, UsageError
 from blobctl.index import Index
@@ -44,18 +45,23 @@ def test_dedup_records_access(store):
     assert store.index.row(digest).accessed > 1
 
 
-def test_put_paths_keeps_order_and_reports_errors(store, tmp_path):
+def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch):
+    """Small files (encoded inline) and larger ones (worker threads) interleaved, with
+    errors of both kinds, across several publish batches."""
+    monkeypatch.setattr(store_module, "PUBLISH_BATCH", 7)
     files = []
     for i in range(40):
         f = tmp_path / f"f{i}"
-        f.write_bytes(os.urandom(i * 100))
+        f.write_bytes(os.urandom(store_module.INLINE_MAX_SIZE + i if i % 3 == 0 else i * 100))
         files.append(str(f))
     files.insert(5, str(tmp_path / "missing"))
+    files.insert(9, str(tmp_path))  # a directory
     results = list(store.put_paths(files, jobs=3))
-    assert len(results) == 41
-    assert isinstance(results[5], NotFoundError)
-    for path, result in zip(files[:5] + files[6:], results[:5] + results[6:]):
-        assert result.digest == sha(open(path, "rb").read()) and result.source == path
+    assert len(results) == 42
+    assert isinstance(results[5], NotFoundError) and isinstance(results[9], UsageError)
+    for path, result in zip(files, results):
+        if path not in (files[5], files[9]):
+            assert result.digest == sha(open(path, "rb").read()) and result.source == path
     assert not list(store.tmp_dir.iterdir())
 
 
