@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
 from blobctl import codec, keys
 from blobctl.backends import Backend, open_backend
+from blobctl.backends.common import CHUNK_SIZE, buffered
 from blobctl.config import Mount, normalize_prefix
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, ReadOnlyError, RemoteError,
                             UsageError, warn)
@@ -34,6 +36,18 @@ if TYPE_CHECKING:
     from blobctl.store import Store, _Pending
 
 T = TypeVar("T")
+#: Objects up to this size are downloaded by pull's worker threads into memory and
+#: verified by the thread that publishes them: one thread decompressing and hashing costs
+#: a third less CPU than eight contending for the GIL, and pull is CPU-bound. Larger ones
+#: are verified by the worker as they stream.
+VERIFY_LATER_MAX = 4 << 20
+
+
+class _Downloaded(NamedTuple):
+    """An object's compressed bytes as `mount` sent them: not verified yet."""
+
+    mount: Mount
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -152,12 +166,16 @@ class Overlay:
         return self._first_answer(self.mounts, lambda mount: self._stage_from(mount, digest))
 
     def _stage_from(self, mount: Mount, digest: str) -> _Pending:
+        with self.backend(mount).open_read(keys.object_key(digest)) as stream:
+            return self._stage_stream(mount, digest, stream)
+
+    def _stage_stream(self, mount: Mount, digest: str, stream: BinaryIO) -> _Pending:
+        """Verify an object arriving from `mount` into a temp file, counting the fetch."""
         backend = self.backend(mount)
-        with backend.open_read(keys.object_key(digest)) as stream:
-            try:
-                staged = self.store.stage_verified(stream, digest, f"{digest} from {backend.url}")
-            except IntegrityError as exc:
-                raise IntegrityError(f"{exc.message}; it was not cached", exc.hint) from exc
+        try:
+            staged = self.store.stage_verified(stream, digest, f"{digest} from {backend.url}")
+        except IntegrityError as exc:
+            raise IntegrityError(f"{exc.message}; it was not cached", exc.hint) from exc
         self.store.count(counter(mount, "fetched_objects"))
         self.store.count(counter(mount, "fetched_bytes"), staged.encoded.stored)
         return staged
@@ -254,12 +272,13 @@ class Overlay:
         """Prefetch into the local store: each target is a mount prefix / name prefix
         (every remote name under it, bound locally as pushed cache entries) or a key."""
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            return [self._pull_one(target, pool, progress) for target in targets]
+            return [self._pull_one(target, pool, jobs, progress) for target in targets]
 
-    def _pull_one(self, target: str, pool: ThreadPoolExecutor, progress) -> PullReport:
-        """Each name is one task (read its remote ref, then fetch its object if missing),
-        so ref reads overlap downloads; verified objects are published in batches, and a
-        failed name does not lose what the others fetched."""
+    def _pull_one(self, target: str, pool: ThreadPoolExecutor, jobs: int, progress) -> PullReport:
+        """Each name is one task (read its remote ref, then download its object if
+        missing), so ref reads overlap downloads. This thread verifies what the tasks
+        downloaded and publishes it in batches; a failed name does not lose what the
+        others fetched."""
         report = PullReport(target)
         lookups = self._lookups(target)
         claimed: set[str] = set()
@@ -270,45 +289,99 @@ class Overlay:
             with claim_lock:  # two names of one object: fetch it once
                 first = digest not in claimed
                 claimed.add(digest)
-            return name, digest, self._stage_missing(digest) if first else None, first
+            fetched = None
+            if first and not self.store.has_object(digest):
+                fetched = self._first_answer(self.mounts, lambda mount: self._download(mount, digest))
+                if fetched is None:
+                    raise NotFoundError(f"object {digest} is on no mounted remote")
+            return name, digest, fetched, first
 
         if progress is not None:
             progress.start(f"pull {target or '(all)'}", len(lookups))
-        entries: list[tuple[str | None, str]] = []
         batch: list[_Pending] = []
+        waiting: list[tuple[str, str]] = []  # names whose objects are not published yet
         failure = None
-        try:
-            for future in [pool.submit(pull_entry, lookup) for lookup in lookups]:
-                try:
-                    name, digest, staged, first = future.result()
-                except BlobctlError as exc:
-                    failure = failure or exc
-                    continue
-                entries.append((name, digest))
-                if staged is not None:
-                    batch.append(staged)
-                    report.fetched += 1
-                    report.bytes += staged.encoded.stored
-                elif first:
-                    report.present += 1
-                if len(batch) >= PUBLISH_BATCH:
-                    self.store.publish(batch)
-                    batch = []
-                if progress is not None:
-                    progress.advance(1)
+
+        def publish_and_bind() -> None:
+            """Publish the batch, then bind every waiting name whose object is now local:
+            a name never points at a missing object, even when another name's task is
+            the one fetching it, or failed to."""
+            nonlocal batch, waiting
             self.store.publish(batch)
-        finally:
+            batch = []
+            local = [self.store.has_object(digest) for _, digest in waiting]
+            ready = [entry for entry, here in zip(waiting, local) if here]
+            waiting = [entry for entry, here in zip(waiting, local) if not here]
+            self.store.bind_many([(name, digest) for name, digest in ready
+                                  if self.store.read_ref(name) != digest], from_remote=True)
+            with self.store.index.transaction():
+                for name, digest in ready:
+                    self.store.index.mark_pushed(name, digest)
+            report.names += len(ready)
+
+        pending = iter(lookups)
+        # Downloads run ahead of verification by a bounded number of tasks (memory), and
+        # are verified as they complete, in any order: no waiting behind a slow one.
+        in_flight = {pool.submit(pull_entry, lookup) for lookup in itertools.islice(pending, max(1, jobs) * 2)}
+        try:
+            while in_flight:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                in_flight |= {pool.submit(pull_entry, lookup) for lookup in itertools.islice(pending, len(done))}
+                for future in done:
+                    in_flight.discard(future)  # what stays there is cleaned up if we stop
+                    try:
+                        name, digest, fetched, first = future.result()
+                        staged = self._verified(fetched, digest) if isinstance(fetched, _Downloaded) else fetched
+                    except BlobctlError as exc:
+                        failure = failure or exc
+                        continue
+                    if name is not None:
+                        waiting.append((name, digest))
+                    if staged is not None:
+                        batch.append(staged)
+                        report.fetched += 1
+                        report.bytes += staged.encoded.stored
+                    elif first:
+                        report.present += 1
+                    if len(batch) >= PUBLISH_BATCH:
+                        publish_and_bind()
+                    if progress is not None:
+                        progress.advance(1)
+            publish_and_bind()
+        finally:  # interrupted or failed: no temp file may outlive the command
+            for future in in_flight:
+                future.cancel()
+            for future in in_flight:
+                if not future.cancelled() and future.exception() is None:
+                    fetched = future.result()[2]
+                    if fetched is not None and not isinstance(fetched, _Downloaded):
+                        batch.append(fetched)
             self.store.discard(batch)
-        named = [(name, digest) for name, digest in entries if name is not None]
-        self.store.bind_many([(name, digest) for name, digest in named
-                              if self.store.read_ref(name) != digest], from_remote=True)
-        with self.store.index.transaction():
-            for name, digest in named:
-                self.store.index.mark_pushed(name, digest)
-        report.names = len(named)
         if failure is not None:
             raise failure
         return report
+
+    def _download(self, mount: Mount, digest: str) -> _Downloaded | _Pending:
+        """An object's compressed bytes from `mount`, left for the caller to verify, or,
+        if larger than VERIFY_LATER_MAX, verified here while it streams to a temp file."""
+        backend = self.backend(mount)
+        with backend.open_read(keys.object_key(digest)) as stream:
+            data = stream.read(VERIFY_LATER_MAX + 1)
+            if len(data) <= VERIFY_LATER_MAX:
+                return _Downloaded(mount, data)
+            rest = iter(lambda: stream.read(CHUNK_SIZE), b"")
+            return self._stage_stream(mount, digest, buffered(itertools.chain([data], rest)))
+
+    def _verified(self, downloaded: _Downloaded, digest: str) -> _Pending:
+        """A downloaded object verified into a temp file; if it is damaged, the object is
+        looked for again on every mount in order, as a read would."""
+        try:
+            return self._stage_stream(downloaded.mount, digest, io.BytesIO(downloaded.data))
+        except IntegrityError:
+            staged = self.stage(digest)
+            if staged is None:
+                raise NotFoundError(f"object {digest} is on no mounted remote") from None
+            return staged
 
     def _lookups(self, target: str) -> list[Callable[[], tuple[str | None, str]]]:
         """How to find each (name, hash) a target covers: a key resolves at once; a prefix
@@ -335,15 +408,6 @@ class Overlay:
                     continue
                 lookups.append(functools.partial(_read_remote_ref, backend, name, key))
         return lookups
-
-    def _stage_missing(self, digest: str) -> _Pending | None:
-        """A verified temp copy of an object the local store lacks; None if it is local."""
-        if self.store.has_object(digest):
-            return None
-        staged = self.stage(digest)
-        if staged is None:
-            raise NotFoundError(f"object {digest} is on no mounted remote")
-        return staged
 
 
 def _read_remote_ref(backend: Backend, name: str, key: str) -> tuple[str, str]:

@@ -243,3 +243,72 @@ def test_pull_keeps_what_it_verified_when_one_name_fails(blobctl, tmp_path):
     stats = json.loads(user("stat", "--json").out)
     assert stats["objects"] == 3 and stats["names"] == 3
     assert not list((tmp_path / "user" / "tmp").iterdir())
+
+
+def test_pull_falls_through_to_the_next_mount_when_one_sends_damaged_data(blobctl, tmp_path):
+    """Small objects are verified by pull's publishing thread after the download: a
+    damaged copy there must still fall through to the next mount, as a read does."""
+    data = os.urandom(5000)
+    good, damaged = tmp_path / "good", tmp_path / "damaged"
+    digest = store_runner(blobctl, good, {})("put", "-", input=data, check=True).text.strip()
+    store_runner(blobctl, damaged, {})("put", "--name", "x", "-", input=data, check=True)
+    (damaged / "objects" / digest[:2] / digest[2:]).write_bytes(b"not a zstd frame")
+    user = store_runner(blobctl, tmp_path / "user", {})
+    user("mount", "team", damaged, "--read-only", check=True)
+    user("mount", "spare", good, "--read-only", check=True)
+    pulled = json.loads(user("pull", "team/", "--json", check=True).out)
+    assert pulled[0]["fetched"] == 1
+    assert user("get", "team/x", check=True).out == data
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["intact", "damaged"])
+def test_pull_streams_large_objects_through_verification(blobctl, tmp_path, damaged):
+    """An object over mounts.VERIFY_LATER_MAX is verified by the worker while it streams."""
+    from blobctl.mounts import VERIFY_LATER_MAX
+
+    big = os.urandom(VERIFY_LATER_MAX + (1 << 20))  # incompressible: stays over the limit
+    remote_dir = tmp_path / "remote"
+    digest = store_runner(blobctl, remote_dir, {})("put", "--name", "big", "-", input=big, check=True).text.strip()
+    stored = remote_dir / "objects" / digest[:2] / digest[2:]
+    assert stored.stat().st_size > VERIFY_LATER_MAX
+    if damaged:
+        body = bytearray(stored.read_bytes())
+        body[len(body) // 2] ^= 0xFF
+        stored.write_bytes(bytes(body))
+    user = store_runner(blobctl, tmp_path / "user", {})
+    user("mount", "team", remote_dir, "--read-only", check=True)
+    result = user("pull", "team/")
+    if damaged:
+        assert result.code == EXIT_INTEGRITY and digest in result.err and "not cached" in result.err
+        assert json.loads(user("stat", "--json").out)["objects"] == 0
+    else:
+        assert result.code == 0, result.err
+        user("umount", "team", check=True)
+        assert user("get", digest, check=True).out == big
+    assert not list((tmp_path / "user" / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["intact", "damaged"])
+def test_pull_of_names_sharing_an_object_fetches_it_once_and_never_binds_it_missing(blobctl, tmp_path, damaged):
+    data = os.urandom(3000)
+    remote_dir = tmp_path / "remote"
+    maker = store_runner(blobctl, remote_dir, {})
+    names = [f"n{i}" for i in range(20)]
+    for name in names:
+        digest = maker("put", "--name", name, "-", input=data, check=True).text.strip()
+    if damaged:
+        (remote_dir / "objects" / digest[:2] / digest[2:]).write_bytes(b"not a zstd frame")
+    user = store_runner(blobctl, tmp_path / "user", {})
+    user("mount", "team", remote_dir, "--read-only", check=True)
+    result = user("pull", "team/", "--json")
+    if damaged:
+        assert result.code == EXIT_INTEGRITY
+        assert not (tmp_path / "user" / "refs").exists() or not any((tmp_path / "user" / "refs").rglob("n*"))
+    else:
+        assert result.code == 0, result.err
+        report = json.loads(result.out)[0]
+        assert (report["names"], report["fetched"]) == (20, 1)
+        user("umount", "team", check=True)
+        for name in names:
+            assert user("get", f"team/{name}", check=True).out == data
+    assert user("fsck").code == 0
