@@ -127,8 +127,9 @@ def test_static_http_site_is_a_read_only_remote(blobctl, tmp_path, static_site):
     assert json.loads(user("stat", "--json").out)["objects"] == 1
 
 
+@pytest.mark.parametrize("command", ["get", "pull"])  # pull verifies in its publishing thread
 @pytest.mark.parametrize("lie", ["other-object", "truncated", "trailing-bytes", "garbage"])
-def test_lying_remote_is_never_cached(blobctl, tmp_path, lie):
+def test_lying_remote_is_never_cached(blobctl, tmp_path, lie, command):
     remote_dir = tmp_path / "remote"
     maker = store_runner(blobctl, remote_dir, {})
     digest = maker("put", "--name", "x", "-", input=b"the real content" * 1000, check=True).text.strip()
@@ -141,7 +142,7 @@ def test_lying_remote_is_never_cached(blobctl, tmp_path, lie):
     victim.write_bytes(lies[lie])
     user = store_runner(blobctl, tmp_path / "user", {})
     user("mount", "", remote_dir, "--read-only", check=True)
-    result = user("get", "x")
+    result = user(*(["get", "x"] if command == "get" else ["pull", ""]))
     assert result.code == EXIT_INTEGRITY and digest in result.err and "not cached" in result.err
     assert result.out == b""
     assert not any((tmp_path / "user" / "objects").rglob("*/*"))
