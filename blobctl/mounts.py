@@ -175,7 +175,11 @@ class Overlay:
         try:
             staged = self.store.stage_verified(stream, digest, f"{digest} from {backend.url}")
         except IntegrityError as exc:
-            raise IntegrityError(f"{exc.message}; it was not cached", exc.hint) from exc
+            # not fsck --repair (the hint for a damaged local object): it cannot mend a
+            # remote's copy, and push skips objects the remote already has
+            raise IntegrityError(f"{exc.message}; it was not cached",
+                                 "delete that copy on the remote, then push the object again "
+                                 "from a store that has it") from exc
         self.store.count(counter(mount, "fetched_objects"))
         self.store.count(counter(mount, "fetched_bytes"), staged.encoded.stored)
         return staged

@@ -144,6 +144,7 @@ def test_lying_remote_is_never_cached(blobctl, tmp_path, lie, command):
     user("mount", "", remote_dir, "--read-only", check=True)
     result = user(*(["get", "x"] if command == "get" else ["pull", ""]))
     assert result.code == EXIT_INTEGRITY and digest in result.err and "not cached" in result.err
+    assert "fsck" not in result.err  # local repair cannot mend the remote's copy
     assert result.out == b""
     assert not any((tmp_path / "user" / "objects").rglob("*/*"))
     assert not list((tmp_path / "user" / "tmp").iterdir())
