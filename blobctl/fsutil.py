@@ -9,6 +9,7 @@ small file instead of ~1 ms).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -111,14 +112,20 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     """sync_file_range(SYNC_FILE_RANGE_WRITE): start writing the range out, don't wait.
     Only a hint: the later fsync/syncfs is what guarantees durability, so errors are
     left for it to report."""
-    import ctypes
-
-    sync_file_range = ctypes.CDLL(None).sync_file_range
-    sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+    _libc().sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
 SYNC_FILE_RANGE_WRITE = 2  # from <fcntl.h>
+
+
+@functools.cache
+def _libc():
+    """The C library, for the Linux calls os lacks (loaded, and ctypes imported, on first use)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return libc
 
 
 def _sync_file_system(path: str | os.PathLike) -> None:
@@ -127,7 +134,7 @@ def _sync_file_system(path: str | os.PathLike) -> None:
 
     fd = os.open(path, os.O_RDONLY)
     try:
-        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+        if _libc().syncfs(fd) != 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code), os.fspath(path))
     finally:

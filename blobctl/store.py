@@ -33,8 +33,6 @@ from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from blobctl.mounts import Overlay
 
 T = TypeVar("T")
@@ -98,13 +96,6 @@ def _size_hint(path: str) -> int:
         return os.stat(path).st_size
     except (OSError, ValueError):
         return 0
-
-
-def _settle(future: Future[_Pending]) -> _Pending | BlobctlError:
-    try:
-        return future.result()
-    except BlobctlError as exc:
-        return exc
 
 
 def _is_regular_file(path: Path) -> bool:
@@ -415,7 +406,12 @@ class Store:
                 return exc
 
         def settle(item: Future[_Pending] | _Pending | BlobctlError) -> _Pending | BlobctlError:
-            return _settle(item) if isinstance(item, Future) else item
+            if not isinstance(item, Future):
+                return item
+            try:
+                return item.result()
+            except BlobctlError as exc:
+                return exc
 
         jobs = jobs or min(8, (os.cpu_count() or 2) + 2)
         in_flight: deque[Future[_Pending] | _Pending | BlobctlError] = deque()
