@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import NamedTuple
 from blobctl.errors import BlobctlError
 
 SCHEMA_VERSION = 1
+#: Seconds a command waits for another one holding the index (SQLite busy timeout).
+BUSY_TIMEOUT = 120
 #: How many recently evicted hashes are remembered, to count misses that gc caused.
 EVICTED_MEMORY = 100_000
 
@@ -81,20 +84,36 @@ class Index:
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.RLock()  # one connection, shared by a command's worker threads
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                self.db = self._connect(path)
+                return
+            except sqlite3.DatabaseError as exc:
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                # Only a damaged or foreign file is "unreadable" (and gets rebuilt). A busy or
+                # locked database is another process at work: never set that aside.
+                if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                    raise IndexUnreadable(str(exc)) from exc
+                # Opening a WAL database while another process closes or recovers it can
+                # be refused at once, without SQLite's busy wait: wait here instead.
+                if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or time.monotonic() > deadline:
+                    raise BlobctlError(f"cannot open the index {path}: {exc}",
+                                       "another blobctl command may hold it; retry") from exc
+                time.sleep(0.01)
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         try:
-            self.db = sqlite3.connect(path, timeout=120, isolation_level=None,
-                                      check_same_thread=False)
-            self.db.execute("PRAGMA synchronous = NORMAL")
-            if self.db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                self.db.execute("PRAGMA journal_mode = WAL")
-                self.db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            # Only a damaged or foreign file is "unreadable" (and gets rebuilt). A busy or
-            # locked database is another process at work: never set that aside.
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-                raise IndexUnreadable(str(exc)) from exc
-            raise BlobctlError(f"cannot open the index {path}: {exc}",
-                               "another blobctl command may hold it; retry") from exc
+            db.execute("PRAGMA synchronous = NORMAL")
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self.db.close()
