@@ -1,19 +1,28 @@
-"""The object format: one standard zstd frame per object (content checksum on, content
-size in the header whenever it is known), named by the SHA-256 of the original bytes.
+"""The object format: zstd frames (RFC 8878) named by the SHA-256 of the original bytes.
+
+An object under MULTITHREAD_MIN_SIZE is one standard frame, content size in its header.
+A larger one (or a stream of unknown size that turns out large) is a run of frames, one
+per segment, behind a 24-byte skippable frame recording its original size and its own
+length; `zstd -d` reads both kinds. Segments are compressed in parallel by worker threads,
+and a 1 MiB chunk that a quick sample shows to be incompressible is stored as a raw frame
+instead: zstd spends ~1.5 CPU-s per GiB of random data finding nothing to compress.
 
 Encoding hashes and compresses in one read pass; decoding verifies the SHA-256 while it
 streams. Both work in fixed-size chunks, so memory stays bounded whatever the size — and
-whatever a damaged or hostile frame claims about itself. zstd and SHA-256 release the GIL,
-so large objects keep more than one core busy: zstd's own workers compress while the
-caller's threads read and hash, and decoding hands its output to a writer thread while it
+whatever a damaged or hostile object claims about itself. zstd and SHA-256 release the
+GIL, so large objects keep more than one core busy: reading, hashing and compressing run
+in separate threads, and decoding hands its output to a writer thread while it
 decompresses and hashes the next chunk.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
+import struct
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO, NamedTuple
 
@@ -23,17 +32,28 @@ from blobctl.errors import IntegrityError, UsageError
 
 CHUNK_SIZE = 1 << 20
 MIN_BUFFER_SIZE = 64 << 10
-#: Inputs at least this large are compressed by zstd's worker threads, and decoded objects
-#: this large are written out by a second thread.
+#: Inputs at least this large are segmented and compressed by worker threads, and decoded
+#: objects this large are written out by a second thread.
 MULTITHREAD_MIN_SIZE = 4 << 20
-#: Input per zstd worker job: bounds the workers' buffers (zstd's default for level 3 is
-#: 8 MiB, which costs ~50 MB more peak memory) at no measurable cost in ratio or speed.
-JOB_SIZE = 4 << 20
+#: Input per compressed frame: large enough that the ratio matches one long frame (zstd's
+#: own worker jobs restart their history as often), small enough to bound memory.
+SEGMENT_SIZE = 4 << 20
 #: Decoded chunks in flight between the decompressing thread and the writing one.
 PIPELINE_DEPTH = 4
 #: Largest zstd window a decoder accepts: bounds decode memory (our levels use ≤ 8 MiB).
 MAX_WINDOW_SIZE = 1 << 25
-FRAME_HEADER_MAX = 18  # ZSTD_FRAMEHEADERSIZE_MAX
+#: A chunk whose sample compresses to more than this fraction of itself is stored raw.
+INCOMPRESSIBLE_RATIO = 0.95
+#: The sample: this many slices of SAMPLE_SLICE bytes spread over the chunk.
+SAMPLE_SLICES, SAMPLE_SLICE = 4, 4 << 10
+RAW_BLOCK_MAX = 128 << 10  # zstd's largest block
+
+#: The skippable frame (magic 0x184D2A5B, 16 bytes of payload) that starts a segmented
+#: object: original size, then the object's length in bytes, both little-endian.
+_HEADER = struct.Struct("<IIQQ")
+_HEADER_MAGIC, _HEADER_PAYLOAD = 0x184D2A5B, 16
+#: Bytes of an object's start that tell its original size (see content_size).
+HEAD_SIZE = _HEADER.size
 
 
 class Encoded(NamedTuple):
@@ -42,70 +62,147 @@ class Encoded(NamedTuple):
     stored: int  # compressed bytes written
 
 
-_single_threaded = threading.local()
+_per_thread = threading.local()
 
 
-def _small_compressor(level: int) -> zstandard.ZstdCompressor:
+def _compressor(level: int) -> zstandard.ZstdCompressor:
     """A compressor for this thread, reused across objects: creating one allocates and
     clears zstd's tables, which costs more than compressing a few KiB."""
-    cached = getattr(_single_threaded, "by_level", None)
+    cached = getattr(_per_thread, "by_level", None)
     if cached is None:
-        cached = _single_threaded.by_level = {}
+        cached = _per_thread.by_level = {}
     if level not in cached:
         cached[level] = zstandard.ZstdCompressor(level=level, write_checksum=True,
                                                  write_content_size=True)
     return cached[level]
 
 
-def _streaming_compressor(level: int, size: int | None) -> zstandard.ZstdCompressor:
-    params = zstandard.ZstdCompressionParameters.from_level(
-        level, source_size=size or 0, threads=-1, job_size=JOB_SIZE,
-        write_checksum=True, write_content_size=True)
-    return zstandard.ZstdCompressor(compression_params=params)
-
-
 def encode(source: BinaryIO, sink: BinaryIO, *, level: int = 3, size: int | None = None,
            label: str = "input", on_read: Callable[[int], object] | None = None) -> Encoded:
-    """Hash and compress `source` into `sink` as one zstd frame.
+    """Hash and compress `source` into `sink` (a seekable file, positioned at 0).
 
-    `size`, when known (a regular file), goes into the frame header; if the input turns
+    `size`, when known (a regular file), picks the encoding up front; if the input turns
     out to have another length (it changed while being read) this raises UsageError.
-    `on_read(n)` is told of each chunk read from a large input (for a progress bar).
+    Without it, the first MULTITHREAD_MIN_SIZE bytes are read to decide. `on_read(n)` is
+    told of each chunk read from a large input (for a progress bar).
     """
-    if size is not None and size < MULTITHREAD_MIN_SIZE:
-        return _encode_small(source, sink, level, size, label)
+    if size is None:
+        head = source.read(MULTITHREAD_MIN_SIZE)
+        if len(head) < MULTITHREAD_MIN_SIZE:
+            return _encode_small(head, sink, level)
+        source = _Prepended(head, source)
+    elif size < MULTITHREAD_MIN_SIZE:
+        data = source.read(size + 1)
+        if len(data) != size:
+            raise _changed_while_read(label, size, len(data))
+        return _encode_small(data, sink, level)
     digest = hashlib.sha256()
     total = 0
-    writer = _streaming_compressor(level, size).stream_writer(
-        sink, size=-1 if size is None else size, closefd=False)
-    # Reading (here), hashing and feeding zstd's workers run in three threads, so the
-    # hash of one chunk overlaps the hand-off of the previous one: run in one thread,
-    # the hash waits whenever zstd's job queue is full and a core sits idle.
-    stages = [lambda chunk, part: digest.update(chunk), lambda chunk, part: writer.write(chunk)]
-    try:
+    sink.write(_HEADER.pack(_HEADER_MAGIC, _HEADER_PAYLOAD, 0, 0))  # completed below
+    # Reading (here), hashing and framing run in three threads, so the hash of one chunk
+    # overlaps the framing of the previous one while the workers compress.
+    with _Framer(sink, level) as framer:
+        stages = [lambda chunk, part: digest.update(chunk), lambda chunk, part: framer.add(chunk)]
         with _Pipeline(stages, threaded=True) as pipeline:
             while n := source.readinto(buffer := pipeline.free_buffer()):
-                chunk = memoryview(buffer)[:n]
-                pipeline.submit(chunk, chunk)
                 total += n
+                if size is not None and total > size:
+                    raise _changed_while_read(label, size, total)
+                pipeline.submit(memoryview(buffer)[:n], None)
                 if on_read is not None:
                     on_read(n)
-        writer.flush(zstandard.FLUSH_FRAME)
-    except zstandard.ZstdError as exc:
-        if size is not None and total != size:
-            raise _changed_while_read(label, size, total) from exc
-        raise
-    return Encoded(digest.hexdigest(), total, sink.tell())
+        framer.finish()
+    if size is not None and total != size:
+        raise _changed_while_read(label, size, total)
+    stored = sink.tell()
+    sink.seek(0)
+    sink.write(_HEADER.pack(_HEADER_MAGIC, _HEADER_PAYLOAD, total, stored))
+    sink.seek(stored)
+    return Encoded(digest.hexdigest(), total, stored)
 
 
-def _encode_small(source: BinaryIO, sink: BinaryIO, level: int, size: int, label: str) -> Encoded:
-    """One read, one compress call, one write: the per-object overhead is what counts here."""
-    data = source.read(size + 1)
-    if len(data) != size:
-        raise _changed_while_read(label, size, len(data))
-    frame = _small_compressor(level).compress(data)
+def _encode_small(data: bytes, sink: BinaryIO, level: int) -> Encoded:
+    """One compress call, one write: the per-object overhead is what counts here."""
+    frame = _compressor(level).compress(data)
     sink.write(frame)
-    return Encoded(hashlib.sha256(data).hexdigest(), size, len(frame))
+    return Encoded(hashlib.sha256(data).hexdigest(), len(data), len(frame))
+
+
+class _Framer:
+    """Writes 1 MiB chunks to `sink` as frames, in order. Runs of compressible chunks are
+    gathered into SEGMENT_SIZE segments that worker threads compress, a frame each; a
+    chunk whose sample does not compress becomes a raw frame, costing only a copy."""
+
+    def __init__(self, sink: BinaryIO, level: int):
+        from concurrent.futures import ThreadPoolExecutor  # 4 ms of imports only large puts need
+
+        self._sink, self._level = sink, level
+        self._workers = os.cpu_count() or 2
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="blobctl-zstd")
+        self._segment = bytearray()
+        self._pending: deque = deque()  # frames in output order: futures, or raw bytes
+
+    def __enter__(self) -> _Framer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+    def add(self, chunk: memoryview) -> None:
+        if _incompressible(chunk):
+            self._submit_segment()
+            self._pending.append(_raw_frame(chunk))
+        else:
+            self._segment += chunk
+            if len(self._segment) >= SEGMENT_SIZE:
+                self._submit_segment()
+        self._write(block=len(self._pending) > 2 * self._workers)
+
+    def finish(self) -> None:
+        self._submit_segment()
+        while self._pending:
+            self._write(block=True)
+
+    def _submit_segment(self) -> None:
+        if self._segment:
+            self._pending.append(self._pool.submit(_compress_segment, self._segment, self._level))
+            self._segment = bytearray()
+
+    def _write(self, block: bool) -> None:
+        """Write the finished frames at the head of the queue; with `block`, wait for at
+        least one (bounding the memory held by frames in flight)."""
+        while self._pending:
+            head = self._pending[0]
+            if isinstance(head, bytes):
+                frame = head
+            elif block or head.done():
+                frame = head.result()
+            else:
+                return
+            self._sink.write(frame)
+            self._pending.popleft()
+            block = False
+
+
+def _compress_segment(segment: bytearray, level: int) -> bytes:
+    return _compressor(level).compress(segment)
+
+
+def _incompressible(chunk: memoryview) -> bool:
+    step = max(len(chunk) // SAMPLE_SLICES, 1)
+    sample = b"".join(chunk[i:i + SAMPLE_SLICE] for i in range(0, len(chunk), step))
+    return len(_compressor(1).compress(sample)) > len(sample) * INCOMPRESSIBLE_RATIO
+
+
+def _raw_frame(chunk: memoryview) -> bytes:
+    """`chunk` as a zstd frame of raw blocks (RFC 8878 3.1.1): single segment, 4-byte
+    content size, no checksum (the SHA-256 covers it)."""
+    parts = [struct.pack("<IBI", 0xFD2FB528, 0xA0, len(chunk))]
+    for offset in range(0, len(chunk), RAW_BLOCK_MAX):
+        block = chunk[offset:offset + RAW_BLOCK_MAX]
+        last = offset + RAW_BLOCK_MAX >= len(chunk)
+        parts += [((len(block) << 3) | last).to_bytes(3, "little"), block]
+    return b"".join(parts)
 
 
 def _changed_while_read(label: str, expected: int, got: int) -> UsageError:
@@ -115,12 +212,12 @@ def _changed_while_read(label: str, expected: int, got: int) -> UsageError:
 
 def decode(source: BinaryIO, emit: Callable[[memoryview], object], expected: str, *,
            label: str, start: int = 0, end: int | None = None) -> int:
-    """Decompress one object frame, verifying its SHA-256 against `expected`.
+    """Decompress one object, verifying its SHA-256 against `expected`.
 
     Every decompressed chunk whose bytes fall in [start, end) is passed to `emit`, in
     order, from one thread (a helper thread for large objects, so that writing overlaps
     decompressing); chunk buffers are reused, so emit must copy what it keeps. The whole
-    frame is still decoded and hashed, so a range read is verified too. Returns the
+    object is still decoded and hashed, so a range read is verified too. Returns the
     original size. Raises IntegrityError naming `label` on any damage or mismatch — the
     caller decides what to do with what was already emitted.
     """
@@ -133,10 +230,16 @@ def decode(source: BinaryIO, emit: Callable[[memoryview], object], expected: str
             emit(part)
 
     try:
-        head = source.read(FRAME_HEADER_MAX)
-        declared = zstandard.get_frame_parameters(head).content_size  # a non-zstd file fails here
-        reader = dctx.stream_reader(_Prepended(head, source), read_size=CHUNK_SIZE,
-                                    read_across_frames=False)
+        head = source.read(HEAD_SIZE)
+        segmented = _segmented_header(head)
+        if segmented is not None:
+            declared, length = segmented
+            body = _Limited(source, length - HEAD_SIZE)
+        else:
+            declared = zstandard.get_frame_parameters(head).content_size  # a non-zstd file fails here
+            body = _Prepended(head, source)
+        reader = dctx.stream_reader(body, read_size=CHUNK_SIZE,
+                                    read_across_frames=segmented is not None)
         stages = [lambda chunk, part: digest.update(chunk), emit_part]
         # A small object needs no 1 MiB buffer; the floor keeps a header that understates
         # the size (a bomb claiming 0 bytes) from turning into millions of tiny reads.
@@ -149,12 +252,29 @@ def decode(source: BinaryIO, emit: Callable[[memoryview], object], expected: str
                 pipeline.submit(chunk, chunk[lo:max(lo, hi)])
                 offset += n
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"object {label} is damaged: {exc}",
-                             "run 'blobctl fsck --repair' to quarantine it") from exc
+        raise IntegrityError(f"object {label} is damaged: {exc}", _REPAIR_HINT) from exc
+    # zstd stops quietly where a run of frames is cut short, or at a few stray bytes after
+    # it: the header's lengths catch both.
+    if segmented is not None and (body.remaining or offset != declared or source.read(1)):
+        raise IntegrityError(f"object {label} is damaged: its length or size differs from "
+                             "its header", _REPAIR_HINT)
     if digest.hexdigest() != expected:
         raise IntegrityError(f"object {label} is damaged: its content does not match its hash",
-                             "run 'blobctl fsck --repair' to quarantine it")
+                             _REPAIR_HINT)
     return offset
+
+
+_REPAIR_HINT = "run 'blobctl fsck --repair' to quarantine it"
+
+
+def _segmented_header(head: bytes) -> tuple[int, int] | None:
+    """(original size, object length) from a segmented object's header, else None."""
+    if len(head) < HEAD_SIZE:
+        return None
+    magic, payload, size, length = _HEADER.unpack_from(head)
+    if magic != _HEADER_MAGIC or payload != _HEADER_PAYLOAD:
+        return None
+    return size, length
 
 
 class _Pipeline:
@@ -240,9 +360,33 @@ class _Prepended:
         head, self._head = self._head[:cut], self._head[cut:]
         return head
 
+    def readinto(self, buffer) -> int:
+        if not self._head:
+            return self._source.readinto(buffer)
+        head = self.read(len(buffer))
+        buffer[:len(head)] = head
+        return len(head)
+
+
+class _Limited:
+    """The next `remaining` bytes of `source`, then end of file: a segmented object's frames."""
+
+    def __init__(self, source: BinaryIO, remaining: int):
+        self._source, self.remaining = source, max(remaining, 0)
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.remaining if size < 0 else min(size, self.remaining)
+        data = self._source.read(size) if size else b""
+        self.remaining -= len(data)
+        return data
+
 
 def content_size(head: bytes) -> int | None:
-    """The original size recorded in a frame header, or None if absent or unreadable."""
+    """The original size recorded at an object's start (its first HEAD_SIZE bytes), or
+    None if absent or unreadable."""
+    segmented = _segmented_header(head)
+    if segmented is not None:
+        return segmented[0]
     try:
         size = zstandard.frame_content_size(head)
     except zstandard.ZstdError:

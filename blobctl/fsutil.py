@@ -107,6 +107,9 @@ class _WritebackFile:
     def tell(self) -> int:
         return self._file.tell()
 
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:
     """sync_file_range(SYNC_FILE_RANGE_WRITE): start writing the range out, don't wait.

@@ -1,6 +1,6 @@
 """The local store: owns the on-disk layout (docs/FORMAT.md) and every operation on it.
 
-    STORE/objects/ab/cdef…   one zstd frame per object, named by the SHA-256 of its content
+    STORE/objects/ab/cdef…   zstd frames (blobctl.codec), named by the SHA-256 of the content
     STORE/refs/<name>        a name: the hash it points at, plus a newline
     STORE/pins/<hash>        a pin: empty (forever) or an expiry time in ns since the epoch
     STORE/tmp/               temp files, renamed into place when complete
@@ -632,7 +632,7 @@ class Store:
             emit(chunk)
 
         with self.open_object(resolved.digest) as handle:
-            declared = codec.content_size(handle.read(codec.FRAME_HEADER_MAX))
+            declared = codec.content_size(handle.read(codec.HEAD_SIZE))
             handle.seek(0)
             if announce is not None and declared is None:  # the header needs the size first
                 declared = codec.decode(handle, lambda chunk: None, resolved.digest, label=label)
@@ -713,7 +713,7 @@ class Store:
         if handle is None:
             return None, None, None
         with handle:
-            size = codec.content_size(handle.read(codec.FRAME_HEADER_MAX))
+            size = codec.content_size(handle.read(codec.HEAD_SIZE))
             return size, os.fstat(handle.fileno()).st_size, None
 
     def list_names(self, prefix: str = "") -> list[NameEntry]:
@@ -793,7 +793,7 @@ class Store:
             return None
         with handle:
             info = os.fstat(handle.fileno())
-            size = codec.content_size(handle.read(codec.FRAME_HEADER_MAX))
+            size = codec.content_size(handle.read(codec.HEAD_SIZE))
             if size is None:
                 handle.seek(0)
                 try:

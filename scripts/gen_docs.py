@@ -139,7 +139,7 @@ def man_page() -> str:
             "The user config (XDG location; \\fBblobctl config path \\-\\-user\\fR prints it).",
             ".TP", "\\fI~/.local/share/blobctl/store\\fR", "The default store.",
             ".TP", "\\fISTORE/config.toml\\fR", "The store's settings and mounts.",
-            ".TP", "\\fISTORE/objects/ab/cdef...\\fR", "Objects: single zstd frames named by their SHA\\-256.",
+            ".TP", "\\fISTORE/objects/ab/cdef...\\fR", "Objects: zstd data named by its SHA\\-256 (zstd \\-d reads it).",
             ".TP", "\\fISTORE/refs/NAME\\fR", "Names: each holds the hash it points at.",
             ".TP", "\\fISTORE/index.sqlite\\fR", "Metadata index, rebuilt from the files when unreadable.",
             ".SH EXIT STATUS"]

@@ -1,12 +1,16 @@
-"""Unit tests for the object format: one zstd frame, SHA-256 of the original bytes."""
+"""Unit tests for the object format: zstd frames (one, or a headed run of segments for
+large objects), named by the SHA-256 of the original bytes."""
 
 import hashlib
 import io
 import os
+import random
 import shutil
+import struct
 import subprocess
 
 import pytest
+import zstandard
 
 from blobctl import codec
 from blobctl.errors import IntegrityError, UsageError
@@ -24,6 +28,14 @@ def decode(frame: bytes, digest: str, **kwargs) -> bytes:
     return bytes(out)
 
 
+def mixed(blocks: int, seed: int = 7) -> bytes:
+    """Alternating 1 MiB chunks of random bytes and of text, then a short tail."""
+    rng = random.Random(seed)
+    text = b"".join(b"line %d of some text\n" % i for i in range(60000))[:1 << 20]
+    return b"".join(rng.randbytes(1 << 20) if i % 2 == 0 else text for i in range(blocks)) + b"tail"
+
+
+MIXED = mixed(6)
 SAMPLES = [b"", b"x", os.urandom(1000), b"text " * 50000, os.urandom(5 << 20) + b"ab" * 100000]
 
 
@@ -33,14 +45,15 @@ def test_round_trip(data, known_size):
     encoded, frame = encode(data, size=len(data) if known_size else None)
     assert encoded.digest == hashlib.sha256(data).hexdigest()
     assert encoded.size == len(data) and encoded.stored == len(frame)
-    # An empty stream ends before zstd must decide, so it records size 0 either way.
-    assert codec.content_size(frame[:18]) == (len(data) if known_size or not data else None)
+    # A stream of unknown size is read far enough to know which encoding it needs, and
+    # either one records the size.
+    assert codec.content_size(frame[:codec.HEAD_SIZE]) == len(data)
     assert decode(frame, encoded.digest) == data
 
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd CLI not installed")
-def test_zstd_cli_reads_objects(tmp_path):
-    data = b"interop " * 10000
+@pytest.mark.parametrize("data", [b"interop " * 10000, MIXED], ids=["one-frame", "segmented"])
+def test_zstd_cli_reads_objects(tmp_path, data):
     _, frame = encode(data, size=len(data))
     (tmp_path / "obj").write_bytes(frame)
     out = subprocess.run(["zstd", "-d", "-c", str(tmp_path / "obj")], capture_output=True, check=True)
@@ -58,9 +71,9 @@ def test_range_reads_are_exact_and_verified():
         decode(bytes(damaged), encoded.digest, start=0, end=10)
 
 
+@pytest.mark.parametrize("data", [b"payload " * 20000, MIXED], ids=["one-frame", "segmented"])
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "garbage", "trailing", "other-hash"])
-def test_damage_is_an_integrity_error(damage):
-    data = b"payload " * 20000
+def test_damage_is_an_integrity_error(data, damage):
     encoded, frame = encode(data, size=len(data))
     frames = {
         "flip": frame[:40] + bytes([frame[40] ^ 1]) + frame[41:],
@@ -98,3 +111,65 @@ def test_decompression_bomb_decodes_in_bounded_chunks():
 def test_input_that_changes_size_is_refused():
     with pytest.raises(UsageError, match="changed while being read"):
         codec.encode(io.BytesIO(b"abc"), io.BytesIO(), size=10, label="f")
+
+
+def segment_frames(obj: bytes) -> list[tuple[int, bool]]:
+    """(content size, is raw) of each frame after a segmented object's header."""
+    frames, offset = [], codec.HEAD_SIZE
+    while offset < len(obj):
+        params = zstandard.get_frame_parameters(obj[offset:offset + 18])
+        size = zstandard.frame_header_size(obj[offset:offset + 18])
+        first_block = int.from_bytes(obj[offset + size:offset + size + 3], "little")
+        frames.append((params.content_size, (first_block >> 1) & 3 == 0))
+        offset = _frame_end(obj, offset)
+    return frames
+
+
+def _frame_end(obj: bytes, offset: int) -> int:
+    """Where the frame at `offset` ends, walking its block headers (RFC 8878 3.1.1.2)."""
+    params = zstandard.get_frame_parameters(obj[offset:offset + 18])
+    offset += zstandard.frame_header_size(obj[offset:offset + 18])
+    while True:
+        header = int.from_bytes(obj[offset:offset + 3], "little")
+        kind, size = (header >> 1) & 3, header >> 3
+        offset += 3 + (1 if kind == 1 else size)  # an RLE block stores one byte
+        if header & 1:
+            return offset + (4 if params.has_checksum else 0)
+
+
+def test_incompressible_chunks_are_stored_raw_and_the_rest_compressed():
+    """Random chunks cost only a copy; text chunks are compressed; both in input order."""
+    data = mixed(5)  # random, text, random, text, random, "tail"
+    encoded, obj = encode(data, size=len(data))
+    frames = segment_frames(obj)
+    assert [raw for _, raw in frames] == [True, False, True, False, True, True]
+    assert [size for size, _ in frames] == [1 << 20] * 5 + [4]
+    random_bytes = 3 << 20
+    assert random_bytes < encoded.stored < random_bytes + 2 * (1 << 20) // 10
+    assert decode(obj, encoded.digest) == data
+
+
+def test_compressible_runs_are_grouped_into_segments():
+    data = b"".join(b"record %d\n" % i for i in range(1_500_000))  # ~16 MiB of text
+    encoded, obj = encode(data, size=len(data))
+    sizes = [size for size, raw in segment_frames(obj) if not raw]
+    assert sizes[:-1] == [codec.SEGMENT_SIZE] * (len(sizes) - 1) and sum(sizes) == len(data)
+    assert encoded.stored < len(data) // 4
+    assert decode(obj, encoded.digest) == data
+
+
+@pytest.mark.parametrize("field", ["size", "length"])
+def test_a_segmented_header_that_lies_is_damage(field):
+    encoded, obj = encode(MIXED, size=len(MIXED))
+    magic, payload, size, length = struct.unpack_from("<IIQQ", obj)
+    size, length = (size - 1, length) if field == "size" else (size, length - 10)
+    forged = struct.pack("<IIQQ", magic, payload, size, length) + obj[codec.HEAD_SIZE:]
+    with pytest.raises(IntegrityError, match="object k is damaged"):
+        decode(forged, encoded.digest)
+
+
+def test_truncation_at_a_frame_boundary_is_damage():
+    encoded, obj = encode(MIXED, size=len(MIXED))
+    cut = _frame_end(obj, codec.HEAD_SIZE)
+    with pytest.raises(IntegrityError, match="object k is damaged"):
+        decode(obj[:cut], encoded.digest)
