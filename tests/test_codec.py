@@ -60,10 +60,11 @@ def test_zstd_cli_reads_objects(tmp_path, data):
     assert out.stdout == data
 
 
-def test_range_reads_are_exact_and_verified():
-    data = os.urandom(3 << 20)
+@pytest.mark.parametrize("data", [os.urandom(3 << 20), MIXED], ids=["one-frame", "segmented"])
+def test_range_reads_are_exact_and_verified(data):
     encoded, frame = encode(data, size=len(data))
-    for start, end in [(0, 0), (0, 10), (100, 2 << 20), ((1 << 20) - 5, (1 << 20) + 5), (10, None), (len(data), None)]:
+    for start, end in [(0, 0), (0, 10), (100, 2 << 20), ((1 << 20) - 5, (1 << 20) + 5),
+                       ((3 << 20) - 7, (5 << 20) + 9), (10, None), (len(data), None)]:
         assert decode(frame, encoded.digest, start=start, end=end) == data[start:end]
     damaged = bytearray(frame)
     damaged[-100] ^= 0xFF
