@@ -174,3 +174,15 @@ def test_truncation_at_a_frame_boundary_is_damage():
     cut = _frame_end(obj, codec.HEAD_SIZE)
     with pytest.raises(IntegrityError, match="object k is damaged"):
         decode(obj[:cut], encoded.digest)
+
+
+@pytest.mark.parametrize("size", [codec.MULTITHREAD_MIN_SIZE - 1, codec.MULTITHREAD_MIN_SIZE])
+@pytest.mark.parametrize("known_size", [True, False])
+def test_the_shape_switches_at_the_threshold_whether_or_not_the_size_is_known(size, known_size):
+    """A pipe's first MULTITHREAD_MIN_SIZE bytes decide its shape as a file's size would."""
+    data = (b"threshold " * (size // 10 + 1))[:size]
+    encoded, obj = encode(data, size=size if known_size else None)
+    segmented = obj[:4] == struct.pack("<I", 0x184D2A5B)
+    assert segmented == (size >= codec.MULTITHREAD_MIN_SIZE)
+    assert codec.content_size(obj[:codec.HEAD_SIZE]) == size
+    assert decode(obj, encoded.digest) == data
