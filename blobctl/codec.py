@@ -38,6 +38,9 @@ MULTITHREAD_MIN_SIZE = 4 << 20
 #: Input per compressed frame: large enough that the ratio matches one long frame (zstd's
 #: own worker jobs restart their history as often), small enough to bound memory.
 SEGMENT_SIZE = 4 << 20
+#: At most this many threads compress one object's segments (each holds a zstd context
+#: and up to two segments in flight, which bounds memory on many-core machines).
+MAX_COMPRESS_THREADS = 8
 #: Decoded chunks in flight between the decompressing thread and the writing one.
 PIPELINE_DEPTH = 4
 #: Largest zstd window a decoder accepts: bounds decode memory (our levels use ≤ 8 MiB).
@@ -137,7 +140,8 @@ class _Framer:
         from concurrent.futures import ThreadPoolExecutor  # 4 ms of imports only large puts need
 
         self._sink, self._level = sink, level
-        self._workers = os.cpu_count() or 2
+        self._workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                            else os.cpu_count() or 2, MAX_COMPRESS_THREADS)
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="blobctl-zstd")
         self._segment = bytearray()
         self._pending: deque = deque()  # frames in output order: futures, or raw bytes
@@ -156,7 +160,7 @@ class _Framer:
             self._segment += chunk
             if len(self._segment) >= SEGMENT_SIZE:
                 self._submit_segment()
-        self._write(block=len(self._pending) > 2 * self._workers)
+        self._write(block=len(self._pending) > self._workers + 2)
 
     def finish(self) -> None:
         self._submit_segment()
