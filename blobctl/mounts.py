@@ -297,7 +297,7 @@ class Overlay:
             if first and not self.store.has_object(digest):
                 fetched = self._first_answer(self.mounts, lambda mount: self._download(mount, digest))
                 if fetched is None:
-                    raise NotFoundError(f"object {digest} is on no mounted remote")
+                    raise _on_no_remote(digest)
             return name, digest, fetched, first
 
         if progress is not None:
@@ -384,7 +384,7 @@ class Overlay:
         except IntegrityError:
             staged = self.stage(digest)
             if staged is None:
-                raise NotFoundError(f"object {digest} is on no mounted remote") from None
+                raise _on_no_remote(digest) from None
             return staged
 
     def _lookups(self, target: str) -> list[Callable[[], tuple[str | None, str]]]:
@@ -412,6 +412,10 @@ class Overlay:
                     continue
                 lookups.append(functools.partial(_read_remote_ref, backend, name, key))
         return lookups
+
+
+def _on_no_remote(digest: str) -> NotFoundError:
+    return NotFoundError(f"object {digest} is on no mounted remote")
 
 
 def _read_remote_ref(backend: Backend, name: str, key: str) -> tuple[str, str]:
