@@ -131,6 +131,18 @@ def test_bad_input_is_one_clear_line(blobctl, args, code, needle):
     assert result.code == code and needle in one_line_error(result) and result.out == b""
 
 
+@pytest.mark.parametrize("value,needle", [
+    ("0", "0 is below the minimum, 1"),
+    ("257", "257 is above the maximum, 256"),
+    ("many", "'many' is not a whole number"),
+])
+@pytest.mark.parametrize("command", ["push", "pull"])
+def test_bad_jobs_value_is_a_usage_error_naming_the_option(blobctl, command, value, needle):
+    result = blobctl(command, "--jobs", value, *(["x/"] if command == "pull" else []))
+    assert result.code == EXIT_USAGE and result.out == b""
+    assert f"Invalid value for '--jobs' / '-j': {needle}" in result.err
+
+
 @pytest.fixture
 def shared_dir(tmp_path):
     """A directory an unprivileged user can traverse (pytest's tmp_path is root-only)."""

@@ -34,6 +34,17 @@ def test_get_does_not_import_pydantic(blobctl, tmp_path):
     assert not modules & {"json", "concurrent.futures", "secrets"}
 
 
+def test_push_and_pull_with_jobs_do_not_import_pydantic(blobctl, tmp_path):
+    """Their --jobs is the CLI's only int option: it is converted without typer's pydantic
+    adapter too (~60-100 ms of imports)."""
+    store, remote = tmp_path / "store", tmp_path / "remote"
+    remote.mkdir()
+    blobctl("--store", store, "mount", "team", remote, check=True)
+
+    for args in (["push", "--jobs", "3"], ["pull", "team/", "-j", "2"]):
+        assert "pydantic" not in imported_modules("--store", str(store), *args)
+
+
 def test_get_builds_only_the_invoked_command(blobctl, tmp_path):
     """Building a Typer command costs ~1-2 ms: a run builds the one it invokes, not every
     command of its module."""

@@ -97,31 +97,46 @@ def _global_options(
     ctx.obj = store
 
 
-_PLAIN_TYPES = {str: str, Path: Path, list[str]: list, bool: bool}
+_PLAIN_TYPES = {str: str, Path: Path, list[str]: list, bool: bool, int: int}
 
 
 def _skip_pydantic_for_plain_types(command, help_names: list[str]) -> None:
-    """Give str, Path and list[str] parameters (and bool flags that no environment
+    """Give str, Path, list[str] and int parameters (and bool flags that no environment
     variable sets) a direct conversion.
 
     typer coerces every non-flag value through a pydantic TypeAdapter: importing pydantic
-    and building the adapter costs ~100 ms per run, more than a small `get` does in all.
-    Parameters of other types keep typer's coercion (and its messages).
+    and building the adapter costs ~60-100 ms per run, more than a small `get` does in
+    all. Parameters of other types keep typer's coercion (and its messages).
     """
     from typer._click import Context
+    from typer._click.exceptions import BadParameter
     from typer._coercion import RuntimeParam
 
     class PlainParam(RuntimeParam):
         def _coerce_value(self, value, param, ctx):
             convert = _PLAIN_TYPES[self.annotation]
-            return [str(item) for item in value] if convert is list else convert(value)
+            if convert is list:
+                return [str(item) for item in value]
+            if convert is not int:
+                return convert(value)
+            try:
+                number = int(value)
+            except ValueError:
+                raise BadParameter(f"{value!r} is not a whole number", ctx=ctx, param=param) from None
+            low, high = self.parameter_info.min, self.parameter_info.max
+            if low is not None and number < low:
+                raise BadParameter(f"{number} is below the minimum, {low}", ctx=ctx, param=param)
+            if high is not None and number > high:
+                raise BadParameter(f"{number} is above the maximum, {high}", ctx=ctx, param=param)
+            return number
 
     help_option = command.get_help_option(Context(command, help_option_names=help_names))
     for param in [*command.params, help_option]:
         descriptor = getattr(param, "type_descriptor", None)
         if descriptor is None or descriptor.annotation not in _PLAIN_TYPES \
                 or descriptor.file_annotation is not None \
-                or (descriptor.annotation is bool and param.envvar):
+                or (descriptor.annotation is bool and param.envvar) \
+                or (descriptor.annotation is int and descriptor.parameter_info.clamp):
             continue
         param._runtime_param = PlainParam(descriptor.parameter_info, descriptor.annotation)
     for sub in getattr(command, "commands", {}).values():
