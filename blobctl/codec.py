@@ -19,6 +19,7 @@ decompresses and hashes the next chunk.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import queue
 import struct
@@ -80,6 +81,14 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
         cached[level] = zstandard.ZstdCompressor(level=level, write_checksum=True,
                                                  write_content_size=True)
     return cached[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """A decompressor for this thread, reused across objects like _compressor's."""
+    cached = getattr(_per_thread, "decompressor", None)
+    if cached is None:
+        cached = _per_thread.decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_SIZE)
+    return cached
 
 
 def encode(source: BinaryIO, sink: BinaryIO, *, level: int = 3, size: int | None = None,
@@ -271,6 +280,29 @@ def decode(source: BinaryIO, emit: Callable[[memoryview], object], expected: str
 
 
 _REPAIR_HINT = "run 'blobctl fsck --repair' to quarantine it"
+
+
+def verify_whole(data: bytes, expected: str, *, label: str) -> int:
+    """Verify an object held whole in memory (a download); returns its original size.
+
+    A single frame that declares a size up to MULTITHREAD_MIN_SIZE is checked with one
+    decompress call and one hash call, each releasing the GIL for its whole length, so
+    several threads verify side by side without contending; anything else streams
+    through decode(). Raises IntegrityError as decode() does."""
+    try:  # (a segmented object's skippable header would read as a 16-byte frame)
+        declared = -1 if _segmented_header(data) else zstandard.frame_content_size(data)
+    except zstandard.ZstdError:
+        declared = -1
+    if not 0 <= declared < MULTITHREAD_MIN_SIZE:
+        return decode(io.BytesIO(data), lambda chunk: None, expected, label=label)
+    try:  # the declared size bounds the output: a frame that overruns it is an error
+        original = _decompressor().decompress(data, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"object {label} is damaged: {exc}", _REPAIR_HINT) from exc
+    if hashlib.sha256(original).hexdigest() != expected:
+        raise IntegrityError(f"object {label} is damaged: its content does not match its hash",
+                             _REPAIR_HINT)
+    return len(original)
 
 
 def _segmented_header(head: bytes) -> tuple[int, int] | None:

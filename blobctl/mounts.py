@@ -36,18 +36,10 @@ if TYPE_CHECKING:
     from blobctl.store import Store, _Pending
 
 T = TypeVar("T")
-#: Objects up to this size are downloaded by pull's worker threads into memory and
-#: verified by the thread that publishes them: one thread decompressing and hashing costs
-#: a third less CPU than eight contending for the GIL, and pull is CPU-bound. Larger ones
-#: are verified by the worker as they stream.
-VERIFY_LATER_MAX = 4 << 20
-
-
-class _Downloaded(NamedTuple):
-    """An object's compressed bytes as `mount` sent them: not verified yet."""
-
-    mount: Mount
-    data: bytes
+#: Objects up to this size are downloaded whole into memory and verified there, each by
+#: the worker thread that fetched it (one decompress and one hash call, which release the
+#: GIL); larger ones are verified as they stream to a temp file.
+VERIFY_WHOLE_MAX = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -169,8 +161,9 @@ class Overlay:
         with self.backend(mount).open_read(keys.object_key(digest)) as stream:
             return self._stage_stream(mount, digest, stream)
 
-    def _stage_stream(self, mount: Mount, digest: str, stream: BinaryIO) -> _Pending:
-        """Verify an object arriving from `mount` into a temp file, counting the fetch."""
+    def _stage_stream(self, mount: Mount, digest: str, stream: BinaryIO | bytes) -> _Pending:
+        """Verify an object arriving from `mount` (streamed, or whole in memory) into a
+        temp file, counting the fetch."""
         backend = self.backend(mount)
         try:
             staged = self.store.stage_verified(stream, digest, f"{digest} from {backend.url}")
@@ -279,10 +272,10 @@ class Overlay:
             return [self._pull_one(target, pool, jobs, progress) for target in targets]
 
     def _pull_one(self, target: str, pool: ThreadPoolExecutor, jobs: int, progress) -> PullReport:
-        """Each name is one task (read its remote ref, then download its object if
-        missing), so ref reads overlap downloads. This thread verifies what the tasks
-        downloaded and publishes it in batches; a failed name does not lose what the
-        others fetched."""
+        """Each name is one task (read its remote ref, then download and verify its
+        object into a temp file if missing), so ref reads overlap downloads. This thread
+        publishes what the tasks staged, in batches; a failed name does not lose what
+        the others fetched."""
         report = PullReport(target)
         lookups = self._lookups(target)
         claimed: set[str] = set()
@@ -324,8 +317,8 @@ class Overlay:
             report.names += len(ready)
 
         pending = iter(lookups)
-        # Downloads run ahead of verification by a bounded number of tasks (memory), and
-        # are verified as they complete, in any order: no waiting behind a slow one.
+        # Tasks run ahead of publishing by a bounded number (memory), and are published
+        # as they complete, in any order: no waiting behind a slow one.
         in_flight = {pool.submit(pull_entry, lookup) for lookup in itertools.islice(pending, max(1, jobs) * 2)}
         try:
             while in_flight:
@@ -334,8 +327,7 @@ class Overlay:
                 for future in done:
                     in_flight.discard(future)  # what stays there is cleaned up if we stop
                     try:
-                        name, digest, fetched, first = future.result()
-                        staged = self._verified(fetched, digest) if isinstance(fetched, _Downloaded) else fetched
+                        name, digest, staged, first = future.result()
                     except BlobctlError as exc:
                         failure = failure or exc
                         continue
@@ -357,35 +349,23 @@ class Overlay:
                 future.cancel()
             for future in in_flight:
                 if not future.cancelled() and future.exception() is None:
-                    fetched = future.result()[2]
-                    if fetched is not None and not isinstance(fetched, _Downloaded):
-                        batch.append(fetched)
+                    staged = future.result()[2]
+                    if staged is not None:
+                        batch.append(staged)
             self.store.discard(batch)
         if failure is not None:
             raise failure
         return report
 
-    def _download(self, mount: Mount, digest: str) -> _Downloaded | _Pending:
-        """An object's compressed bytes from `mount`, left for the caller to verify, or,
-        if larger than VERIFY_LATER_MAX, verified here while it streams to a temp file."""
+    def _download(self, mount: Mount, digest: str) -> _Pending:
+        """An object from `mount`, verified into a temp file by this (worker) thread."""
         backend = self.backend(mount)
         with backend.open_read(keys.object_key(digest)) as stream:
-            data = stream.read(VERIFY_LATER_MAX + 1)
-            if len(data) <= VERIFY_LATER_MAX:
-                return _Downloaded(mount, data)
+            data = stream.read(VERIFY_WHOLE_MAX + 1)
+            if len(data) <= VERIFY_WHOLE_MAX:
+                return self._stage_stream(mount, digest, data)
             rest = iter(lambda: stream.read(CHUNK_SIZE), b"")
             return self._stage_stream(mount, digest, buffered(itertools.chain([data], rest)))
-
-    def _verified(self, downloaded: _Downloaded, digest: str) -> _Pending:
-        """A downloaded object verified into a temp file; if it is damaged, the object is
-        looked for again on every mount in order, as a read would."""
-        try:
-            return self._stage_stream(downloaded.mount, digest, io.BytesIO(downloaded.data))
-        except IntegrityError:
-            staged = self.stage(digest)
-            if staged is None:
-                raise _on_no_remote(digest) from None
-            return staged
 
     def _lookups(self, target: str) -> list[Callable[[], tuple[str | None, str]]]:
         """How to find each (name, hash) a target covers: a key resolves at once; a prefix

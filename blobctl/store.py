@@ -360,14 +360,19 @@ class Store:
     def put_path(self, path: str, name: str | None = None, progress=None) -> PutResult:
         return self._publish([self._encode_path(path, progress)], name)[0]
 
-    def stage_verified(self, source: BinaryIO, digest: str, label: str) -> _Pending:
+    def stage_verified(self, source: BinaryIO | bytes, digest: str, label: str) -> _Pending:
         """Copy an object that arrives already compressed (a remote fetch) into a temp
-        file, verifying it on the way; publish it with publish(), or discard() it. Its
-        data is synced by _publish, before the rename."""
-        from blobctl.mounts import verify_stream_into
+        file, verified: a stream as it is copied, a whole object in memory before it is
+        written. Publish it with publish(), or discard() it; _publish syncs its data
+        before the rename."""
+        if isinstance(source, bytes):
+            size = codec.verify_whole(source, digest, label=label)
+            temp, stored = self._fill_temp(lambda sink: sink.write(source))
+        else:
+            from blobctl.mounts import verify_stream_into
 
-        temp, (size, stored) = self._fill_temp(
-            lambda sink: (verify_stream_into(source, sink, digest, label), sink.tell()))
+            temp, (size, stored) = self._fill_temp(
+                lambda sink: (verify_stream_into(source, sink, digest, label), sink.tell()))
         return _Pending(temp, codec.Encoded(digest, size, stored), label)
 
     def publish(self, staged: list[_Pending]) -> None:

@@ -72,9 +72,25 @@ def test_range_reads_are_exact_and_verified(data):
         decode(bytes(damaged), encoded.digest, start=0, end=10)
 
 
+def verify_whole(frame: bytes, digest: str) -> int:
+    return codec.verify_whole(frame, digest, label="k")
+
+
+#: The two ways an object is checked: streamed (reads, local and remote), and whole in
+#: memory (small downloads); they must agree on every kind of damage.
+CHECKS = {"streamed": lambda frame, digest: len(decode(frame, digest)), "whole": verify_whole}
+
+
+@pytest.mark.parametrize("data", SAMPLES, ids=lambda d: str(len(d)))
+def test_whole_check_returns_the_original_size(data):
+    encoded, frame = encode(data, size=len(data))
+    assert verify_whole(frame, encoded.digest) == len(data)
+
+
+@pytest.mark.parametrize("check", CHECKS)
 @pytest.mark.parametrize("data", [b"payload " * 20000, MIXED], ids=["one-frame", "segmented"])
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "garbage", "trailing", "other-hash"])
-def test_damage_is_an_integrity_error(data, damage):
+def test_damage_is_an_integrity_error(data, damage, check):
     encoded, frame = encode(data, size=len(data))
     frames = {
         "flip": frame[:40] + bytes([frame[40] ^ 1]) + frame[41:],
@@ -85,7 +101,19 @@ def test_damage_is_an_integrity_error(data, damage):
         "other-hash": encode(b"something else")[1],
     }
     with pytest.raises(IntegrityError, match="object k is damaged"):
-        decode(frames[damage], encoded.digest)
+        CHECKS[check](frames[damage], encoded.digest)
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("claimed", [900, 1100])
+def test_a_frame_header_that_lies_about_the_size_is_damage(check, claimed):
+    data = os.urandom(500) + b"a" * 500
+    encoded, frame = encode(data, size=len(data))
+    # single-segment frame of 1000 bytes: a 2-byte content size (minus 256) after the descriptor
+    assert frame[4] >> 6 == 1 and frame[4] & 0x20 and struct.unpack_from("<H", frame, 5)[0] == 1000 - 256
+    forged = frame[:5] + struct.pack("<H", claimed - 256) + frame[7:]
+    with pytest.raises(IntegrityError, match="object k is damaged"):
+        CHECKS[check](forged, encoded.digest)
 
 
 def test_empty_file_is_not_the_empty_object():

@@ -265,14 +265,14 @@ def test_pull_falls_through_to_the_next_mount_when_one_sends_damaged_data(blobct
 
 @pytest.mark.parametrize("damaged", [False, True], ids=["intact", "damaged"])
 def test_pull_streams_large_objects_through_verification(blobctl, tmp_path, damaged):
-    """An object over mounts.VERIFY_LATER_MAX is verified by the worker while it streams."""
-    from blobctl.mounts import VERIFY_LATER_MAX
+    """An object over mounts.VERIFY_WHOLE_MAX is verified by the worker while it streams."""
+    from blobctl.mounts import VERIFY_WHOLE_MAX
 
-    big = os.urandom(VERIFY_LATER_MAX + (1 << 20))  # incompressible: stays over the limit
+    big = os.urandom(VERIFY_WHOLE_MAX + (1 << 20))  # incompressible: stays over the limit
     remote_dir = tmp_path / "remote"
     digest = store_runner(blobctl, remote_dir, {})("put", "--name", "big", "-", input=big, check=True).text.strip()
     stored = remote_dir / "objects" / digest[:2] / digest[2:]
-    assert stored.stat().st_size > VERIFY_LATER_MAX
+    assert stored.stat().st_size > VERIFY_WHOLE_MAX
     if damaged:
         body = bytearray(stored.read_bytes())
         body[len(body) // 2] ^= 0xFF
