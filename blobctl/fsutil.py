@@ -144,9 +144,10 @@ def _sync_file_system(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def temp_path(tmp_dir: Path) -> Path:
-    """A fresh, unguessable temp name that gc recognises by its suffix."""
-    return tmp_dir / f"{os.urandom(8).hex()}{TEMP_SUFFIX}"  # what secrets.token_hex does, without its 2 ms import
+def temp_path(tmp_dir: Path, prefix: str = "") -> Path:
+    """A fresh, unguessable temp name that gc recognises by its suffix; `prefix` lets
+    whoever chose it find the temp files of one task."""
+    return tmp_dir / f"{prefix}{os.urandom(8).hex()}{TEMP_SUFFIX}"  # what secrets.token_hex does, without its 2 ms import
 
 
 def make_dirs(path: Path, syncer: Syncer) -> None:

@@ -261,6 +261,84 @@ def test_stdin_paths_and_nul_separated(blobctl, files):
     assert bad.code == EXIT_NOT_FOUND and bad.text.count("\n") == 1 and "/missing/one" in bad.err
 
 
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_stdin_paths_of_many_small_files(store_dir, tmp_path, how):
+    """Enough files for worker processes (started by the installed script, or by
+    `python -m blobctl`): sha256sum-style lines in input order, one error line for a
+    missing file, exit 3, nothing left in tmp/."""
+    from blobctl.store import PROCESSES_MIN_FILES
+
+    paths = []
+    for i in range(PROCESSES_MIN_FILES + 600):
+        path = tmp_path / f"{i // 500}" / f"f{i}"
+        if i % 500 == 0:
+            path.parent.mkdir()
+        path.write_bytes(b"file %d\n" % i)
+        paths.append(path)
+    listing = [str(p) for p in paths]
+    listing.insert(PROCESSES_MIN_FILES + 300, "/missing/one")
+    command = blobctl_executable() if how == "script" else [sys.executable, "-m", "blobctl"]
+    proc = subprocess.run(command + ["put", "--stdin-paths"], input="\n".join(listing).encode(),
+                          capture_output=True, timeout=120, env={**os.environ, "BLOBCTL_STORE": str(store_dir)})
+    assert proc.returncode == EXIT_NOT_FOUND, proc.stderr.decode()
+    assert proc.stderr.decode().count("\n") == 1 and "/missing/one" in proc.stderr.decode()
+    expected = [f"{sha(p.read_bytes())}  {p}" for p in paths]
+    assert proc.stdout.decode().splitlines() == expected
+    assert not list((store_dir / "tmp").iterdir())
+
+
+def slow_put_of_many_files(store_dir: Path, tmp_path: Path, count: int = 6000) -> tuple[subprocess.Popen, list[str]]:
+    """`put --stdin-paths` of `count` tiny files in its own process group, with ~1.2 s of
+    pauses before publishing (so a test can act mid-way); returns it and the paths."""
+    paths = []
+    for i in range(count):
+        path = tmp_path / f"{i // 1000}" / f"f{i}"
+        if i % 1000 == 0:
+            path.parent.mkdir()
+        path.write_bytes(b"%d" % i)
+        paths.append(str(path))
+    proc = subprocess.Popen(blobctl_executable() + ["put", "--stdin-paths"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "BLOBCTL_STORE": str(store_dir), "BLOBCTL_TEST_DELAY_PUBLISH": "0.05"})
+    proc.stdin.write("\n".join(paths).encode())
+    proc.stdin.close()
+    return proc, paths
+
+
+def test_ctrl_c_during_a_put_of_many_files_leaves_no_temp_files(store_dir, tmp_path):
+    """Ctrl-C reaches the whole process group, worker processes included: exit 130, no
+    traceback, nothing in tmp/, and every object already reported is in the store."""
+    proc, _ = slow_put_of_many_files(store_dir, tmp_path)
+    reported = [proc.stdout.readline() for _ in range(1500)]  # past the inline start
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(timeout=60)
+    assert proc.returncode == 130 and b"Traceback" not in err, err.decode()
+    assert not list((store_dir / "tmp").iterdir())
+    for line in reported + rest.splitlines()[:50]:
+        digest = line.split()[0].decode()
+        assert (store_dir / "objects" / digest[:2] / digest[2:]).is_file()
+
+
+def test_a_killed_worker_process_loses_nothing(store_dir, tmp_path):
+    """A worker killed mid-put (say, by the OOM killer): the put finishes the rest itself,
+    with every line right and every object stored."""
+    proc, paths = slow_put_of_many_files(store_dir, tmp_path)
+    first = [proc.stdout.readline() for _ in range(1300)]  # workers are busy by now
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True).stdout.split()
+    assert workers, "no worker process to kill"
+    os.kill(int(workers[0]), signal.SIGKILL)
+    rest, err = proc.stdout.read(), proc.stderr.read()
+    proc.wait(timeout=60)
+    assert proc.returncode == 0 and not err, err.decode()
+    lines = [line.decode() for line in first] + rest.decode().splitlines(keepends=True)
+    assert lines == [f"{sha(Path(p).read_bytes())}  {p}\n" for p in paths]
+    for line in lines[::97]:
+        digest = line.split()[0]
+        assert (store_dir / "objects" / digest[:2] / digest[2:]).read_bytes()
+    assert not list((store_dir / "tmp").iterdir())
+
+
 def test_put_json(blobctl, files):
     rows = json.loads(blobctl("put", "--json", "--name", "n", files["medium"], check=True).out)
     assert rows == [{"hash": sha(files["medium"].read_bytes()), "size": 300_000, "stored": rows[0]["stored"],

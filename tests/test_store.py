@@ -46,24 +46,60 @@ def test_dedup_records_access(store):
     assert store.index.row(digest).accessed > 1
 
 
-def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch):
-    """Small files (encoded inline) and larger ones (worker threads) interleaved, with
-    errors of both kinds, across several publish batches."""
+@pytest.mark.parametrize("processes", [False, True], ids=["inline", "worker-processes"])
+def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, processes):
+    """Small files (encoded inline, or past PROCESSES_MIN_FILES by worker processes) and
+    larger ones (worker threads) interleaved, with errors of both kinds, across several
+    publish batches."""
     monkeypatch.setattr(store_module, "PUBLISH_BATCH", 7)
+    chunks = []
+    if processes:
+        monkeypatch.setattr(store_module, "PROCESSES_MIN_FILES", 5)
+        monkeypatch.setattr(store_module, "PROCESS_CHUNK", 4)
+    real_result = store_module._WorkerProcesses.result
+    monkeypatch.setattr(store_module._WorkerProcesses, "result",
+                        lambda self, future: chunks.append(future) or real_result(self, future))
     files = []
-    for i in range(40):
+    for i in range(60):
         f = tmp_path / f"f{i}"
-        f.write_bytes(os.urandom(store_module.INLINE_MAX_SIZE + i if i % 3 == 0 else i * 100))
+        f.write_bytes(os.urandom(store_module.INLINE_MAX_SIZE + i if i % 7 == 0 else i * 50))
         files.append(str(f))
-    files.insert(5, str(tmp_path / "missing"))
-    files.insert(9, str(tmp_path))  # a directory
+    files.insert(30, str(tmp_path / "missing"))
+    files.insert(41, str(tmp_path))  # a directory
     results = list(store.put_paths(files, jobs=3))
-    assert len(results) == 42
-    assert isinstance(results[5], NotFoundError) and isinstance(results[9], UsageError)
+    assert len(chunks) >= 8 if processes else not chunks
+    assert len(results) == 62
+    assert isinstance(results[30], NotFoundError) and isinstance(results[41], UsageError)
     for path, result in zip(files, results):
-        if path not in (files[5], files[9]):
+        if path not in (files[30], files[41]):
             assert result.digest == sha(open(path, "rb").read()) and result.source == path
+            assert read_all(store, result.digest) == open(path, "rb").read()
     assert not list(store.tmp_dir.iterdir())
+
+
+def test_a_chunk_whose_worker_died_is_encoded_here(store, tmp_path):
+    """The pool reports a dead worker on every task it had: each is encoded again here,
+    after removing what its worker had written."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    paths = []
+    for i in range(3):
+        (tmp_path / f"f{i}").write_bytes(b"content %d" % i)
+        paths.append(str(tmp_path / f"f{i}"))
+    broken = Future()
+    broken.set_exception(BrokenProcessPool("a worker was killed"))
+    workers = store_module._WorkerProcesses(store._encoder)
+    workers._chunks[broken] = (paths, "wdead-")
+    (store.tmp_dir / "wdead-0123.partial").write_bytes(b"half an object")
+
+    outcomes = workers.result(broken)
+
+    assert [item.encoded.digest for item in outcomes] == [sha(b"content %d" % i) for i in range(3)]
+    assert not workers.available  # the rest of the put stays here too
+    # the dead worker's half-written temp file is gone; only the new ones remain
+    assert sorted(p.name for p in store.tmp_dir.iterdir()) == sorted(item.temp.name for item in outcomes)
+    store.discard(outcomes)
 
 
 def test_names_bind_resolve_and_conflicts(store):
