@@ -63,6 +63,7 @@ def test_gc_json_fields(blobctl, put, store_dir):
     assert report["after"] == {"objects": 2, "stored": report["before"]["stored"] - report["evict"]["stored"]}
     assert report["executed"]["evicted"] == 1 and report["executed"]["changed"] == 0
     assert report["temp_files"] == {"files": 0, "stored": 0}
+    assert object_file(store_dir, fresh).exists() and object_file(store_dir, pinned).exists()
 
 
 def test_dry_run_deletes_nothing(blobctl, put, store_dir, tmp_path):

@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import shutil
 import time
-from pathlib import Path
 
 from blobctl import gc
 from blobctl.config import Config
