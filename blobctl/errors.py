@@ -14,6 +14,7 @@ EXIT_NOT_FOUND = 3  # key, name, file or object does not exist
 EXIT_INTEGRITY = 4  # stored or fetched data failed verification; fsck found problems
 EXIT_REMOTE = 5  # a remote store could not be reached or refused the request
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # SIGTERM (kill, timeout, a cancelled job): cleaned up as for Ctrl-C
 
 
 class BlobctlError(Exception):

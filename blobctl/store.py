@@ -49,6 +49,8 @@ PROCESSES_MIN_FILES = 1024
 PROCESS_CHUNK = 64
 #: At most this many worker processes, however many CPUs.
 MAX_WORKER_PROCESSES = 8
+#: How often a worker process checks that the put that started it is still there.
+WORKER_WATCH_SECONDS = 0.25
 
 
 class _Pending(NamedTuple):
@@ -183,12 +185,22 @@ def _encode_in_worker(tmp_dir: Path, level: int, durable: bool, temp_prefix: str
     return _Encoder(tmp_dir, level, Syncer(durable), temp_prefix).encode_paths(paths)
 
 
-def _start_worker() -> None:
-    """Ctrl-C reaches the whole process group: the parent alone handles it, and lets the
-    workers finish their current task so that it can remove their temp files."""
+def _start_worker(parent: int) -> None:
+    """Ctrl-C (and SIGTERM, sent to a whole job) reach the process group: the parent alone
+    handles them, and lets the workers finish their current task so that it can remove
+    their temp files. A parent killed outright would leave the workers waiting for tasks
+    forever: a watcher thread ends the worker once its parent is gone."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WORKER_WATCH_SECONDS)
+        os._exit(1)  # its half-written temp file is left for gc, as the parent's would be
+
+    threading.Thread(target=watch, daemon=True, name="blobctl-parent-watch").start()
 
 
 class _WorkerProcesses:
@@ -213,7 +225,7 @@ class _WorkerProcesses:
 
             try:
                 self._pool = ProcessPoolExecutor(self._count, multiprocessing.get_context("spawn"),
-                                                 initializer=_start_worker)
+                                                 initializer=_start_worker, initargs=(os.getpid(),))
             except (OSError, ImportError, NotImplementedError):  # e.g. no working sem_open
                 self.available = False
         if self.available:

@@ -233,8 +233,10 @@ def test_disk_full_leaves_nothing_partial(tmp_path, files):
         subprocess.run(["umount", "-l", str(mountpoint)])
 
 
-def test_interrupted_put_cleans_temp_files(store_dir, tmp_path):
-    """Ctrl-C in the middle of a put from a slow pipe: exit 130 and no temp file left."""
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_interrupted_put_cleans_temp_files(store_dir, tmp_path, signum, code):
+    """Ctrl-C or SIGTERM in the middle of a put from a slow pipe: exit 130 or 143 and no
+    temp file left."""
     env = {**os.environ, "BLOBCTL_STORE": str(store_dir)}
     proc = subprocess.Popen(blobctl_executable() + ["put", "-"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -244,9 +246,9 @@ def test_interrupted_put_cleans_temp_files(store_dir, tmp_path):
     while time.time() < deadline and not any((store_dir / "tmp").glob("*.partial")):
         time.sleep(0.02)
     assert any((store_dir / "tmp").glob("*.partial")), "put never started writing"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130 and b"Traceback" not in err
+    assert proc.returncode == code and b"Traceback" not in err
     assert not list((store_dir / "tmp").iterdir())
     assert not any((store_dir / "objects").rglob("*/*"))
 
@@ -305,19 +307,53 @@ def slow_put_of_many_files(store_dir: Path, tmp_path: Path, count: int = 6000) -
     return proc, paths
 
 
-def test_ctrl_c_during_a_put_of_many_files_leaves_no_temp_files(store_dir, tmp_path):
-    """Ctrl-C reaches the whole process group, worker processes included: exit 130, no
-    traceback, nothing in tmp/, and every object already reported is in the store."""
+def worker_processes(pid: int) -> list[int]:
+    """The put's worker processes (not multiprocessing's resource tracker)."""
+    found = subprocess.run(["pgrep", "-P", str(pid), "-f", "spawn_main"], capture_output=True, text=True)
+    return [int(child) for child in found.stdout.split()]
+
+
+@pytest.mark.parametrize("signum,whom,code", [(signal.SIGINT, "group", 130), (signal.SIGTERM, "group", 143),
+                                              (signal.SIGTERM, "parent", 143)],
+                         ids=["ctrl-c", "sigterm-to-the-job", "sigterm-like-timeout"])
+def test_interrupting_a_put_of_many_files_leaves_no_temp_files(store_dir, tmp_path, signum, whom, code):
+    """Ctrl-C reaches the whole process group, worker processes included; SIGTERM comes
+    to the job or, from `timeout`, to blobctl alone: exit 130 or 143, nothing on stderr,
+    nothing in tmp/, no worker left running, and every object already reported is in
+    the store."""
     proc, _ = slow_put_of_many_files(store_dir, tmp_path)
     reported = [proc.stdout.readline() for _ in range(1500)]  # past the inline start
-    os.killpg(proc.pid, signal.SIGINT)
+    workers = worker_processes(proc.pid)
+    assert workers
+    os.killpg(proc.pid, signum) if whom == "group" else proc.send_signal(signum)
     rest, err = proc.stdout.read(), proc.stderr.read()
     proc.wait(timeout=60)
-    assert proc.returncode == 130 and b"Traceback" not in err, err.decode()
+    assert proc.returncode == code and not err, err.decode()
     assert not list((store_dir / "tmp").iterdir())
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                and "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
     for line in reported + rest.splitlines()[:50]:
         digest = line.split()[0].decode()
         assert (store_dir / "objects" / digest[:2] / digest[2:]).is_file()
+
+
+def test_workers_of_a_killed_put_stop(store_dir, tmp_path):
+    """kill -9 of blobctl itself: its worker processes notice and end within a second or
+    two instead of waiting for tasks forever."""
+    proc, _ = slow_put_of_many_files(store_dir, tmp_path)
+    for _ in range(1300):
+        proc.stdout.readline()
+    workers = worker_processes(proc.pid)
+    assert workers
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.time() + 10
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.1)
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                 and "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+    assert not alive, f"worker processes {alive} outlived their put"
 
 
 def test_a_killed_worker_process_loses_nothing(store_dir, tmp_path):
@@ -325,9 +361,9 @@ def test_a_killed_worker_process_loses_nothing(store_dir, tmp_path):
     with every line right and every object stored."""
     proc, paths = slow_put_of_many_files(store_dir, tmp_path)
     first = [proc.stdout.readline() for _ in range(1300)]  # workers are busy by now
-    workers = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True).stdout.split()
+    workers = worker_processes(proc.pid)
     assert workers, "no worker process to kill"
-    os.kill(int(workers[0]), signal.SIGKILL)
+    os.kill(workers[0], signal.SIGKILL)
     rest, err = proc.stdout.read(), proc.stderr.read()
     proc.wait(timeout=60)
     assert proc.returncode == 0 and not err, err.decode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from blobctl import __version__
-from blobctl.errors import EXIT_INTERRUPTED, EXIT_USAGE, BlobctlError
+from blobctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, BlobctlError
 
 #: Each command and the module defining it, in the order `blobctl --help` lists them.
 COMMAND_MODULES = {
@@ -168,17 +169,33 @@ def _enable_shell_completion() -> None:
     completion_init()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the
+    same clean-up runs (temp files, worker processes) before the command exits."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process at once
+    _terminated.append(signum)
+    raise _Terminated
+
+
+_terminated: list[int] = []  # the SIGTERM received, if any
+
+
 def main() -> None:
     """Entry point: run the app, mapping every failure to one line and an exit code.
 
     Typer already ends a command quietly on Ctrl-C (exit 130) and on a closed output
-    pipe such as `| head` (exit 1); everything else is mapped here."""
+    pipe such as `| head` (exit 1); everything else is mapped here. SIGTERM ends it as
+    Ctrl-C does, with exit 143."""
     from blobctl import render
 
     if COMPLETE_VAR in os.environ:
         _enable_shell_completion()
     command = typer.main.get_command(app)
     _skip_pydantic_for_plain_types(command, app.info.context_settings["help_option_names"])
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = command.main(prog_name="blobctl", standalone_mode=False)
     except BlobctlError as exc:
@@ -192,4 +209,7 @@ def main() -> None:
     except typer.TyperException as exc:  # usage errors from argument parsing
         exc.show()
         code = getattr(exc, "exit_code", EXIT_USAGE)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # done: nothing left to clean up
+    if _terminated:
+        code = EXIT_TERMINATED  # typer reports every KeyboardInterrupt as 130
     sys.exit(code or 0)
