@@ -71,6 +71,13 @@ class Encoded(NamedTuple):
 _per_thread = threading.local()
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _compressor(level: int) -> zstandard.ZstdCompressor:
     """A compressor for this thread, reused across objects: creating one allocates and
     clears zstd's tables, which costs more than compressing a few KiB."""
@@ -151,8 +158,7 @@ class _Framer:
         from concurrent.futures import ThreadPoolExecutor  # 4 ms of imports only large puts need
 
         self._sink, self._level = sink, level
-        self._workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                            else os.cpu_count() or 2, MAX_COMPRESS_THREADS)
+        self._workers = min(usable_cpus(), MAX_COMPRESS_THREADS)
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="blobctl-zstd")
         self._segment = bytearray()
         self._pending: deque = deque()  # frames in output order: futures, or raw bytes

@@ -161,12 +161,12 @@ class Overlay:
         with self.backend(mount).open_read(keys.object_key(digest)) as stream:
             return self._stage_stream(mount, digest, stream)
 
-    def _stage_stream(self, mount: Mount, digest: str, stream: BinaryIO | bytes) -> _Pending:
+    def _stage_stream(self, mount: Mount, digest: str, source: BinaryIO | bytes) -> _Pending:
         """Verify an object arriving from `mount` (streamed, or whole in memory) into a
         temp file, counting the fetch."""
         backend = self.backend(mount)
         try:
-            staged = self.store.stage_verified(stream, digest, f"{digest} from {backend.url}")
+            staged = self.store.stage_verified(source, digest, f"{digest} from {backend.url}")
         except IntegrityError as exc:
             # not fsck --repair (the hint for a damaged local object): it cannot mend a
             # remote's copy, and push skips objects the remote already has

@@ -212,8 +212,7 @@ class _WorkerProcesses:
         self._encoder = encoder
         self._pool = None
         self._chunks: dict = {}  # future -> (its paths, its temp prefix), to redo here if the pool breaks
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        self._count = min(cpus, MAX_WORKER_PROCESSES)
+        self._count = min(codec.usable_cpus(), MAX_WORKER_PROCESSES)
         self.available = self._count > 1
 
     def submit(self, paths: list[str]):

@@ -263,6 +263,18 @@ def test_stdin_paths_and_nul_separated(blobctl, files):
     assert bad.code == EXIT_NOT_FOUND and bad.text.count("\n") == 1 and "/missing/one" in bad.err
 
 
+def tiny_files(tmp_path: Path, count: int) -> list[Path]:
+    """`count` distinct files of a few bytes, 1,000 per directory."""
+    paths = []
+    for i in range(count):
+        path = tmp_path / f"{i // 1000}" / f"f{i}"
+        if i % 1000 == 0:
+            path.parent.mkdir()
+        path.write_bytes(b"file %d\n" % i)
+        paths.append(path)
+    return paths
+
+
 @pytest.mark.parametrize("how", ["script", "module"])
 def test_stdin_paths_of_many_small_files(store_dir, tmp_path, how):
     """Enough files for worker processes (started by the installed script, or by
@@ -270,13 +282,7 @@ def test_stdin_paths_of_many_small_files(store_dir, tmp_path, how):
     missing file, exit 3, nothing left in tmp/."""
     from blobctl.store import PROCESSES_MIN_FILES
 
-    paths = []
-    for i in range(PROCESSES_MIN_FILES + 600):
-        path = tmp_path / f"{i // 500}" / f"f{i}"
-        if i % 500 == 0:
-            path.parent.mkdir()
-        path.write_bytes(b"file %d\n" % i)
-        paths.append(path)
+    paths = tiny_files(tmp_path, PROCESSES_MIN_FILES + 600)
     listing = [str(p) for p in paths]
     listing.insert(PROCESSES_MIN_FILES + 300, "/missing/one")
     command = blobctl_executable() if how == "script" else [sys.executable, "-m", "blobctl"]
@@ -292,13 +298,7 @@ def test_stdin_paths_of_many_small_files(store_dir, tmp_path, how):
 def slow_put_of_many_files(store_dir: Path, tmp_path: Path, count: int = 6000) -> tuple[subprocess.Popen, list[str]]:
     """`put --stdin-paths` of `count` tiny files in its own process group, with ~1.2 s of
     pauses before publishing (so a test can act mid-way); returns it and the paths."""
-    paths = []
-    for i in range(count):
-        path = tmp_path / f"{i // 1000}" / f"f{i}"
-        if i % 1000 == 0:
-            path.parent.mkdir()
-        path.write_bytes(b"%d" % i)
-        paths.append(str(path))
+    paths = [str(path) for path in tiny_files(tmp_path, count)]
     proc = subprocess.Popen(blobctl_executable() + ["put", "--stdin-paths"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             env={**os.environ, "BLOBCTL_STORE": str(store_dir), "BLOBCTL_TEST_DELAY_PUBLISH": "0.05"})
@@ -311,6 +311,12 @@ def worker_processes(pid: int) -> list[int]:
     """The put's worker processes (not multiprocessing's resource tracker)."""
     found = subprocess.run(["pgrep", "-P", str(pid), "-f", "spawn_main"], capture_output=True, text=True)
     return [int(child) for child in found.stdout.split()]
+
+
+def still_running(workers: list[int]) -> list[int]:
+    """Those of `workers` that still run (a zombie waiting to be reaped has no cmdline)."""
+    return [pid for pid in workers if Path(f"/proc/{pid}").exists()
+            and "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
 
 
 @pytest.mark.parametrize("signum,whom,code", [(signal.SIGINT, "group", 130), (signal.SIGTERM, "group", 143),
@@ -330,8 +336,7 @@ def test_interrupting_a_put_of_many_files_leaves_no_temp_files(store_dir, tmp_pa
     proc.wait(timeout=60)
     assert proc.returncode == code and not err, err.decode()
     assert not list((store_dir / "tmp").iterdir())
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
-                and "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+    assert not still_running(workers)
     for line in reported + rest.splitlines()[:50]:
         digest = line.split()[0].decode()
         assert (store_dir / "objects" / digest[:2] / digest[2:]).is_file()
@@ -351,8 +356,7 @@ def test_workers_of_a_killed_put_stop(store_dir, tmp_path):
     alive = workers
     while alive and time.time() < deadline:
         time.sleep(0.1)
-        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
-                 and "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+        alive = still_running(workers)
     assert not alive, f"worker processes {alive} outlived their put"
 
 
