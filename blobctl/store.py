@@ -27,7 +27,7 @@ from blobctl import codec, keys, racehooks
 from blobctl.config import Config
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError,
                             UsageError, from_os_error, warn)
-from blobctl.fsutil import TEMP_SUFFIX, Syncer, atomic_write, make_dirs, temp_path
+from blobctl.fsutil import TEMP_SUFFIX, SlicedWriter, Syncer, atomic_write, make_dirs, temp_path
 from blobctl.index import Index, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
@@ -814,13 +814,14 @@ class Store:
     def write_to(self, resolved: Resolved, out: BinaryIO, start: int = 0, end: int | None = None,
                  progress=None) -> int:
         """Copy an object to a stream, small objects verified before any byte goes out."""
-        return self.read(resolved, out.write, start, end, verify_first=True, progress=progress)
+        return self.read(resolved, SlicedWriter(out).write, start, end, verify_first=True,
+                         progress=progress)
 
     def write_framed(self, resolved: Resolved, out: BinaryIO) -> int:
         """Write 'HASH SIZE\\n', the object's bytes and '\\n' (git cat-file --batch framing).
         Nothing is written for an object that fails before its header; PartialOutputError
         means it failed while streaming, after the header."""
-        size = self.read(resolved, out.write, verify_first=True,
+        size = self.read(resolved, SlicedWriter(out).write, verify_first=True,
                          announce=lambda size: out.write(f"{resolved.digest} {size}\n".encode()))
         out.write(b"\n")
         return size

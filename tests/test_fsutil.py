@@ -1,5 +1,6 @@
-"""fsutil: the writeback hint that lets a large temp file's data reach the disk while it
-is still being written (the sync before its rename then waits for the tail only)."""
+"""fsutil: writes cut into page-cache-friendly slices, and the writeback hint that lets a
+large temp file's data reach the disk while it is still being written (the sync before
+its rename then waits for the tail only)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,33 @@ def test_writeback_is_handed_over_in_steps_that_cover_the_data(tmp_path, monkeyp
     assert handed[-1][0] + handed[-1][1] > len(data) - (1 << 20)  # only the tail is left
 
 
-def test_no_writeback_when_durability_is_off(tmp_path):
+def test_no_writeback_when_durability_is_off(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsutil, "WRITEBACK_STEP", 1 << 20)
+    handed = []
+    monkeypatch.setattr(fsutil, "_start_writeback", lambda *args: handed.append(args))
     with open(tmp_path / "temp", "xb") as file:
-        assert fsutil.Syncer(enabled=False).writing(file) is file
+        fsutil.Syncer(enabled=False).writing(file).write(bytes(3 << 20))
+    assert handed == []
+    assert (tmp_path / "temp").stat().st_size == 3 << 20
+
+
+class _RecordingFile:
+    def __init__(self):
+        self.writes: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+@pytest.mark.parametrize("size", [0, 1, fsutil.WRITE_SLICE, fsutil.WRITE_SLICE + 1, (1 << 20) + 7])
+def test_a_sliced_writer_passes_every_byte_in_order_in_slices_of_at_most_write_slice(size):
+    data = os.urandom(size)
+    file = _RecordingFile()
+    assert fsutil.SlicedWriter(file).write(memoryview(data)) == size
+    assert b"".join(file.writes) == data
+    assert all(0 < len(w) <= fsutil.WRITE_SLICE for w in file.writes)
+    assert len(file.writes) == -(-size // fsutil.WRITE_SLICE)
 
 
 def test_a_large_put_and_get_o_hand_their_data_to_writeback_before_the_final_sync(tmp_path, monkeypatch):
