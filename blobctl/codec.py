@@ -41,8 +41,8 @@ MULTITHREAD_MIN_SIZE = 4 << 20
 #: own worker jobs restart their history as often), small enough to bound memory.
 SEGMENT_SIZE = 4 << 20
 #: At most this many threads compress one object's segments, each with its own zstd
-#: context; frames in flight are bounded at threads + 2, so memory stays bounded on
-#: many-core machines.
+#: context; the input held by frames in flight is bounded at (threads + 2) segments, so
+#: memory stays bounded on many-core machines.
 MAX_COMPRESS_THREADS = 8
 #: Decoded chunks in flight between the decompressing thread and the writing one.
 PIPELINE_DEPTH = 4
@@ -161,7 +161,12 @@ class _Framer:
         self._workers = min(usable_cpus(), MAX_COMPRESS_THREADS)
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="blobctl-zstd")
         self._segment = bytearray()
-        self._pending: deque = deque()  # frames in output order: futures, or raw bytes
+        self._pending: deque = deque()  # (frame or future of one, input size), in order
+        # Input bytes held by the pending frames. Bounding bytes rather than frames lets
+        # small raw frames queue up behind a segment still compressing instead of idling
+        # the workers (1 MiB text and random chunks alternating: put 2.70 -> 2.54 s).
+        self._held = 0
+        self._max_held = (self._workers + 2) * SEGMENT_SIZE
 
     def __enter__(self) -> _Framer:
         return self
@@ -172,12 +177,13 @@ class _Framer:
     def add(self, chunk: memoryview) -> None:
         if _incompressible(chunk):
             self._submit_segment()
-            self._pending.append(_raw_frame(chunk))
+            self._pending.append((_raw_frame(chunk), len(chunk)))
+            self._held += len(chunk)
         else:
             self._segment += chunk
             if len(self._segment) >= SEGMENT_SIZE:
                 self._submit_segment()
-        self._write(block=len(self._pending) > self._workers + 2)
+        self._write(block=self._held > self._max_held)
 
     def finish(self) -> None:
         self._submit_segment()
@@ -186,14 +192,16 @@ class _Framer:
 
     def _submit_segment(self) -> None:
         if self._segment:
-            self._pending.append(self._pool.submit(_compress_segment, self._segment, self._level))
+            future = self._pool.submit(_compress_segment, self._segment, self._level)
+            self._pending.append((future, len(self._segment)))
+            self._held += len(self._segment)
             self._segment = bytearray()
 
     def _write(self, block: bool) -> None:
         """Write the finished frames at the head of the queue; with `block`, wait for at
         least one (bounding the memory held by frames in flight)."""
         while self._pending:
-            head = self._pending[0]
+            head, size = self._pending[0]
             if isinstance(head, bytes):
                 frame = head
             elif block or head.done():
@@ -202,6 +210,7 @@ class _Framer:
                 return
             self._sink.write(frame)
             self._pending.popleft()
+            self._held -= size
             block = False
 
 

@@ -8,6 +8,7 @@ import random
 import shutil
 import struct
 import subprocess
+import time
 
 import pytest
 import zstandard
@@ -176,6 +177,32 @@ def test_incompressible_chunks_are_stored_raw_and_the_rest_compressed():
     random_bytes = 3 << 20
     assert random_bytes < encoded.stored < random_bytes + 2 * (1 << 20) // 10
     assert decode(obj, encoded.digest) == data
+
+
+def test_frames_in_flight_are_bounded_by_the_input_they_hold(monkeypatch):
+    """While compressing lags, raw frames queue behind it (the workers keep busy) but the
+    input held by unwritten frames stays within (workers + 2) segments plus a chunk."""
+    real = codec._compress_segment
+    monkeypatch.setattr(codec, "_compress_segment",
+                        lambda segment, level: (time.sleep(0.02), real(segment, level))[1])
+    written: list[int] = []
+
+    class Sink:
+        def write(self, frame) -> None:
+            written.append(zstandard.frame_content_size(frame))
+
+    limit = (min(codec.usable_cpus(), codec.MAX_COMPRESS_THREADS) + 2) * codec.SEGMENT_SIZE
+    data = memoryview(mixed(40))
+    added, peak = 0, 0
+    with codec._Framer(Sink(), 3) as framer:
+        for start in range(0, len(data), codec.CHUNK_SIZE):
+            framer.add(data[start:start + codec.CHUNK_SIZE])
+            added += len(data[start:start + codec.CHUNK_SIZE])
+            peak = max(peak, added - sum(written))
+        framer.finish()
+    assert sum(written) == len(data)
+    assert peak <= limit + codec.CHUNK_SIZE
+    assert peak > (limit // codec.SEGMENT_SIZE + 1) * codec.CHUNK_SIZE  # more than a frame per slot
 
 
 def test_compressible_runs_are_grouped_into_segments():
