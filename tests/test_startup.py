@@ -89,3 +89,18 @@ def test_get_imports_only_its_own_command_module(blobctl, tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()
     assert "blobctl.cli.store_cmds" in modules
     assert not modules & {"blobctl.cli.remote_cmds", "blobctl.cli.cache_cmds", "blobctl.cli.config_cmds"}
+
+
+def test_the_console_script_loads_the_cli_only_when_run():
+    """Spawned worker processes (a put of many files) import the script that started
+    their parent: it must not pull in typer and rich, which they never use."""
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "blobctl"]
+    proc = subprocess.run([sys.executable, "-c",
+                           f"import sys, {script.module}; print(sorted(m for m in sys.modules "
+                           "if m.split('.')[0] in ('typer', 'rich', 'click', 'blobctl')))"],
+                          capture_output=True, text=True, check=True)
+
+    assert proc.stdout.strip() == "['blobctl', 'blobctl.__main__']"
+    assert script.attr == "main"
