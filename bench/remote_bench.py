@@ -26,11 +26,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.product import install_product  # noqa: E402
 from bench.results import write_section  # noqa: E402
 from tests.servers import (S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, create_bucket,  # noqa: E402
                            start_seaweed, stop)
 
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent  # rclone, from the bench extra
 
 
 def generate(directory: Path, count: int, seed: int = 7) -> int:
@@ -60,12 +61,12 @@ def timed(command: list[str], env: dict) -> float:
     return elapsed
 
 
-def prepare_store(store: Path, files: Path, bucket: str, env: dict) -> None:
+def prepare_store(blobctl: str, store: Path, files: Path, bucket: str, env: dict) -> None:
     """A local store holding every file under the mounted prefix 'bench/' (not timed)."""
     from blobctl.config import Config
     from blobctl.store import Store
 
-    subprocess.run([str(BIN / "blobctl"), "--store", str(store), "mount", "bench", f"s3://{bucket}/store"],
+    subprocess.run([blobctl, "--store", str(store), "mount", "bench", f"s3://{bucket}/store"],
                    env=env, check=True)
     paths = sorted(str(p) for p in files.iterdir())
     with Store(Config.load(str(store))) as opened:
@@ -83,6 +84,7 @@ def main() -> None:
     work = REPO / "bench" / "work" / f"remote-{int(time.time())}"
     work.mkdir(parents=True)
     (work / "seaweed").mkdir()
+    blobctl = install_product(work).blobctl
     endpoint, server = start_seaweed(work / "seaweed")
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
            "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY, "AWS_REGION": S3_REGION, "BLOBCTL_CONFIG": "/nonexistent",
@@ -101,15 +103,15 @@ def main() -> None:
             for bucket in (ours, theirs):
                 assert create_bucket(endpoint, bucket), bucket
             sender, receiver = work / f"sender{round_}", work / f"receiver{round_}"
-            prepare_store(sender, files, ours, env)
-            subprocess.run([str(BIN / "blobctl"), "--store", str(receiver), "mount", "bench",
+            prepare_store(blobctl, sender, files, ours, env)
+            subprocess.run([blobctl, "--store", str(receiver), "mount", "bench",
                             f"s3://{ours}/store"], env=env, check=True)
             cases = [
-                ("blobctl push", [str(BIN / "blobctl"), "--store", str(sender), "push", "--jobs", str(args.jobs)]),
+                ("blobctl push", [blobctl, "--store", str(sender), "push", "--jobs", str(args.jobs)]),
                 ("rclone push", rclone + ["copy", str(files), f"bench:{theirs}/files"]),
             ]
             pulls = [
-                ("blobctl pull", [str(BIN / "blobctl"), "--store", str(receiver), "pull", "bench/"]),
+                ("blobctl pull", [blobctl, "--store", str(receiver), "pull", "bench/"]),
                 ("rclone pull", rclone + ["copy", f"bench:{theirs}/files", str(work / f"rclone-down{round_}")]),
             ]
             for pair in (cases, pulls):

@@ -31,19 +31,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 from bench.fixtures import build_store, write_mixed_file, write_small_files  # noqa: E402
+from bench.product import Product, install_product  # noqa: E402
 from bench.results import write_section  # noqa: E402
 
 
 
-@dataclass
-class Product:
-    """The interpreter and blobctl command being timed (set by install_product)."""
-
-    python: str = sys.executable
-    blobctl: str = str(Path(sys.executable).parent / "blobctl")
-
-
-PRODUCT = Product()
+PRODUCT = Product(sys.executable, str(Path(sys.executable).parent / "blobctl"))  # set in main()
 TIME = "/usr/bin/time"
 
 
@@ -266,22 +259,8 @@ def render(cases: list[Case], args: argparse.Namespace, notes: str) -> str:
 LOCAL_SECTION = "Local: start-up, stat, put and get (bench/run.py)"
 
 
-def install_product(work: Path) -> Product:
-    """blobctl as users get it: a regular pip install of this checkout into a fresh venv,
-    byte-compiled. A development (editable) install adds an import hook that costs ~18 ms
-    per start, and where PYTHONDONTWRITEBYTECODE is set (as on these machines) its sources
-    are compiled again at every start; timing that would not be timing the product."""
-    venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", str(BENCH_DIR.parent)], check=True)
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run([python, "-m", "compileall", "-q", site], check=True)
-    return Product(python, str(venv / "bin" / "blobctl"))
-
-
 def main() -> None:
+    global PRODUCT
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="256 MiB / 2,000 files / 20,000 objects, 3 rounds")
     parser.add_argument("--rounds", type=int, help="rounds per case (default 5, quick 3)")
@@ -295,8 +274,7 @@ def main() -> None:
     work.mkdir(parents=True)
     try:
         print(f"installing blobctl into {work / 'venv'}", file=sys.stderr)
-        installed = install_product(work)
-        PRODUCT.python, PRODUCT.blobctl = installed.python, installed.blobctl
+        PRODUCT = install_product(work)
         print(f"generating data in {work}", file=sys.stderr)
         big = work / "mixed.bin"
         write_mixed_file(big, big_size)
