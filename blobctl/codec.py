@@ -110,13 +110,10 @@ def encode(source: BinaryIO, sink: BinaryIO, *, level: int = 3, size: int | None
     if size is None:
         head = source.read(MULTITHREAD_MIN_SIZE)
         if len(head) < MULTITHREAD_MIN_SIZE:
-            return _encode_small(head, sink, level)
+            return encode_small(head, sink, level)
         source = _Prepended(head, source)
     elif size < MULTITHREAD_MIN_SIZE:
-        data = source.read(size + 1)
-        if len(data) != size:
-            raise _changed_while_read(label, size, len(data))
-        return _encode_small(data, sink, level)
+        return encode_small(read_small(source, size, label), sink, level)
     digest = hashlib.sha256()
     total = 0
     sink.write(_HEADER.pack(_HEADER_MAGIC, _HEADER_PAYLOAD, 0, 0))  # completed below
@@ -142,11 +139,21 @@ def encode(source: BinaryIO, sink: BinaryIO, *, level: int = 3, size: int | None
     return Encoded(digest.hexdigest(), total, stored)
 
 
-def _encode_small(data: bytes, sink: BinaryIO, level: int) -> Encoded:
-    """One compress call, one write: the per-object overhead is what counts here."""
+def read_small(source: BinaryIO, size: int, label: str) -> bytes:
+    """All of an input known to be `size` (< MULTITHREAD_MIN_SIZE) bytes long, read at
+    once; UsageError if it turns out to have another length."""
+    data = source.read(size + 1)
+    if len(data) != size:
+        raise _changed_while_read(label, size, len(data))
+    return data
+
+
+def encode_small(data: bytes, sink: BinaryIO, level: int, digest: str | None = None) -> Encoded:
+    """One compress call, one write: the per-object overhead is what counts here.
+    `digest`, if the caller already hashed `data`, saves hashing it again."""
     frame = _compressor(level).compress(data)
     sink.write(frame)
-    return Encoded(hashlib.sha256(data).hexdigest(), len(data), len(frame))
+    return Encoded(digest or hashlib.sha256(data).hexdigest(), len(data), len(frame))
 
 
 class _Framer:

@@ -295,6 +295,37 @@ def test_stdin_paths_of_many_small_files(store_dir, tmp_path, how):
     assert not list((store_dir / "tmp").iterdir())
 
 
+def test_putting_many_stored_files_again_reuses_their_objects(store_dir, tmp_path):
+    """The second put finds each object stored (worker processes check too) and writes
+    nothing but the one file that changed in between."""
+    from blobctl.store import PROCESSES_MIN_FILES
+
+    paths = tiny_files(tmp_path, PROCESSES_MIN_FILES + 300)
+    listing = "\n".join(str(p) for p in paths).encode()
+
+    def put_all() -> list[dict]:
+        proc = subprocess.run(blobctl_executable() + ["put", "--stdin-paths", "--json"], input=listing,
+                              capture_output=True, timeout=120, env={**os.environ, "BLOBCTL_STORE": str(store_dir)})
+        assert proc.returncode == 0, proc.stderr.decode()
+        return json.loads(proc.stdout)
+
+    first = put_all()
+    paths[-7].write_bytes(b"changed since")
+    def object_files() -> list[Path]:
+        return sorted(p for p in (store_dir / "objects").rglob("*") if p.is_file())
+
+    objects_before = object_files()
+    second = put_all()
+
+    assert all(row["created"] for row in first)
+    assert [row["created"] for row in second] == [p == paths[-7] for p in paths]
+    assert [(r["hash"], r["stored"]) for r in second[:-7]] == [(r["hash"], r["stored"]) for r in first[:-7]]
+    assert second[-7]["hash"] == sha(b"changed since")
+    assert object_files() == sorted(
+        objects_before + [store_dir / "objects" / second[-7]["hash"][:2] / second[-7]["hash"][2:]])
+    assert not list((store_dir / "tmp").iterdir())
+
+
 def slow_put_of_many_files(store_dir: Path, tmp_path: Path, count: int = 6000) -> tuple[subprocess.Popen, list[str]]:
     """`put --stdin-paths` of `count` tiny files in its own process group, with ~1.2 s of
     pauses before publishing (so a test can act mid-way); returns it and the paths."""

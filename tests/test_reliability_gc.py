@@ -24,12 +24,20 @@ def open_store(store_dir: str) -> Store:
 
 def reputter(store_dir: str, deadline: float) -> tuple[int, int]:
     """Put SHARED again under a new name each round, read it back through the name, then
-    drop the name so gc may take the object. Returns (rounds, rounds that re-created it)."""
+    drop the name so gc may take the object. Rounds alternate between a stream and a file
+    (which a put only hashes when its object is stored). Returns (rounds, rounds that
+    re-created it)."""
     rounds = recreated = 0
+    source = os.path.join(store_dir, "..", "shared-source")
+    with open(source, "wb") as file:
+        file.write(SHARED)
     while time.time() < deadline:
         name = f"round/{rounds}"
         with open_store(store_dir) as store:
-            result = store.put_stream(io.BytesIO(SHARED), name=name)
+            if rounds % 2:
+                result = store.put_path(source, name=name)
+            else:
+                result = store.put_stream(io.BytesIO(SHARED), name=name)
         out = bytearray()
         with open_store(store_dir) as store:
             store.read(store.resolve(name), out.extend)

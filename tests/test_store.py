@@ -1,9 +1,14 @@
 """Unit tests of the Store and its index, in-process."""
 
+import contextlib
 import hashlib
 import io
 import os
+import signal
+import subprocess
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +51,117 @@ def test_dedup_records_access(store):
     assert store.index.row(digest).accessed > 1
 
 
+def test_putting_a_stored_file_again_only_hashes_it(store, tmp_path, monkeypatch):
+    source = tmp_path / "f"
+    source.write_bytes(b"some text " * 1000)
+    first = store.put_path(str(source))
+    compressed = []
+    real = store_module.codec.encode_small
+    monkeypatch.setattr(store_module.codec, "encode_small",
+                        lambda *args, **kw: compressed.append(1) or real(*args, **kw))
+
+    again = store.put_path(str(source))
+
+    assert not again.created and again.digest == first.digest and not compressed
+    assert again.stored == store.object_path(first.digest).stat().st_size == first.stored
+    assert store.index.row(first.digest).stored == first.stored
+    assert not list(store.tmp_dir.iterdir())
+
+
+def _at_publish(monkeypatch, action) -> None:
+    """Run `action` where a put has encoded its object and is about to take the lock."""
+    monkeypatch.setattr(store_module.racehooks, "pause",
+                        lambda point: action() if point == "PUBLISH" else None)
+
+
+def test_a_stored_object_removed_before_publishing_is_written_again(store, tmp_path, monkeypatch):
+    """A gc may delete the object a put found stored before the put takes the lock: the
+    put then reads the file again, so the name it binds never dangles."""
+    source = tmp_path / "f"
+    source.write_bytes(b"some text " * 1000)
+    digest = store.put_path(str(source)).digest
+    _at_publish(monkeypatch, lambda: store.object_path(digest).unlink())
+
+    result = store.put_path(str(source), name="kept")
+
+    assert result.created and result.name == "kept"
+    assert read_all(store, "kept") == source.read_bytes()
+    assert not list(store.tmp_dir.iterdir())
+
+
+def test_a_file_changed_after_its_object_was_removed_is_not_stored(store, tmp_path, monkeypatch):
+    source = tmp_path / "f"
+    source.write_bytes(b"some text " * 1000)
+    digest = store.put_path(str(source)).digest
+
+    def gc_and_edit() -> None:
+        store.object_path(digest).unlink()
+        source.write_bytes(b"other text " * 1000)
+
+    _at_publish(monkeypatch, gc_and_edit)
+    with pytest.raises(UsageError, match="changed while being read"):
+        store.put_path(str(source), name="kept")
+    monkeypatch.undo()
+    assert not store.has_object(digest) and not store.has_object(sha(source.read_bytes()))
+    with pytest.raises(NotFoundError):
+        store.resolve("kept")
+    assert not list(store.tmp_dir.iterdir())
+
+
+def _spawned_children() -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "spawn_main"],
+                           capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):  # gone, perhaps while being read
+        return False
+
+
+def _blocks_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+    return bool(blocked & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.skipif(not hasattr(signal, "sigtimedwait"), reason="workers obey any SIGTERM there")
+def test_workers_obey_a_sigterm_from_the_put_only(store, tmp_path):
+    """A SIGTERM sent to the whole job is the put's to handle, so workers ignore it; the
+    pool's own SIGTERM, sent to the others when a worker dies, they obey: the dead one
+    may have held the task queue's lock, and waiting for it would hang the put."""
+    processes = store_module._WorkerProcesses(store._encoder)
+    if not processes.available:
+        pytest.skip("worker processes need two CPUs")
+    files = [tmp_path / f"f{i}" for i in range(8)]
+    for i, path in enumerate(files):
+        path.write_bytes(b"file %d" % i)
+    with processes:
+        processes.start()
+        processes.result(processes.submit([str(p) for p in files[:4]]))
+        workers = _spawned_children()
+        assert len(workers) >= 2
+        deadline = time.time() + 20
+        while not all(_blocks_sigterm(pid) for pid in workers) and time.time() < deadline:
+            time.sleep(0.02)  # until each has run its set-up
+        subprocess.run(["kill", "-TERM", str(workers[1])], check=True)  # from someone else
+        time.sleep(1)
+        assert _alive(workers[1])
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.time() + 10
+        while _alive(workers[1]) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _alive(workers[1])
+        outcome = processes.submit([str(p) for p in files[4:]])  # carried on here
+        if not isinstance(outcome, list):
+            outcome = processes.result(outcome)
+    assert [item.encoded.digest for item in outcome] == [sha(p.read_bytes()) for p in files[4:]]
+    store.publish(outcome)
+
+
 @pytest.mark.parametrize("processes", [False, True], ids=["inline", "worker-processes"])
 def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, processes):
     """Small files (encoded inline, or past PROCESSES_MIN_FILES by worker processes) and
@@ -78,26 +194,38 @@ def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, 
 
 
 def test_a_chunk_whose_worker_died_is_encoded_here(store, tmp_path):
-    """The pool reports a dead worker on every task it had: each is encoded again here,
-    after removing what its worker had written."""
-    from concurrent.futures import Future
-    from concurrent.futures.process import BrokenProcessPool
-
+    """Workers killed mid-chunk (the third file is a FIFO nobody writes to yet, so the
+    chunk's worker waits there): the chunk is encoded again here, after removing what
+    its worker had written."""
+    processes = store_module._WorkerProcesses(store._encoder)
+    if not processes.available:
+        pytest.skip("worker processes need two CPUs")
     paths = []
-    for i in range(3):
+    for i in range(2):
         (tmp_path / f"f{i}").write_bytes(b"content %d" % i)
         paths.append(str(tmp_path / f"f{i}"))
-    broken = Future()
-    broken.set_exception(BrokenProcessPool("a worker was killed"))
-    workers = store_module._WorkerProcesses(store._encoder)
-    workers._chunks[broken] = (paths, "wdead-")
-    (store.tmp_dir / "wdead-0123.partial").write_bytes(b"half an object")
-
-    outcomes = workers.result(broken)
-
-    assert [item.encoded.digest for item in outcomes] == [sha(b"content %d" % i) for i in range(3)]
-    assert not workers.available  # the rest of the put stays here too
-    # the dead worker's half-written temp file is gone; only the new ones remain
+    os.mkfifo(tmp_path / "fifo")
+    paths.append(str(tmp_path / "fifo"))
+    with processes:
+        future = processes.submit(paths)
+        deadline = time.time() + 20
+        while len(list(store.tmp_dir.glob("w*"))) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        assert len(list(store.tmp_dir.glob("w*"))) == 2  # the chunk's first two temp files
+        workers = _spawned_children()
+        for worker in workers:
+            with contextlib.suppress(ProcessLookupError):  # the pool may have stopped it already
+                os.kill(worker, signal.SIGKILL)
+        while any(_alive(worker) for worker in workers) and time.time() < deadline:
+            time.sleep(0.02)  # dead: none of them can take the FIFO's writer now
+        feeder = threading.Thread(target=(tmp_path / "fifo").write_bytes, args=(b"from the fifo",))
+        feeder.start()
+        outcomes = processes.result(future)
+        feeder.join()
+    assert [item.encoded.digest for item in outcomes] == [
+        sha(b"content 0"), sha(b"content 1"), sha(b"from the fifo")]
+    assert not processes.available  # the rest of the put stays here too
+    # the dead worker's temp files are gone; only the new ones remain
     assert sorted(p.name for p in store.tmp_dir.iterdir()) == sorted(item.temp.name for item in outcomes)
     store.discard(outcomes)
 
