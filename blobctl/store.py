@@ -44,8 +44,8 @@ VERIFY_BEFORE_EMIT_SIZE = 8 << 20
 PUBLISH_BATCH = 256
 #: Files smaller than this are encoded in the thread reading the list (see put_paths).
 INLINE_MAX_SIZE = 32 << 10  # measured crossover: inline wins at 16 KiB, threads at 64 KiB
-#: At this many small files a put starts its worker processes, which take ~0.1 s to come
-#: up; from PROCESSES_MIN_FILES on, it hands files to them (see put_paths).
+#: At this many small files to compress a put starts its worker processes, which take
+#: ~0.1 s to come up; past PROCESSES_MIN_FILES, it hands files to them (see put_paths).
 PROCESSES_START_FILES = 256
 PROCESSES_MIN_FILES = 1024
 #: Small files per task sent to a worker process.
@@ -128,9 +128,10 @@ def _regular_file_size(path: str | Path) -> int | None:
     return info.st_size if stat_module.S_ISREG(info.st_mode) else None
 
 
-def _object_file(objects_dir: str | Path, digest: str) -> str:
-    """Where the object named `digest` lives (docs/FORMAT.md), shard unchecked."""
-    return os.path.join(objects_dir, digest[:2], digest[2:])
+def _object_file(objects_dir: str, digest: str) -> str:
+    """Where the object named `digest` lives (docs/FORMAT.md), shard unchecked; a plain
+    string join, as it runs once per file put (os.path.join: 7% of re-putting many)."""
+    return f"{objects_dir}/{digest[:2]}/{digest[2:]}"
 
 
 class _Encoder(NamedTuple):
@@ -138,7 +139,7 @@ class _Encoder(NamedTuple):
     publishing, done in this process or in a worker process (see put_paths)."""
 
     tmp_dir: Path
-    objects_dir: Path
+    objects_dir: str
     level: int
     syncer: Syncer
     temp_prefix: str = ""  # a worker process's task: see _WorkerProcesses.result
@@ -327,7 +328,7 @@ class Store:
         self.tmp_dir = self.root / "tmp"
         self.syncer = Syncer(config.get("durability") == "on")
         self.level = config.get("compression_level")
-        self._encoder = _Encoder(self.tmp_dir, self.objects_dir, self.level, self.syncer)
+        self._encoder = _Encoder(self.tmp_dir, str(self.objects_dir), self.level, self.syncer)
         self._index: Index | None = None
         self._overlay: Overlay | None = None
         self._counters: dict[str, int] = {}
@@ -486,7 +487,7 @@ class Store:
             with self.index.transaction():
                 for position, item in enumerate(batch):
                     shard = self._writable_shard(item.encoded.digest)
-                    dest = os.path.join(shard, item.encoded.digest[2:])
+                    dest = f"{shard}/{item.encoded.digest[2:]}"
                     stored = _regular_file_size(dest)  # a planted symlink gets replaced
                     if stored is None and item.temp is None:
                         try:
@@ -594,28 +595,32 @@ class Store:
 
         Files under INLINE_MAX_SIZE are encoded right here at first: for them a worker
         thread costs more in GIL hand-offs than it overlaps (10,000 files of 4 KiB: half
-        the CPU time and 1.5x the rate). Once PROCESSES_MIN_FILES of them have come, the
-        rest go in chunks to worker processes, one per CPU, which have no GIL to share
-        (10,000 files of 4 KiB on 2 cores: 1.53 -> 1.24 s); this thread publishes.
+        the CPU time and 1.5x the rate). Once PROCESSES_MIN_FILES of them had to be
+        compressed, the rest go in chunks to worker processes, one per CPU, which have no
+        GIL to share (10,000 files of 4 KiB on 2 cores: 1.53 -> 1.24 s); this thread
+        publishes. Files already stored are only hashed, which costs less than handing
+        them over: putting the same 10,000 files again needs no workers.
         Larger files go to `jobs` threads, where hashing and compressing release the GIL
         for long stretches."""
         from concurrent.futures import Future, ThreadPoolExecutor  # 4 ms of imports only many-file puts need
 
-        small_seen = 0
+        compressed_here = 0  # small files encoded here that were not stored yet
         chunk: list[str] = []
         processes = _WorkerProcesses(self._encoder)
 
         def start(path: str) -> None:
-            nonlocal small_seen
+            nonlocal compressed_here
             if _size_hint(path) >= INLINE_MAX_SIZE:
                 finish_chunk()
                 in_flight.append(threads.submit(self._encoder.encode_paths, [path]))
                 return
-            small_seen += 1
-            if small_seen == PROCESSES_START_FILES:
-                processes.start()
-            if small_seen <= PROCESSES_MIN_FILES or not processes.available:
-                in_flight.append(self._encoder.encode_paths([path]))
+            if compressed_here <= PROCESSES_MIN_FILES or not processes.available:
+                outcome = self._encoder.encode_paths([path])
+                in_flight.append(outcome)
+                if isinstance(outcome[0], _Pending) and outcome[0].temp is not None:
+                    compressed_here += 1
+                    if compressed_here == PROCESSES_START_FILES:
+                        processes.start()
                 return
             chunk.append(path)
             if len(chunk) >= PROCESS_CHUNK:

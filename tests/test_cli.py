@@ -296,33 +296,37 @@ def test_stdin_paths_of_many_small_files(store_dir, tmp_path, how):
 
 
 def test_putting_many_stored_files_again_reuses_their_objects(store_dir, tmp_path):
-    """The second put finds each object stored (worker processes check too) and writes
-    nothing but the one file that changed in between."""
+    """A put finds stored objects, in this process or in its workers (here, new files
+    come first, so the stored ones reach the workers), and writes only what is new."""
     from blobctl.store import PROCESSES_MIN_FILES
 
-    paths = tiny_files(tmp_path, PROCESSES_MIN_FILES + 300)
-    listing = "\n".join(str(p) for p in paths).encode()
+    (tmp_path / "stored").mkdir()
+    stored = tiny_files(tmp_path / "stored", 1500)
+    new = [tmp_path / f"new{i}" for i in range(PROCESSES_MIN_FILES + 100)]
+    for i, path in enumerate(new):
+        path.write_bytes(b"new file %d\n" % i)
 
-    def put_all() -> list[dict]:
-        proc = subprocess.run(blobctl_executable() + ["put", "--stdin-paths", "--json"], input=listing,
-                              capture_output=True, timeout=120, env={**os.environ, "BLOBCTL_STORE": str(store_dir)})
+    def put_all(paths: list[Path]) -> list[dict]:
+        proc = subprocess.run(blobctl_executable() + ["put", "--stdin-paths", "--json"],
+                              input="\n".join(map(str, paths)).encode(), capture_output=True, timeout=120,
+                              env={**os.environ, "BLOBCTL_STORE": str(store_dir)})
         assert proc.returncode == 0, proc.stderr.decode()
         return json.loads(proc.stdout)
 
-    first = put_all()
-    paths[-7].write_bytes(b"changed since")
     def object_files() -> list[Path]:
         return sorted(p for p in (store_dir / "objects").rglob("*") if p.is_file())
 
+    first = put_all(stored)
+    stored[-7].write_bytes(b"changed since")
     objects_before = object_files()
-    second = put_all()
+    second = put_all(new + stored)
 
     assert all(row["created"] for row in first)
-    assert [row["created"] for row in second] == [p == paths[-7] for p in paths]
-    assert [(r["hash"], r["stored"]) for r in second[:-7]] == [(r["hash"], r["stored"]) for r in first[:-7]]
-    assert second[-7]["hash"] == sha(b"changed since")
-    assert object_files() == sorted(
-        objects_before + [store_dir / "objects" / second[-7]["hash"][:2] / second[-7]["hash"][2:]])
+    assert [row["created"] for row in second] == [True] * len(new) + [p == stored[-7] for p in stored]
+    again = second[len(new):]
+    assert [(r["hash"], r["stored"]) for r in again[:-7]] == [(r["hash"], r["stored"]) for r in first[:-7]]
+    assert again[-7]["hash"] == sha(b"changed since")
+    assert len(object_files()) == len(objects_before) + len(new) + 1
     assert not list((store_dir / "tmp").iterdir())
 
 
