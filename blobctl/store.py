@@ -44,9 +44,8 @@ VERIFY_BEFORE_EMIT_SIZE = 8 << 20
 PUBLISH_BATCH = 256
 #: Files smaller than this are encoded in the thread reading the list (see put_paths).
 INLINE_MAX_SIZE = 32 << 10  # measured crossover: inline wins at 16 KiB, threads at 64 KiB
-#: At this many small files to compress a put starts its worker processes, which take
-#: ~0.1 s to come up; past PROCESSES_MIN_FILES, it hands files to them (see put_paths).
-PROCESSES_START_FILES = 256
+#: Past this many small files to compress, a put hands them to worker processes (see
+#: put_paths).
 PROCESSES_MIN_FILES = 1024
 #: Small files per task sent to a worker process.
 PROCESS_CHUNK = 64
@@ -216,10 +215,6 @@ def _encode_in_worker(encoder: _Encoder, paths: list[str]) -> list[_Pending | Bl
     return encoder.encode_paths(paths)
 
 
-def _worker_ready() -> None:
-    """A task that does nothing: submitted to make the pool spawn a worker."""
-
-
 def _start_worker(parent: int) -> None:
     """Ctrl-C (and SIGTERM, sent to a whole job) reach the process group: the parent alone
     handles them, and lets the workers finish their current task so that it can remove
@@ -248,9 +243,9 @@ def _start_worker(parent: int) -> None:
 
 
 class _WorkerProcesses:
-    """Worker processes encoding chunks of small files for put_paths, started ahead of
-    their first chunk (spawned: safe whatever threads this process has). If they cannot
-    start or one dies, the chunks are encoded here instead: slower, same results."""
+    """Worker processes encoding chunks of small files for put_paths, started on first
+    use (spawned: safe whatever threads this process has). If they cannot start or one
+    dies, the chunks are encoded here instead: slower, same results."""
 
     def __init__(self, encoder: _Encoder):
         self._encoder = encoder
@@ -259,26 +254,18 @@ class _WorkerProcesses:
         self._count = min(codec.usable_cpus(), MAX_WORKER_PROCESSES)
         self.available = self._count > 1
 
-    def start(self) -> None:
-        """Spawn the workers now, so that they are ready by the time chunks come."""
-        if not self.available or self._pool is not None:
-            return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        try:
-            self._pool = ProcessPoolExecutor(self._count, multiprocessing.get_context("spawn"),
-                                             initializer=_start_worker, initargs=(os.getpid(),))
-            for _ in range(self._count):  # with no worker idle, each task spawns one
-                self._pool.submit(_worker_ready)
-        except (OSError, ImportError, NotImplementedError):  # e.g. no working sem_open
-            self.available = False
-
     def submit(self, paths: list[str]):
         """A future of the outcomes of `paths`, or the outcomes themselves if encoded here."""
-        from concurrent.futures import BrokenExecutor
+        from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 
-        self.start()
+        if self.available and self._pool is None:
+            import multiprocessing
+
+            try:
+                self._pool = ProcessPoolExecutor(self._count, multiprocessing.get_context("spawn"),
+                                                 initializer=_start_worker, initargs=(os.getpid(),))
+            except (OSError, ImportError, NotImplementedError):  # e.g. no working sem_open
+                self.available = False
         if self.available:
             prefix = f"w{os.urandom(4).hex()}-"
             try:
@@ -619,8 +606,6 @@ class Store:
                 in_flight.append(outcome)
                 if isinstance(outcome[0], _Pending) and outcome[0].temp is not None:
                     compressed_here += 1
-                    if compressed_here == PROCESSES_START_FILES:
-                        processes.start()
                 return
             chunk.append(path)
             if len(chunk) >= PROCESS_CHUNK:

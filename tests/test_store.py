@@ -140,8 +140,9 @@ def test_workers_obey_a_sigterm_from_the_put_only(store, tmp_path):
     for i, path in enumerate(files):
         path.write_bytes(b"file %d" % i)
     with processes:
-        processes.start()
-        processes.result(processes.submit([str(p) for p in files[:4]]))
+        started = [processes.submit([str(p) for p in files[i:i + 2]]) for i in (0, 2)]  # a worker each
+        for future in started:
+            processes.result(future)
         workers = _spawned_children()
         assert len(workers) >= 2
         deadline = time.time() + 20
