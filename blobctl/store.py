@@ -160,9 +160,8 @@ class _Encoder(NamedTuple):
                       reuse: bool = False) -> _Pending:
         """The temp file of `source`'s object. With `reuse` (the source is a file that can
         be read again), a small input whose object is already stored is hashed only, not
-        compressed or written: putting 10,000 files put before took 1.8-2.2 s that way,
-        against 0.19 s for git, which also checks first. _publish checks again, under the
-        store's lock."""
+        compressed or written (putting 10,000 files put before: 1.8-2.8 s -> 0.47 s; git,
+        which also checks first, 0.19 s). _publish checks again, under the store's lock."""
         if size is not None and size < codec.MULTITHREAD_MIN_SIZE:
             data = codec.read_small(source, size, label)
             digest = hashlib.sha256(data).hexdigest()
