@@ -289,19 +289,20 @@ def decode(source: BinaryIO, emit: Callable[[memoryview], object], expected: str
                 pipeline.submit(chunk, chunk[lo:max(lo, hi)])
                 offset += n
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"object {label} is damaged: {exc}", _REPAIR_HINT) from exc
+        raise _damaged(label, str(exc)) from exc
     # zstd stops quietly where a run of frames is cut short, or at a few stray bytes after
     # it: the header's lengths catch both.
     if segmented is not None and (body.remaining or offset != declared or source.read(1)):
-        raise IntegrityError(f"object {label} is damaged: its length or size differs from "
-                             "its header", _REPAIR_HINT)
+        raise _damaged(label, "its length or size differs from its header")
     if digest.hexdigest() != expected:
-        raise IntegrityError(f"object {label} is damaged: its content does not match its hash",
-                             _REPAIR_HINT)
+        raise _damaged(label, "its content does not match its hash")
     return offset
 
 
-_REPAIR_HINT = "run 'blobctl fsck --repair' to quarantine it"
+def _damaged(label: str, what: str) -> IntegrityError:
+    """The one error every kind of damage found while decoding becomes."""
+    return IntegrityError(f"object {label} is damaged: {what}",
+                          "run 'blobctl fsck --repair' to quarantine it")
 
 
 def verify_whole(data: bytes, expected: str, *, label: str) -> int:
@@ -320,10 +321,9 @@ def verify_whole(data: bytes, expected: str, *, label: str) -> int:
     try:  # the declared size bounds the output: a frame that overruns it is an error
         original = _decompressor().decompress(data, allow_extra_data=False)
     except zstandard.ZstdError as exc:
-        raise IntegrityError(f"object {label} is damaged: {exc}", _REPAIR_HINT) from exc
+        raise _damaged(label, str(exc)) from exc
     if hashlib.sha256(original).hexdigest() != expected:
-        raise IntegrityError(f"object {label} is damaged: its content does not match its hash",
-                             _REPAIR_HINT)
+        raise _damaged(label, "its content does not match its hash")
     return len(original)
 
 
