@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import blobctl_executable
+from tests.workers import alive, worker_processes
 
 EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTEGRITY = 2, 3, 4
 
@@ -342,18 +343,6 @@ def slow_put_of_many_files(store_dir: Path, tmp_path: Path, count: int = 6000) -
     return proc, paths
 
 
-def worker_processes(pid: int) -> list[int]:
-    """The put's worker processes (not multiprocessing's resource tracker)."""
-    found = subprocess.run(["pgrep", "-P", str(pid), "-f", "spawn_main"], capture_output=True, text=True)
-    return [int(child) for child in found.stdout.split()]
-
-
-def still_running(workers: list[int]) -> list[int]:
-    """Those of `workers` that still run (a zombie waiting to be reaped has no cmdline)."""
-    return [pid for pid in workers if Path(f"/proc/{pid}").exists()
-            and "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
-
-
 @pytest.mark.parametrize("signum,whom,code", [(signal.SIGINT, "group", 130), (signal.SIGTERM, "group", 143),
                                               (signal.SIGTERM, "parent", 143)],
                          ids=["ctrl-c", "sigterm-to-the-job", "sigterm-like-timeout"])
@@ -371,7 +360,7 @@ def test_interrupting_a_put_of_many_files_leaves_no_temp_files(store_dir, tmp_pa
     proc.wait(timeout=60)
     assert proc.returncode == code and not err, err.decode()
     assert not list((store_dir / "tmp").iterdir())
-    assert not still_running(workers)
+    assert not [pid for pid in workers if alive(pid)]
     for line in reported + rest.splitlines()[:50]:
         digest = line.split()[0].decode()
         assert (store_dir / "objects" / digest[:2] / digest[2:]).is_file()
@@ -388,11 +377,11 @@ def test_workers_of_a_killed_put_stop(store_dir, tmp_path):
     proc.kill()
     proc.wait(timeout=10)
     deadline = time.time() + 10
-    alive = workers
-    while alive and time.time() < deadline:
+    running = workers
+    while running and time.time() < deadline:
         time.sleep(0.1)
-        alive = still_running(workers)
-    assert not alive, f"worker processes {alive} outlived their put"
+        running = [pid for pid in workers if alive(pid)]
+    assert not running, f"worker processes {running} outlived their put"
 
 
 def test_a_killed_worker_process_loses_nothing(store_dir, tmp_path):

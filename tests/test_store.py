@@ -19,6 +19,7 @@ from blobctl.errors import IntegrityError, NotFoundError, UsageError
 from blobctl.index import Index
 from blobctl.results import Resolved
 from blobctl.store import Store
+from tests.workers import alive, worker_processes
 
 
 def sha(data: bytes) -> str:
@@ -108,20 +109,6 @@ def test_a_file_changed_after_its_object_was_removed_is_not_stored(store, tmp_pa
     assert not list(store.tmp_dir.iterdir())
 
 
-def _spawned_children() -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", "spawn_main"],
-                           capture_output=True, text=True)
-    return [int(pid) for pid in found.stdout.split()]
-
-
-def _alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie waiting to be reaped."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):  # gone, perhaps while being read
-        return False
-
-
 def _blocks_sigterm(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status").read_text()
     blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
@@ -143,19 +130,19 @@ def test_workers_obey_a_sigterm_from_the_put_only(store, tmp_path):
         started = [processes.submit([str(p) for p in files[i:i + 2]]) for i in (0, 2)]  # a worker each
         for future in started:
             processes.result(future)
-        workers = _spawned_children()
+        workers = worker_processes(os.getpid())
         assert len(workers) >= 2
         deadline = time.time() + 20
         while not all(_blocks_sigterm(pid) for pid in workers) and time.time() < deadline:
             time.sleep(0.02)  # until each has run its set-up
         subprocess.run(["kill", "-TERM", str(workers[1])], check=True)  # from someone else
         time.sleep(1)
-        assert _alive(workers[1])
+        assert alive(workers[1])
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.time() + 10
-        while _alive(workers[1]) and time.time() < deadline:
+        while alive(workers[1]) and time.time() < deadline:
             time.sleep(0.05)
-        assert not _alive(workers[1])
+        assert not alive(workers[1])
         outcome = processes.submit([str(p) for p in files[4:]])  # carried on here
         if not isinstance(outcome, list):
             outcome = processes.result(outcome)
@@ -213,11 +200,11 @@ def test_a_chunk_whose_worker_died_is_encoded_here(store, tmp_path):
         while len(list(store.tmp_dir.glob("w*"))) < 2 and time.time() < deadline:
             time.sleep(0.02)
         assert len(list(store.tmp_dir.glob("w*"))) == 2  # the chunk's first two temp files
-        workers = _spawned_children()
+        workers = worker_processes(os.getpid())
         for worker in workers:
             with contextlib.suppress(ProcessLookupError):  # the pool may have stopped it already
                 os.kill(worker, signal.SIGKILL)
-        while any(_alive(worker) for worker in workers) and time.time() < deadline:
+        while any(alive(worker) for worker in workers) and time.time() < deadline:
             time.sleep(0.02)  # dead: none of them can take the FIFO's writer now
         feeder = threading.Thread(target=(tmp_path / "fifo").write_bytes, args=(b"from the fifo",))
         feeder.start()
