@@ -285,23 +285,33 @@ class _WorkerProcesses:
     def result(self, future) -> list[_Pending | BlobctlError]:
         from concurrent.futures import BrokenExecutor
 
-        paths, prefix = self._chunks.pop(future)
+        paths, prefix = self._chunks[future]  # forgotten only once its outcome is in hand
         try:
-            return future.result()
+            outcome = future.result()
         except BrokenExecutor:  # a worker died (killed, out of memory): carry on here
             self.available = False
-            self._pool.shutdown(wait=True)  # the pool stops every worker: wait for that, then
-            # drop what this task's worker had written
-            for stray in self._encoder.tmp_dir.glob(f"{prefix}*{TEMP_SUFFIX}"):
-                stray.unlink(missing_ok=True)
-            return self._encoder.encode_paths(paths)
+            self._pool.shutdown(wait=True)  # the pool stops every worker: wait for that
+            self._remove_temps(prefix)
+            outcome = self._encoder.encode_paths(paths)
+        del self._chunks[future]
+        return outcome
+
+    def _remove_temps(self, prefix: str) -> None:
+        """Delete the temp files one task wrote (named with its prefix)."""
+        for stray in self._encoder.tmp_dir.glob(f"{prefix}*{TEMP_SUFFIX}"):
+            stray.unlink(missing_ok=True)
 
     def __enter__(self) -> _WorkerProcesses:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        """Stop the workers; then remove the temp files of every chunk whose outcome
+        nobody took (the put was interrupted while it waited for one, say): no worker
+        can be writing them any more."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        for _, prefix in self._chunks.values():
+            self._remove_temps(prefix)
 
 
 class Store:
@@ -628,13 +638,15 @@ class Store:
                 for path in paths:
                     start(path)
                     if len(in_flight) >= jobs * 4:
-                        batch += settle(in_flight.popleft())
+                        batch += settle(in_flight[0])  # an interruption leaves it to `finally`
+                        in_flight.popleft()
                     if len(batch) >= PUBLISH_BATCH:
                         yield from self._publish_in_order(batch)
                         batch = []
                 finish_chunk()
                 while in_flight:
-                    batch += settle(in_flight.popleft())
+                    batch += settle(in_flight[0])
+                    in_flight.popleft()
                     if len(batch) >= PUBLISH_BATCH:
                         yield from self._publish_in_order(batch)
                         batch = []

@@ -218,6 +218,30 @@ def test_a_chunk_whose_worker_died_is_encoded_here(store, tmp_path):
     store.discard(outcomes)
 
 
+def test_chunks_whose_outcome_nobody_took_leave_no_temp_files(store, tmp_path):
+    """A put interrupted while it waits for a chunk (here: it simply stops asking): once
+    the workers have stopped, that chunk's temp files are removed."""
+    processes = store_module._WorkerProcesses(store._encoder)
+    if not processes.available:
+        pytest.skip("worker processes need two CPUs")
+    paths = []
+    for i in range(2):
+        (tmp_path / f"f{i}").write_bytes(b"content %d" % i)
+        paths.append(str(tmp_path / f"f{i}"))
+    os.mkfifo(tmp_path / "fifo")
+    paths.append(str(tmp_path / "fifo"))
+    feeder = threading.Thread(target=(tmp_path / "fifo").write_bytes, args=(b"from the fifo",))
+    with processes:
+        processes.submit(paths)
+        deadline = time.time() + 20
+        while len(list(store.tmp_dir.glob("w*"))) < 2 and time.time() < deadline:
+            time.sleep(0.02)
+        assert len(list(store.tmp_dir.glob("w*"))) == 2  # the worker waits at the FIFO
+        feeder.start()  # it finishes the chunk while the pool stops
+    feeder.join()
+    assert not list(store.tmp_dir.iterdir())
+
+
 def test_names_bind_resolve_and_conflicts(store):
     digest = store.put_stream(io.BytesIO(b"data")).digest
     store.bind("datasets/a.bin", digest)
