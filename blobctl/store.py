@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as stat_module
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -214,6 +215,14 @@ def _encode_in_worker(encoder: _Encoder, paths: list[str]) -> list[_Pending | Bl
     return encoder.encode_paths(paths)
 
 
+def _worker_start_method() -> str:
+    """Forking a worker costs ~2 ms; spawning one imports blobctl again (~75 ms of CPU
+    each; 10,000 files of 4 KiB: 1.19 -> 1.11 s). A fork is safe only while this process
+    has no other thread, which might hold a lock the child would then wait for, and only
+    on Linux (macOS system libraries do not survive a fork)."""
+    return "fork" if sys.platform.startswith("linux") and threading.active_count() == 1 else "spawn"
+
+
 def _start_worker(parent: int) -> None:
     """Ctrl-C (and SIGTERM, sent to a whole job) reach the process group: the parent alone
     handles them, and lets the workers finish their current task so that it can remove
@@ -243,8 +252,8 @@ def _start_worker(parent: int) -> None:
 
 class _WorkerProcesses:
     """Worker processes encoding chunks of small files for put_paths, started on first
-    use (spawned: safe whatever threads this process has). If they cannot start or one
-    dies, the chunks are encoded here instead: slower, same results."""
+    use (forked or spawned: see _worker_start_method). If they cannot start or one dies,
+    the chunks are encoded here instead: slower, same results."""
 
     def __init__(self, encoder: _Encoder):
         self._encoder = encoder
@@ -261,7 +270,8 @@ class _WorkerProcesses:
             import multiprocessing
 
             try:
-                self._pool = ProcessPoolExecutor(self._count, multiprocessing.get_context("spawn"),
+                context = multiprocessing.get_context(_worker_start_method())
+                self._pool = ProcessPoolExecutor(self._count, context,
                                                  initializer=_start_worker, initargs=(os.getpid(),))
             except (OSError, ImportError, NotImplementedError):  # e.g. no working sem_open
                 self.available = False

@@ -6,6 +6,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -150,28 +151,50 @@ def test_workers_obey_a_sigterm_from_the_put_only(store, tmp_path):
     store.publish(outcome)
 
 
-@pytest.mark.parametrize("processes", [False, True], ids=["inline", "worker-processes"])
+def test_workers_are_forked_only_while_the_put_runs_alone():
+    """Another thread could hold a lock at the moment of a fork, and the child would wait
+    for it forever: then the workers are spawned."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("workers are always spawned there")
+    if threading.active_count() != 1:
+        pytest.skip("an earlier test left a thread running")
+    assert store_module._worker_start_method() == "fork"
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert store_module._worker_start_method() == "spawn"
+    finally:
+        stop.set()
+        other.join()
+
+
+@pytest.mark.parametrize("processes", [None, "fork", "spawn"],
+                         ids=["inline", "forked-workers", "spawned-workers"])
 def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, processes):
     """Small files (encoded inline, or past PROCESSES_MIN_FILES by worker processes) and
     larger ones (worker threads) interleaved, with errors of both kinds, across several
     publish batches."""
     monkeypatch.setattr(store_module, "PUBLISH_BATCH", 7)
-    chunks = []
+    chunks, started = [], []
     if processes:
         monkeypatch.setattr(store_module, "PROCESSES_MIN_FILES", 5)
         monkeypatch.setattr(store_module, "PROCESS_CHUNK", 4)
+        monkeypatch.setattr(store_module, "_worker_start_method", lambda: started.append(processes) or processes)
     real_result = store_module._WorkerProcesses.result
     monkeypatch.setattr(store_module._WorkerProcesses, "result",
                         lambda self, future: chunks.append(future) or real_result(self, future))
     files = []
     for i in range(60):
         f = tmp_path / f"f{i}"
-        f.write_bytes(os.urandom(store_module.INLINE_MAX_SIZE + i if i % 7 == 0 else i * 50))
+        # the larger files start once the workers run, so no thread is there at their fork
+        f.write_bytes(os.urandom(store_module.INLINE_MAX_SIZE + i if i % 7 == 0 and i > 20 else i * 50))
         files.append(str(f))
     files.insert(30, str(tmp_path / "missing"))
     files.insert(41, str(tmp_path))  # a directory
     results = list(store.put_paths(files, jobs=3))
     assert len(chunks) >= 8 if processes else not chunks
+    assert started == ([processes] if processes else [])
     assert len(results) == 62
     assert isinstance(results[30], NotFoundError) and isinstance(results[41], UsageError)
     for path, result in zip(files, results):

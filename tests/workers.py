@@ -8,10 +8,20 @@ from pathlib import Path
 
 
 def worker_processes(parent: int) -> list[int]:
-    """The worker processes a put (process `parent`) spawned, not multiprocessing's
-    resource tracker."""
-    found = subprocess.run(["pgrep", "-P", str(parent), "-f", "spawn_main"], capture_output=True, text=True)
-    return [int(child) for child in found.stdout.split()]
+    """The worker processes a put (process `parent`) started: spawned ones run
+    multiprocessing's spawn_main, forked ones the parent's own command line. Not
+    multiprocessing's resource tracker, nor anything else the parent runs."""
+    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True)
+    own = _command_line(parent)
+    return [int(child) for child in found.stdout.split()
+            if (line := _command_line(int(child))) == own or b"spawn_main" in line]
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone since it was listed
+        return b""
 
 
 def alive(pid: int) -> bool:
