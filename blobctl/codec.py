@@ -113,7 +113,7 @@ def encode(source: BinaryIO, sink: BinaryIO, *, level: int = 3, size: int | None
             return encode_small(head, sink, level)
         source = _Prepended(head, source)
     elif size < MULTITHREAD_MIN_SIZE:
-        return encode_small(read_small(source, size, label), sink, level)
+        return encode_small(read_small(source.read, size, label), sink, level)
     digest = hashlib.sha256()
     total = 0
     sink.write(_HEADER.pack(_HEADER_MAGIC, _HEADER_PAYLOAD, 0, 0))  # completed below
@@ -139,21 +139,31 @@ def encode(source: BinaryIO, sink: BinaryIO, *, level: int = 3, size: int | None
     return Encoded(digest.hexdigest(), total, stored)
 
 
-def read_small(source: BinaryIO, size: int, label: str) -> bytes:
-    """All of an input known to be `size` (< MULTITHREAD_MIN_SIZE) bytes long, read at
-    once; UsageError if it turns out to have another length."""
-    data = source.read(size + 1)
+def read_small(read: Callable[[int], bytes], size: int, label: str) -> bytes:
+    """All of an input known to be `size` (< MULTITHREAD_MIN_SIZE) bytes long, by calls of
+    `read(n)`: usually one, as for a regular file only an empty read means the end (a
+    file system may still return fewer bytes). UsageError if it has another length."""
+    data = read(size + 1)
+    while 0 < len(data) < size:
+        more = read(size + 1 - len(data))
+        if not more:
+            break
+        data += more
     if len(data) != size:
         raise _changed_while_read(label, size, len(data))
     return data
 
 
-def encode_small(data: bytes, sink: BinaryIO, level: int, digest: str | None = None) -> Encoded:
-    """One compress call, one write: the per-object overhead is what counts here.
-    `digest`, if the caller already hashed `data`, saves hashing it again."""
-    frame = _compressor(level).compress(data)
+def compress_small(data: bytes, level: int) -> bytes:
+    """`data` (< MULTITHREAD_MIN_SIZE bytes) as one zstd frame: one compress call, as the
+    per-object overhead is what counts here."""
+    return _compressor(level).compress(data)
+
+
+def encode_small(data: bytes, sink: BinaryIO, level: int) -> Encoded:
+    frame = compress_small(data, level)
     sink.write(frame)
-    return Encoded(digest or hashlib.sha256(data).hexdigest(), len(data), len(frame))
+    return Encoded(hashlib.sha256(data).hexdigest(), len(data), len(frame))
 
 
 class _Framer:

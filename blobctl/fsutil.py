@@ -152,10 +152,31 @@ def _sync_file_system(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def temp_path(tmp_dir: Path, prefix: str = "") -> Path:
+def temp_path(tmp_dir: str | Path, prefix: str = "") -> str:
     """A fresh, unguessable temp name that gc recognises by its suffix; `prefix` lets
-    whoever chose it find the temp files of one task."""
-    return tmp_dir / f"{prefix}{os.urandom(8).hex()}{TEMP_SUFFIX}"  # what secrets.token_hex does, without its 2 ms import
+    whoever chose it find the temp files of one task. A plain string: a put of many small
+    files makes one per file."""
+    return f"{tmp_dir}/{prefix}{os.urandom(8).hex()}{TEMP_SUFFIX}"  # what secrets.token_hex does, without its 2 ms import
+
+
+def discard_file(path: str | Path) -> None:
+    """Remove a file that may already be gone."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_new_file(path: str, content: bytes) -> None:
+    """Create `path`, which must not exist, holding `content`. Plain system calls: a put
+    of many small files writes one per file, and a file object costs ~5 of the ~25 us."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view[:WRITE_SLICE]):]
+    finally:
+        os.close(fd)
 
 
 def make_dirs(path: Path, syncer: Syncer) -> None:
@@ -184,7 +205,7 @@ def atomic_write(dest: Path, tmp_dir: Path, fill: Callable[[BinaryIO], T], synce
         make_dirs(dest.parent, syncer)
         os.replace(tmp, dest)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard_file(tmp)
         raise
     syncer.sync_dir_later(dest.parent)
     return result

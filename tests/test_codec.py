@@ -138,6 +138,28 @@ def test_decompression_bomb_decodes_in_bounded_chunks():
     assert biggest <= codec.CHUNK_SIZE
 
 
+@pytest.mark.parametrize("pieces", [[b"abcdef"], [b"ab", b"cd", b"ef"], [b"a", b"bcdef"]])
+def test_a_small_input_is_read_whole_across_short_reads(pieces):
+    """One read when the input gives all at once (a regular file); more when a file
+    system returns fewer bytes, each asking for one byte past what is still missing."""
+    given = iter(pieces + [b""])
+    asked = []
+
+    def read(n: int) -> bytes:
+        asked.append(n)
+        return next(given)
+
+    assert codec.read_small(read, 6, "f") == b"abcdef"
+    missing = [6 - len(b"".join(pieces[:i])) for i in range(len(pieces))]
+    assert asked == [n + 1 for n in missing]
+
+
+@pytest.mark.parametrize("content", [b"abcdefg", b"abc", b""])
+def test_a_small_input_of_another_size_is_refused(content):
+    with pytest.raises(UsageError, match="changed while being read"):
+        codec.read_small(io.BytesIO(content).read, 6, "f")
+
+
 def test_input_that_changes_size_is_refused():
     with pytest.raises(UsageError, match="changed while being read"):
         codec.encode(io.BytesIO(b"abc"), io.BytesIO(), size=10, label="f")

@@ -83,3 +83,13 @@ def test_a_large_put_and_get_o_hand_their_data_to_writeback_before_the_final_syn
         store.export(Resolved(result.digest), tmp_path / "copy")
         assert sum(handed) >= result.size - (1 << 20)
     assert (tmp_path / "copy").read_bytes() == source.read_bytes()
+
+
+def test_a_new_file_is_written_whole_and_never_over_an_existing_one(tmp_path):
+    path = str(tmp_path / "f")
+    data = os.urandom(fsutil.WRITE_SLICE * 2 + 5)
+    fsutil.write_new_file(path, data)
+    assert open(path, "rb").read() == data
+    with pytest.raises(FileExistsError):
+        fsutil.write_new_file(path, b"other")
+    assert open(path, "rb").read() == data

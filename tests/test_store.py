@@ -58,8 +58,8 @@ def test_putting_a_stored_file_again_only_hashes_it(store, tmp_path, monkeypatch
     source.write_bytes(b"some text " * 1000)
     first = store.put_path(str(source))
     compressed = []
-    real = store_module.codec.encode_small
-    monkeypatch.setattr(store_module.codec, "encode_small",
+    real = store_module.codec.compress_small
+    monkeypatch.setattr(store_module.codec, "compress_small",
                         lambda *args, **kw: compressed.append(1) or real(*args, **kw))
 
     again = store.put_path(str(source))
@@ -237,7 +237,7 @@ def test_a_chunk_whose_worker_died_is_encoded_here(store, tmp_path):
         sha(b"content 0"), sha(b"content 1"), sha(b"from the fifo")]
     assert not processes.available  # the rest of the put stays here too
     # the dead worker's temp files are gone; only the new ones remain
-    assert sorted(p.name for p in store.tmp_dir.iterdir()) == sorted(item.temp.name for item in outcomes)
+    assert sorted(p.name for p in store.tmp_dir.iterdir()) == sorted(os.path.basename(item.temp) for item in outcomes)
     store.discard(outcomes)
 
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 from blobctl.backends.base import Backend, RemoteSettings
 from blobctl.backends.common import iter_exact
 from blobctl.errors import NotFoundError, RemoteError, UsageError, from_os_error
-from blobctl.fsutil import Syncer, atomic_write, make_dirs, temp_path
+from blobctl.fsutil import Syncer, atomic_write, discard_file, make_dirs, temp_path
 
 TMP_DIR = "tmp"
 #: Where os.link is missing (FAT/exFAT, some network file systems) if_absent falls back
@@ -111,7 +111,7 @@ class DirectoryBackend(Backend):
     def _create(self, dest: Path, tmp_dir: Path, source: BinaryIO, size: int, syncer: Syncer) -> bool:
         """Stage the content durably, then hard-link it into place: link fails if the key
         appeared meanwhile, so of two concurrent creators exactly one wins."""
-        staged = temp_path(tmp_dir)
+        staged = Path(temp_path(tmp_dir))
         atomic_write(staged, tmp_dir, lambda handle: self._fill(handle, source, size), syncer)
         try:
             make_dirs(dest.parent, syncer)
@@ -128,7 +128,7 @@ class DirectoryBackend(Backend):
             syncer.sync_dir_later(dest.parent)
             return True
         finally:
-            staged.unlink(missing_ok=True)
+            discard_file(staged)
 
     @staticmethod
     def _fill(handle: BinaryIO, source: BinaryIO, size: int) -> None:
