@@ -328,6 +328,21 @@ def test_write_to_verifies_small_objects_before_emitting(store):
     assert out.getvalue() == b""
 
 
+def test_a_symlink_planted_where_an_object_goes_is_replaced(store, tmp_path):
+    """Not followed, not taken for the object: the put writes the real object over it."""
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not the content")
+    source = tmp_path / "f"
+    source.write_bytes(b"the content")
+    target = store.object_path(sha(b"the content"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(outside)
+    result = store.put_path(str(source))
+    assert result.created and not target.is_symlink()
+    assert read_all(store, result.digest) == b"the content"
+    assert outside.read_bytes() == b"not the content"
+
+
 def test_symlinked_shard_is_refused(store, tmp_path):
     digest = store.put_stream(io.BytesIO(b"x")).digest
     outside = tmp_path / "outside"
