@@ -3,6 +3,7 @@ failure modes (bad credentials, dead or silent servers, 5xx, escaping symlinks).
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import io
 import os
@@ -155,6 +156,27 @@ class TestBackendContract:
         assert sorted(backend.list("objects/a")) == keys[:2]
         assert sorted(backend.list("refs/team/")) == ["refs/team/x"]
         assert list(backend.list("nothing/")) == []
+
+    def test_listing_with_md5s_gives_the_same_keys_and_only_true_md5s(self, backend, remote_url):
+        """An MD5 a listing gives must be that of the value: pulls trust packed-refs
+        entries by it. S3 gives them for values sent in one PUT, not for multipart ones."""
+        values = {"refs/a": b"one\n", "refs/team/b": b"two\n", "objects/ab/big": payload(LARGE)}
+        for key, data in values.items():
+            put(backend, key, data)
+        if remote_url.url.startswith("http"):
+            with pytest.raises(UsageError, match="cannot list"):
+                list(backend.list_with_md5("refs/"))
+            return
+        listed = dict(backend.list_with_md5(""))
+        assert sorted(listed) == sorted(backend.list("")) == sorted(values)
+        for key, md5 in listed.items():
+            assert md5 in (None, hashlib.md5(values[key]).hexdigest())
+        assert backend.lists_md5 == remote_url.url.startswith("s3://")
+        if backend.lists_md5:
+            assert listed["refs/a"] == hashlib.md5(b"one\n").hexdigest()
+            assert listed["objects/ab/big"] is None  # multipart: not an MD5
+        else:
+            assert set(listed.values()) == {None}
 
     def test_read_only_refuses_writes_and_touches_nothing(self, open_remote):
         writable, read_only = open_remote(), open_remote(read_only=True)

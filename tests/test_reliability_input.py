@@ -4,7 +4,10 @@ traceback, and never touches a file outside the store."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blobctl import keys
+from blobctl import codec, keys, packed_refs
 from blobctl.backends import check_url, url_scheme
 from blobctl.config import Config, ConfigFile
 from blobctl.errors import BlobctlError, ConfigError, IntegrityError, NotFoundError, UsageError
@@ -117,15 +120,17 @@ def test_hostile_keys_on_the_command_line(blobctl, tmp_path):
 
 
 class HostileRemote:
-    """A remote whose refs/ listing and ref bodies are chosen by the test."""
+    """A remote whose refs/ listing (with each body's MD5, as S3 lists), ref bodies and
+    packed-refs are chosen by the test."""
 
     url = "hostile://remote"
+    lists_md5 = True
 
-    def __init__(self, refs: dict[str, bytes]):
-        self.refs = refs
+    def __init__(self, refs: dict[str, bytes], pack: bytes):
+        self.refs, self.pack = refs, pack
 
-    def list(self, prefix: str):
-        return [key for key in self.refs if key.startswith(prefix)]
+    def list_with_md5(self, prefix: str):
+        return [(key, hashlib.md5(body).hexdigest()) for key, body in self.refs.items() if key.startswith(prefix)]
 
     def read_bytes(self, key: str, limit: int = 200) -> bytes:
         if key not in self.refs:
@@ -133,27 +138,46 @@ class HostileRemote:
         return self.refs[key][:limit + 1]
 
     def open_read(self, key: str):
+        if key == packed_refs.PACK_KEY:
+            return io.BytesIO(self.pack)
+        if key in SERVED_OBJECTS:
+            return io.BytesIO(SERVED_OBJECTS[key])
         raise NotFoundError(f"{key} not found")
 
     def close(self) -> None:
         pass
 
 
+#: Objects the hostile remote really has, so that names pointing at them get bound.
+SERVED_OBJECTS = {keys.object_key(sha(content)): codec.compress_small(content, 3) for content in (b"x", b"y")}
+good_ref_bodies = st.sampled_from([f"{sha(b'x')}\n".encode(), f"{sha(b'y')}\n".encode()])
 ref_bodies = st.one_of(st.binary(max_size=300), st.sampled_from([
     b"../../outside\n", b"/etc/passwd\n", (sha(b"x") + "\n" + sha(b"y")).encode(),
     sha(b"x").upper().encode() + b"\n", b"sha256:" + sha(b"x").encode(), b"\0" * 65]))
 ref_keys = hostile_text.map(lambda k: "refs/" + k)
 
 
+def packs(refs: dict[str, bytes]):
+    """Junk, or lines pairing the remote's names (and others) with hashes, right or not."""
+    digests = st.sampled_from([sha(b"x"), sha(b"y")]) | ref_bodies.map(lambda body: body.decode("latin-1").strip())
+    names = st.sampled_from(sorted(key[len("refs/"):] for key in refs) or ["x"]) | hostile_text
+    lines = st.lists(st.tuples(digests, names).map(lambda pair: f"{pair[0]} {pair[1]}\n"), max_size=8)
+    return st.binary(max_size=300) | lines.map(lambda found: "".join(found).encode("utf-8", "surrogateescape"))
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(refs=st.dictionaries(ref_keys, ref_bodies, max_size=6))
-def test_hostile_remote_refs_are_refused(store_dir, refs):
-    """Pulling from and resolving through a remote whose listing and ref bodies are hostile:
-    only blobctl errors, and nothing outside the local store is touched."""
+@given(data=st.data(), refs=st.dictionaries(ref_keys | st.sampled_from(["refs/a", "refs/team/b"]),
+                                            ref_bodies | good_ref_bodies, max_size=6))
+def test_hostile_remote_refs_are_refused(store_dir, data, refs):
+    """Pulling from and resolving through a remote whose listing, ref bodies and
+    packed-refs are hostile: only blobctl errors, nothing outside the local store is
+    touched, and every name bound holds what its ref holds, whatever the pack says."""
+    pack = data.draw(packs(refs))
     store_dir.mkdir(exist_ok=True)
-    (store_dir / "config.toml").write_text('[[mounts]]\nprefix = "r"\nremote = "/nonexistent"\n')
-    with Store(Config.load(str(store_dir))) as store:
-        store.overlay._backends["r/"] = HostileRemote(refs)
+    root = Path(tempfile.mkdtemp(dir=store_dir))  # each example its own store
+    (root / "config.toml").write_text('[[mounts]]\nprefix = "r"\nremote = "/nonexistent"\n')
+    with Store(Config.load(str(root))) as store:
+        store.overlay._backends["r/"] = HostileRemote(refs, pack)
         with file_access_confined_to(store.root) as escapes:
             for operation in [lambda: store.overlay.pull(["r/"])] + [
                     (lambda key=key: store.resolve("r/" + key[len("refs/"):])) for key in refs]:

@@ -68,6 +68,14 @@ class Backend(abc.ABC):
     def list(self, prefix: str) -> Iterator[str]:
         """Keys starting with `prefix`. UsageError if this kind cannot list (plain HTTP)."""
 
+    #: Whether list_with_md5 gives MD5s (then a push keeps packed-refs for pulls to use).
+    lists_md5 = False
+
+    def list_with_md5(self, prefix: str) -> Iterator[tuple[str, str | None]]:
+        """As list, each key with the MD5 (hex) of its value where the listing carries it
+        at no extra cost, else None."""
+        return ((key, None) for key in self.list(prefix))
+
     # -- writes (read-only enforced here, once) -----------------------------------------
     def write(self, key: str, source: BinaryIO, size: int, *, if_absent: bool = False) -> bool:
         """Store `size` bytes read from `source` under `key`, atomically: readers see the

@@ -33,6 +33,7 @@ TRANSFER_CEILING = datetime.timedelta(hours=6)
 #: half the CPU of obstore's chunk stream (pull is CPU-bound), for bounded memory per job.
 WHOLE_READ_MAX = 4 * 1024 * 1024
 DEFAULT_REGION = "us-east-1"
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 def first_env(*names: str) -> str | None:
@@ -153,8 +154,16 @@ class S3Backend(Backend):
             raise self._error(exc, "check", key) from None
         return True
 
+    lists_md5 = True
+
     def list(self, prefix: str) -> Iterator[str]:
-        """obstore lists whole path segments, so list the prefix's directory and filter."""
+        return (key for key, _ in self.list_with_md5(prefix))
+
+    def list_with_md5(self, prefix: str) -> Iterator[tuple[str, str | None]]:
+        """obstore lists whole path segments, so list the prefix's directory and filter.
+        The ETag of a single-part upload is the MD5 of the value (unless it was encrypted
+        with KMS or a customer key: then it matches nothing, which costs only requests);
+        a multipart ETag ('...-N') is not."""
         import obstore
 
         directory = prefix.rpartition("/")[0]
@@ -162,7 +171,7 @@ class S3Backend(Backend):
             for batch in obstore.list(self._store, prefix=directory or None):
                 for meta in batch:
                     if meta["path"].startswith(prefix):
-                        yield meta["path"]
+                        yield meta["path"], _md5_of_etag(meta.get("e_tag"))
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, "list", prefix) from None
 
@@ -213,3 +222,9 @@ def short_reason(text: str) -> str:
     """obstore's message is a page of Rust debug output: keep its first line's last clause."""
     first_line = text.split("\n", 1)[0]
     return first_line.rpartition(" - ")[2].strip() or first_line
+
+
+def _md5_of_etag(etag: str | None) -> str | None:
+    """The MD5 hex an ETag may be ('"<32 hex>"'), or None (multipart, or another form)."""
+    value = (etag or "").strip('"').lower()
+    return value if _MD5_HEX.fullmatch(value) else None
