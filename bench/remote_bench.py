@@ -118,8 +118,9 @@ def main() -> None:
                 for name, command in (pair if round_ % 2 == 0 else reversed(pair)):
                     times[name].append(timed(command, env))
             print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), file=sys.stderr)
-    finally:
+    finally:  # a failed run must not leave its gigabytes behind (a full disk fails the next)
         stop(server, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
 
     rows = []
     for direction in ("push", "pull"):
@@ -139,7 +140,6 @@ def main() -> None:
     notes = REPO / "bench" / "NOTES-remote.md"  # what limits a missed target, kept by hand
     write_section("Remote push/pull", table + ("\n\n" + notes.read_text() if notes.exists() else ""))
     print(table)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
