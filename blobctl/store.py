@@ -375,6 +375,7 @@ class Store:
         self._open_lock = threading.RLock()
         self._accesses: dict[str, tuple[int, int, int]] = {}
         self._shards_ready: dict[str, str] = {}
+        self._real_dirs: dict[Path, str] = {}  # see _check_inside
         self._ensure_layout()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -800,10 +801,18 @@ class Store:
                         on_damaged(name, exc)
 
     def _check_inside(self, path: Path, base: Path, what: str) -> None:
-        """Refuse a path that a symlink inside the store would lead elsewhere."""
-        real_base = os.path.realpath(base)
-        if not os.path.realpath(path).startswith(real_base + os.sep):
+        """Refuse a path that a symlink inside the store would lead elsewhere. Directories
+        are resolved once per command: a pull binding 1,000 names resolved the same few
+        directories 4,000 times, each a walk from / in Python."""
+        real = os.path.realpath(path) if os.path.islink(path) else f"{self._real_dir(path.parent)}/{path.name}"
+        if not real.startswith(self._real_dir(base) + os.sep):
             raise UsageError(f"refusing {what!r}: {path} leads outside {base} through a symlink")
+
+    def _real_dir(self, directory: Path) -> str:
+        real = self._real_dirs.get(directory)
+        if real is None:
+            real = self._real_dirs[directory] = os.path.realpath(directory)
+        return real
 
     # -- resolving keys -----------------------------------------------------------------
     def resolve(self, key: str) -> Resolved:

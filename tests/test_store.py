@@ -364,6 +364,19 @@ def test_symlinked_ref_dir_is_refused(store, tmp_path):
     assert not list(outside.iterdir())
 
 
+def test_a_ref_that_is_a_symlink_outside_is_refused(store, tmp_path):
+    """Neither read through nor bound over: the leaf is checked as well as its directories."""
+    outside = tmp_path / "elsewhere"
+    outside.write_text("a" * 64 + "\n")
+    store.bind("team/ok", store.put_stream(io.BytesIO(b"x")).digest)  # team/ resolved, and remembered
+    (store.refs_dir / "team" / "leak").symlink_to(outside)
+    with pytest.raises(UsageError, match="outside"):
+        store.read_ref("team/leak")
+    with pytest.raises(UsageError, match="outside"):
+        store.bind("team/leak", "b" * 64)
+    assert outside.read_text() == "a" * 64 + "\n"
+
+
 def test_counters_and_totals(store):
     digest = store.put_stream(io.BytesIO(b"abc")).digest
     read_all(store, digest)
