@@ -118,6 +118,8 @@ def main() -> None:
                 for name, command in (pair if round_ % 2 == 0 else reversed(pair)):
                     times[name].append(timed(command, env))
             print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), file=sys.stderr)
+            for done in (sender, receiver, work / f"rclone-down{round_}"):  # ~1 GB a round
+                shutil.rmtree(done, ignore_errors=True)
     finally:  # a failed run must not leave its gigabytes behind (a full disk fails the next)
         stop(server, signal.SIGKILL)
         shutil.rmtree(work, ignore_errors=True)

@@ -17,10 +17,11 @@ import functools
 import io
 import itertools
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
@@ -319,32 +320,42 @@ class Overlay:
             report.names += len(ready)
 
         pending = iter(lookups)
-        # Tasks run ahead of publishing by a bounded number (memory), and are published
-        # as they complete, in any order: no waiting behind a slow one.
-        in_flight = {pool.submit(pull_entry, lookup) for lookup in itertools.islice(pending, max(1, jobs) * 2)}
+        in_flight: set[Future] = set()  # what stays there is cleaned up if we stop
+        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # in_flight's, as they complete
+
+        def start(count: int) -> None:
+            for lookup in itertools.islice(pending, count):
+                future = pool.submit(pull_entry, lookup)
+                in_flight.add(future)
+                future.add_done_callback(finished.put)
+
+        # Tasks run ahead of publishing by up to a batch, so the workers keep downloading
+        # while this thread publishes (a finished task holds a temp file, not memory), and
+        # are published as they complete, in any order: no waiting behind a slow one.
+        # (Waiting on the whole set at each completion cost O(tasks) a time.)
+        start(max(jobs * 2, PUBLISH_BATCH))
         try:
             while in_flight:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                in_flight |= {pool.submit(pull_entry, lookup) for lookup in itertools.islice(pending, len(done))}
-                for future in done:
-                    in_flight.discard(future)  # what stays there is cleaned up if we stop
-                    try:
-                        name, digest, staged, first = future.result()
-                    except BlobctlError as exc:
-                        failure = failure or exc
-                        continue
-                    if name is not None:
-                        waiting.append((name, digest))
-                    if staged is not None:
-                        batch.append(staged)
-                        report.fetched += 1
-                        report.bytes += staged.encoded.stored
-                    elif first:
-                        report.present += 1
-                    if len(batch) >= PUBLISH_BATCH:
-                        publish_and_bind()
-                    if progress is not None:
-                        progress.advance(1)
+                future = finished.get()
+                in_flight.discard(future)
+                start(1)
+                try:
+                    name, digest, staged, first = future.result()
+                except BlobctlError as exc:
+                    failure = failure or exc
+                    continue
+                if name is not None:
+                    waiting.append((name, digest))
+                if staged is not None:
+                    batch.append(staged)
+                    report.fetched += 1
+                    report.bytes += staged.encoded.stored
+                elif first:
+                    report.present += 1
+                if len(batch) >= PUBLISH_BATCH:
+                    publish_and_bind()
+                if progress is not None:
+                    progress.advance(1)
             publish_and_bind()
         finally:  # interrupted or failed: no temp file may outlive the command
             for future in in_flight:
