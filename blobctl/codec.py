@@ -161,6 +161,7 @@ def compress_small(data: bytes, level: int) -> bytes:
 
 
 def encode_small(data: bytes, sink: BinaryIO, level: int) -> Encoded:
+    """Hash and compress an input read whole into `sink`, one frame."""
     frame = compress_small(data, level)
     sink.write(frame)
     return Encoded(hashlib.sha256(data).hexdigest(), len(data), len(frame))

@@ -60,7 +60,7 @@ WORKER_WATCH_SECONDS = 0.25
 
 class _Pending(NamedTuple):
     """An encoded object in a temp file, waiting to be published under its hash. No temp
-    file: the object was already stored when its file was read (see encode_stream)."""
+    file: the object was already stored when its file was read (see encode_small)."""
 
     temp: str | None
     encoded: codec.Encoded
