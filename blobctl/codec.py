@@ -316,7 +316,7 @@ def _damaged(label: str, what: str) -> IntegrityError:
                           "run 'blobctl fsck --repair' to quarantine it")
 
 
-def verify_whole(data: bytes, expected: str, *, label: str) -> int:
+def verify_whole(data: bytes | memoryview, expected: str, *, label: str) -> int:
     """Verify an object held whole in memory (a download); returns its original size.
 
     A single frame that declares a size up to MULTITHREAD_MIN_SIZE is checked with one

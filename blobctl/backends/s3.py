@@ -13,14 +13,14 @@ whole transfer, so a 1 GiB download is not cut off; TRANSFER_CEILING caps a tran
 from __future__ import annotations
 
 import datetime
-import io
 import os
 import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from blobctl.backends.base import Backend, RemoteSettings
-from blobctl.backends.common import CHUNK_SIZE, FIRST_BACKOFF, MAX_BACKOFF, buffered, iter_exact, redact
+from blobctl.backends.common import (CHUNK_SIZE, FIRST_BACKOFF, MAX_BACKOFF, HeldBody, buffered, iter_exact,
+                                     redact)
 from blobctl.errors import BlobctlError, NotFoundError, RemoteError, UsageError
 
 #: Values up to this size go in one PUT (conditional create possible); larger ones are
@@ -125,7 +125,7 @@ class S3Backend(Backend):
             raise self._error(exc, "read", key) from None
         if result.meta["size"] <= WHOLE_READ_MAX:
             try:
-                return io.BytesIO(result.bytes())
+                return HeldBody(result.bytes())
             except Exception as exc:  # noqa: BLE001
                 raise self._error(exc, "read", key) from None
 

@@ -1,7 +1,8 @@
-"""packed-refs: a pull takes a name's hash from the pack only when the remote's listing
-confirms it (the ref's MD5), so a stale, forged or oversized pack costs requests, never a
-wrong name. Against a real SeaweedFS, with the store in-process so that reads can be
-counted."""
+"""Pulls from S3 (a real SeaweedFS), with the store in-process so that reads can be
+counted. packed-refs: a pull takes a name's hash from the pack only when the remote's
+listing confirms it (the ref's MD5), so a stale, forged or oversized pack costs requests,
+never a wrong name. Bodies held whole in memory are verified and written without a copy,
+and still never cached when damaged."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import io
 import pytest
 
 from blobctl import packed_refs
+from blobctl.backends.common import HeldBody
+from blobctl.errors import IntegrityError
 from blobctl.config import Config
 from blobctl.store import Store
 from tests.servers import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
@@ -160,3 +163,32 @@ def test_a_pull_ignores_a_pack_beyond_its_budget(open_store, monkeypatch):
 
     assert sorted(key for key in reads if key.startswith("refs/")) == [f"refs/{n}" for n in sorted(contents)]
     assert all(bob.read_ref(f"team/{n}") == sha(d) for n, d in contents.items())
+
+
+def test_a_held_body_reads_like_a_file_and_lends_its_buffer():
+    body = bytes(range(256)) * 40
+    held = HeldBody(body)
+    assert held.read(10) == body[:10] and held.read(300) == body[10:310]
+    assert held.read() == body[310:] and held.read(5) == b""
+    view = held.getbuffer()
+    assert view.obj is body and bytes(view) == body  # the caller's buffer, not a copy
+
+
+def test_a_damaged_object_held_in_memory_is_not_cached(open_store):
+    """The bucket's copy of one object is replaced by garbage: that name fails with an
+    integrity error, the others are pulled, and nothing damaged or temporary is left."""
+    contents = {f"n{i}": b"content %d " % i * 100 for i in range(4)}
+    alice = open_store("alice")
+    push_names(alice, contents)
+    bad = sha(contents["n2"])
+    garbage = b"not a zstd frame" * 10
+    remote_of(alice).write(f"objects/{bad[:2]}/{bad[2:]}", io.BytesIO(garbage), len(garbage))
+    bob = open_store("bob")
+
+    with pytest.raises(IntegrityError, match=bad):
+        pull_counting(bob)
+
+    assert not bob.has_object(bad) and bob.read_ref("team/n2") is None
+    for name in ("n0", "n1", "n3"):
+        assert bob.read_ref(f"team/{name}") == sha(contents[name])
+    assert not list(bob.tmp_dir.iterdir())
