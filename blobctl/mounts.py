@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from blobctl import codec, keys, packed_refs
 from blobctl.backends import Backend, open_backend
-from blobctl.backends.common import CHUNK_SIZE, buffered
+from blobctl.backends.common import CHUNK_SIZE, HeldBody, buffered
 from blobctl.config import Mount, normalize_prefix
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, ReadOnlyError, RemoteError,
                             UsageError, warn)
@@ -374,9 +374,8 @@ class Overlay:
         """An object from `mount`, verified into a temp file by this (worker) thread."""
         backend = self.backend(mount)
         with backend.open_read(keys.object_key(digest)) as stream:
-            held = getattr(stream, "getbuffer", None)  # a body already in memory: no copy
-            if held is not None and len(body := held()) <= VERIFY_WHOLE_MAX:
-                return self._stage_stream(mount, digest, body)
+            if isinstance(stream, HeldBody) and len(stream.view()) <= VERIFY_WHOLE_MAX:
+                return self._stage_stream(mount, digest, stream.view())  # in memory already: no copy
             data = stream.read(VERIFY_WHOLE_MAX + 1)
             if len(data) <= VERIFY_WHOLE_MAX:
                 return self._stage_stream(mount, digest, data)

@@ -62,9 +62,9 @@ class ChunkStream(io.RawIOBase):
 
 class HeldBody(io.RawIOBase):
     """A value already whole in memory (an S3 body read in one call) as a stream, without
-    copying it first: read() copies only what it returns, and getbuffer(), like
-    io.BytesIO's, gives all of it with no copy. A pull verifies and writes a download
-    from there (1,000 names from SeaweedFS: 2.06 -> 1.89 s)."""
+    copying it first: read() copies only what it returns, and view() gives all of it
+    with no copy. A pull verifies and writes a download from there (1,000 names from
+    SeaweedFS: 2.06 -> 1.89 s)."""
 
     def __init__(self, body):
         super().__init__()
@@ -80,7 +80,8 @@ class HeldBody(io.RawIOBase):
         self._position += count
         return count
 
-    def getbuffer(self) -> memoryview:
+    def view(self) -> memoryview:
+        """The whole value, read-only; it stays valid after the stream is closed."""
         return self._view
 
 
