@@ -204,10 +204,9 @@ def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, 
     assert not list(store.tmp_dir.iterdir())
 
 
-def test_a_chunk_whose_worker_died_is_encoded_here(store, tmp_path):
-    """Workers killed mid-chunk (the third file is a FIFO nobody writes to yet, so the
-    chunk's worker waits there): the chunk is encoded again here, after removing what
-    its worker had written."""
+def _workers_and_a_chunk_ending_in_a_fifo(store, tmp_path) -> tuple:
+    """Worker processes, and a chunk whose third file is a FIFO nobody writes to yet, so
+    the worker that takes it waits there."""
     processes = store_module._WorkerProcesses(store._encoder)
     if not processes.available:
         pytest.skip("worker processes need two CPUs")
@@ -217,12 +216,27 @@ def test_a_chunk_whose_worker_died_is_encoded_here(store, tmp_path):
         paths.append(str(tmp_path / f"f{i}"))
     os.mkfifo(tmp_path / "fifo")
     paths.append(str(tmp_path / "fifo"))
+    return processes, paths
+
+
+def _wait_at_the_fifo(store) -> float:
+    """Until the chunk's worker has written its first two temp files (then it waits at
+    the FIFO); returns the deadline, for the caller's own waits."""
+    deadline = time.time() + 20
+    while len(list(store.tmp_dir.glob("w*"))) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    assert len(list(store.tmp_dir.glob("w*"))) == 2
+    return deadline
+
+
+def test_a_chunk_whose_worker_died_is_encoded_here(store, tmp_path):
+    """Workers killed mid-chunk (the third file is a FIFO nobody writes to yet, so the
+    chunk's worker waits there): the chunk is encoded again here, after removing what
+    its worker had written."""
+    processes, paths = _workers_and_a_chunk_ending_in_a_fifo(store, tmp_path)
     with processes:
         future = processes.submit(paths)
-        deadline = time.time() + 20
-        while len(list(store.tmp_dir.glob("w*"))) < 2 and time.time() < deadline:
-            time.sleep(0.02)
-        assert len(list(store.tmp_dir.glob("w*"))) == 2  # the chunk's first two temp files
+        deadline = _wait_at_the_fifo(store)
         workers = worker_processes(os.getpid())
         for worker in workers:
             with contextlib.suppress(ProcessLookupError):  # the pool may have stopped it already
@@ -244,22 +258,11 @@ def test_a_chunk_whose_worker_died_is_encoded_here(store, tmp_path):
 def test_chunks_whose_outcome_nobody_took_leave_no_temp_files(store, tmp_path):
     """A put interrupted while it waits for a chunk (here: it simply stops asking): once
     the workers have stopped, that chunk's temp files are removed."""
-    processes = store_module._WorkerProcesses(store._encoder)
-    if not processes.available:
-        pytest.skip("worker processes need two CPUs")
-    paths = []
-    for i in range(2):
-        (tmp_path / f"f{i}").write_bytes(b"content %d" % i)
-        paths.append(str(tmp_path / f"f{i}"))
-    os.mkfifo(tmp_path / "fifo")
-    paths.append(str(tmp_path / "fifo"))
+    processes, paths = _workers_and_a_chunk_ending_in_a_fifo(store, tmp_path)
     feeder = threading.Thread(target=(tmp_path / "fifo").write_bytes, args=(b"from the fifo",))
     with processes:
         processes.submit(paths)
-        deadline = time.time() + 20
-        while len(list(store.tmp_dir.glob("w*"))) < 2 and time.time() < deadline:
-            time.sleep(0.02)
-        assert len(list(store.tmp_dir.glob("w*"))) == 2  # the worker waits at the FIFO
+        _wait_at_the_fifo(store)
         feeder.start()  # it finishes the chunk while the pool stops
     feeder.join()
     assert not list(store.tmp_dir.iterdir())
