@@ -51,11 +51,10 @@ def holds(digest: str, listed_md5: str | None) -> bool:
 def read(backend: Backend, budget: int) -> dict[str, str] | None:
     """The remote's pack: empty if it has none, None if it is larger than `budget` bytes."""
     try:
-        with backend.open_read(PACK_KEY) as stream:
-            data = stream.read(budget + 1)
+        data = backend.read_at_most(PACK_KEY, budget)
     except NotFoundError:
         return {}
-    return parse(data) if len(data) <= budget else None
+    return None if data is None else parse(data)
 
 
 def read_for_pull(backend: Backend, listed_refs: int) -> dict[str, str]:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blobctl import codec, keys, packed_refs
-from blobctl.backends import check_url, url_scheme
+from blobctl.backends import Backend, check_url, url_scheme
 from blobctl.config import Config, ConfigFile
 from blobctl.errors import BlobctlError, ConfigError, IntegrityError, NotFoundError, UsageError
 from blobctl.store import Store
@@ -136,6 +136,8 @@ class HostileRemote:
         if key not in self.refs:
             raise NotFoundError(f"{key} not found")
         return self.refs[key][:limit + 1]
+
+    read_at_most = Backend.read_at_most  # through open_read below
 
     def open_read(self, key: str):
         if key == packed_refs.PACK_KEY:

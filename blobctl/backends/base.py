@@ -50,13 +50,19 @@ class Backend(abc.ABC):
     def open_read(self, key: str) -> BinaryIO:
         """A readable stream of the key's bytes (caller closes it). NotFoundError if absent."""
 
+    def read_at_most(self, key: str, limit: int) -> bytes | None:
+        """The whole value of a key, or None if it is larger than `limit` bytes (no more
+        than limit + 1 of them are read)."""
+        with self.open_read(key) as stream:
+            data = stream.read(limit + 1)
+        return data if len(data) <= limit else None
+
     def read_bytes(self, key: str, limit: int = MAX_REF_BYTES) -> bytes:
         """The whole value of a small key; RemoteError if it is larger than `limit`."""
         from blobctl.errors import RemoteError
 
-        with self.open_read(key) as stream:
-            data = stream.read(limit + 1)
-        if len(data) > limit:
+        data = self.read_at_most(key, limit)
+        if data is None:
             raise RemoteError(f"{self.url}: {key} is larger than {limit} bytes; refusing to read it")
         return data
 
