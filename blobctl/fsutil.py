@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat as stat_module
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -150,6 +151,20 @@ def _sync_file_system(path: str | os.PathLike) -> None:
             raise OSError(code, os.strerror(code), os.fspath(path))
     finally:
         os.close(fd)
+
+
+def is_regular_file(path: str | Path) -> bool:
+    """Whether `path` itself (not a symlink's target) is a regular file."""
+    return regular_file_size(path) is not None
+
+
+def regular_file_size(path: str | Path) -> int | None:
+    """The size of `path` if it is itself (not a symlink's target) a regular file."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_size if stat_module.S_ISREG(info.st_mode) else None
 
 
 def temp_path(tmp_dir: str | Path, prefix: str = "") -> str:

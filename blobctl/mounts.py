@@ -34,7 +34,8 @@ from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, ReadOnl
 from blobctl.store import PUBLISH_BATCH
 
 if TYPE_CHECKING:
-    from blobctl.store import Store, _Pending
+    from blobctl.encoder import Pending
+    from blobctl.store import Store
 
 T = TypeVar("T")
 #: Objects up to this size are downloaded whole into memory and verified there, each by
@@ -153,16 +154,16 @@ class Overlay:
         self.store.publish([staged])
         return True
 
-    def stage(self, digest: str) -> _Pending | None:
+    def stage(self, digest: str) -> Pending | None:
         """Download an object from the first mount that has it into a verified temp file
         (for the caller to publish); None if no mount has it."""
         return self._first_answer(self.mounts, lambda mount: self._stage_from(mount, digest))
 
-    def _stage_from(self, mount: Mount, digest: str) -> _Pending:
+    def _stage_from(self, mount: Mount, digest: str) -> Pending:
         with self.backend(mount).open_read(keys.object_key(digest)) as stream:
             return self._stage_stream(mount, digest, stream)
 
-    def _stage_stream(self, mount: Mount, digest: str, source: BinaryIO | bytes | memoryview) -> _Pending:
+    def _stage_stream(self, mount: Mount, digest: str, source: BinaryIO | bytes | memoryview) -> Pending:
         """Verify an object arriving from `mount` (streamed, or whole in memory) into a
         temp file, counting the fetch."""
         backend = self.backend(mount)
@@ -298,7 +299,7 @@ class Overlay:
 
         if progress is not None:
             progress.start(f"pull {target or '(all)'}", len(lookups))
-        batch: list[_Pending] = []
+        batch: list[Pending] = []
         waiting: list[tuple[str, str]] = []  # names whose objects are not published yet
         failure = None
 
@@ -370,7 +371,7 @@ class Overlay:
             raise failure
         return report
 
-    def _download(self, mount: Mount, digest: str) -> _Pending:
+    def _download(self, mount: Mount, digest: str) -> Pending:
         """An object from `mount`, verified into a temp file by this (worker) thread."""
         backend = self.backend(mount)
         with backend.open_read(keys.object_key(digest)) as stream:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from blobctl import encoder as encoder_module
 from blobctl import index as index_module
 from blobctl import store as store_module
 from blobctl.config import Config
@@ -121,7 +122,7 @@ def test_workers_obey_a_sigterm_from_the_put_only(store, tmp_path):
     """A SIGTERM sent to the whole job is the put's to handle, so workers ignore it; the
     pool's own SIGTERM, sent to the others when a worker dies, they obey: the dead one
     may have held the task queue's lock, and waiting for it would hang the put."""
-    processes = store_module._WorkerProcesses(store._encoder)
+    processes = encoder_module.WorkerProcesses(store._encoder)
     if not processes.available:
         pytest.skip("worker processes need two CPUs")
     files = [tmp_path / f"f{i}" for i in range(8)]
@@ -158,12 +159,12 @@ def test_workers_are_forked_only_while_the_put_runs_alone():
         pytest.skip("workers are always spawned there")
     if threading.active_count() != 1:
         pytest.skip("an earlier test left a thread running")
-    assert store_module._worker_start_method() == "fork"
+    assert encoder_module._worker_start_method() == "fork"
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
     try:
-        assert store_module._worker_start_method() == "spawn"
+        assert encoder_module._worker_start_method() == "spawn"
     finally:
         stop.set()
         other.join()
@@ -180,9 +181,9 @@ def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, 
     if processes:
         monkeypatch.setattr(store_module, "PROCESSES_MIN_FILES", 5)
         monkeypatch.setattr(store_module, "PROCESS_CHUNK", 4)
-        monkeypatch.setattr(store_module, "_worker_start_method", lambda: started.append(processes) or processes)
-    real_result = store_module._WorkerProcesses.result
-    monkeypatch.setattr(store_module._WorkerProcesses, "result",
+        monkeypatch.setattr(encoder_module, "_worker_start_method", lambda: started.append(processes) or processes)
+    real_result = encoder_module.WorkerProcesses.result
+    monkeypatch.setattr(encoder_module.WorkerProcesses, "result",
                         lambda self, future: chunks.append(future) or real_result(self, future))
     files = []
     for i in range(60):
@@ -207,7 +208,7 @@ def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, 
 def _workers_and_a_chunk_ending_in_a_fifo(store, tmp_path) -> tuple:
     """Worker processes, and a chunk whose third file is a FIFO nobody writes to yet, so
     the worker that takes it waits there."""
-    processes = store_module._WorkerProcesses(store._encoder)
+    processes = encoder_module.WorkerProcesses(store._encoder)
     if not processes.available:
         pytest.skip("worker processes need two CPUs")
     paths = []
