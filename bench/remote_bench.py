@@ -4,16 +4,17 @@ half text) to a private SeaweedFS S3 server, against `rclone copy` of the same f
     .venv/bin/python bench/remote_bench.py [--objects 1000] [--rounds 3] [--jobs 8]
 
 Both tools run alternately in each round (fresh buckets, fresh local directories), and
-the median of the rounds is reported. Nothing is deleted before the last round has run:
-on ext4 without a journal (as on the benchmark machine), each file created scans past
-every free inode of its block group deleted in the last minute (six while that inode's
-table block is dirty, which creating its neighbours makes it), one buffer lookup each. A
-pull timed after the previous round's ~5,600 files were deleted spent a third of its
-samples in that scan, blobctl more than rclone: it creates two files per name (object
-and ref) to rclone's one. For the same reason, leave six minutes between runs (each run
-deletes its own ~40,000 files at the end). blobctl uploads its compressed objects plus one ref
+the median of the rounds is reported. blobctl uploads its compressed objects plus one ref
 per name; rclone uploads the raw files: that difference is the product, so it is kept.
 The section "Remote push/pull" of bench/RESULTS.md is replaced with the table.
+
+Nothing is deleted before the last round has run: on ext4 without a journal (as on the
+benchmark machine), each file created scans past every free inode of its block group
+deleted in the last minute (six while that inode's table block is dirty, which creating
+its neighbours makes it), one buffer lookup each. A pull timed after the previous round's
+~5,600 files were deleted spent a third of its samples in that scan, blobctl more than
+rclone: it creates two files per name (object and ref) to rclone's one. For the same
+reason, leave six minutes between runs (each run deletes its ~40,000 files at the end).
 """
 
 from __future__ import annotations
