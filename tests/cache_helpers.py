@@ -23,7 +23,3 @@ def backdate(store_dir: Path, digest: str, hours: float) -> int:
     with sqlite3.connect(store_dir / "index.sqlite", timeout=60) as db:
         db.execute("UPDATE objects SET accessed = ? WHERE hash = ?", (accessed, digest))
     return accessed
-
-
-def object_file(store_dir: Path, digest: str) -> Path:
-    return store_dir / "objects" / digest[:2] / digest[2:]

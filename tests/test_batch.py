@@ -7,6 +7,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from tests.reliability import object_file
+
 
 def parse_batch(out: bytes) -> list[tuple[str, bytes | None]]:
     """(header key or hash, bytes or None for 'missing') in order, checking the framing."""
@@ -30,10 +32,6 @@ def put(blobctl, tmp_path: Path, name: str, data: bytes) -> str:
     path = tmp_path / name
     path.write_bytes(data)
     return blobctl("put", path, check=True).text.strip()
-
-
-def object_file(store_dir: Path, digest: str) -> Path:
-    return store_dir / "objects" / digest[:2] / digest[2:]
 
 
 def test_batch_streams_objects_in_input_order(blobctl, tmp_path):

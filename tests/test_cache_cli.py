@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from tests.cache_helpers import backdate, object_file
+from tests.cache_helpers import backdate
+from tests.reliability import object_file
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 
 from blobctl.config import Config
 from blobctl.store import Store
-from tests.cache_helpers import object_file, put_bytes
+from tests.cache_helpers import put_bytes
+from tests.reliability import object_file
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 from blobctl import gc, pins
 from blobctl.config import Config
 from blobctl.store import Store
-from tests.cache_helpers import backdate, object_file, put_bytes
+from tests.cache_helpers import backdate, put_bytes
+from tests.reliability import object_file
 
 
 def aged_objects(store, store_dir, count: int) -> list[str]:
