@@ -1,6 +1,5 @@
 """End-to-end: the installed `blobctl` command in a subprocess, as a shell user runs it."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -13,13 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import blobctl_executable
+from tests.reliability import sha
 from tests.workers import alive, worker_processes
 
 EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTEGRITY = 2, 3, 4
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def shell(command: str, **kwargs) -> subprocess.CompletedProcess:

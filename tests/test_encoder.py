@@ -3,7 +3,6 @@ encode chunks of a many-file put: how they start, and what happens when one dies
 put stops waiting for them."""
 
 import contextlib
-import hashlib
 import os
 import signal
 import subprocess
@@ -15,11 +14,8 @@ from pathlib import Path
 import pytest
 
 from blobctl import encoder as encoder_module
+from tests.reliability import sha
 from tests.workers import alive, worker_processes
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _blocks_sigterm(pid: int) -> bool:

@@ -1,7 +1,6 @@
 """End-to-end mounts: put → push → a fresh store mounts the same remote → get, over a
 directory, nginx WebDAV and SeaweedFS S3; plus the faults a user will hit."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -11,13 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability import sha
 from tests.servers import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
 
 EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTEGRITY, EXIT_REMOTE = 2, 3, 4, 5
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture(params=["directory", "webdav", "s3"])

@@ -17,11 +17,8 @@ from blobctl.backends.common import HeldBody
 from blobctl.errors import IntegrityError
 from blobctl.config import Config
 from blobctl.store import Store
+from tests.reliability import sha
 from tests.servers import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_parse_keeps_only_well_formed_lines_and_render_sorts():

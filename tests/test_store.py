@@ -1,6 +1,5 @@
 """Unit tests of the Store and its index, in-process."""
 
-import hashlib
 import io
 import os
 import threading
@@ -15,10 +14,7 @@ from blobctl.errors import IntegrityError, NotFoundError, UsageError
 from blobctl.index import Index
 from blobctl.results import Resolved
 from blobctl.store import Store
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from tests.reliability import sha
 
 
 def read_all(store, key) -> bytes:
