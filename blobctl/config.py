@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -118,6 +118,13 @@ class Mount(NamedTuple):
 
     def covers(self, name: str) -> bool:
         return name.startswith(self.prefix)
+
+
+def covering_mounts(mounts: Iterable[Mount], name: str) -> list[Mount]:
+    """The mounts whose prefix covers `name`, most specific (longest prefix) first, as
+    with file-system mount points: the name belongs to the first, and its lookups fall
+    through to the others ('' is the fallback for every name)."""
+    return sorted((m for m in mounts if m.covers(name)), key=lambda m: -len(m.prefix))
 
 
 @dataclass

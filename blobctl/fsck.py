@@ -25,6 +25,7 @@ from pathlib import Path
 
 from blobctl import codec, keys
 from blobctl.errors import BlobctlError, IntegrityError
+from blobctl.gc import name_protection
 
 #: Kinds that `repair` fixes by rebuilding the index from the files.
 METADATA_KINDS = frozenset({"missing_row", "stale_row", "wrong_size", "name_mirror"})
@@ -126,15 +127,15 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
         report("stale_row", digest, "index row for an object file that is not there")
 
     refs: dict[str, str] = {}
-    pushed = store.index.pushed_names()
+    on_remotes = store.index.remote_names()
     for name, digest in store.iter_refs(
             on_damaged=lambda name, exc: report("bad_ref", name, exc.message)):
         refs[name] = digest
         if digest in good:
             continue
-        if not store.has_object(digest) and pushed.get(name) == digest \
-                and any(mount.covers(name) for mount in store.config.mounts):
-            continue  # a pushed name whose local copy gc evicted: its mount has the object
+        if not store.has_object(digest) and name_protection(
+                store.config.mounts, lambda *key: on_remotes.get(key), name, digest) is None:
+            continue  # gc evicted the local copy of what a mount holds
         state = "is damaged" if store.has_object(digest) else "is not in the store"
         report("dangling_ref", name, f"its object {digest} {state}", refetch=digest)
     mirror = dict(store.index.db.execute("SELECT name, hash FROM names"))

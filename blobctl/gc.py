@@ -3,8 +3,8 @@
 `plan()` decides, without locking, which objects go: least recently accessed first (the
 access blobctl records on get, put and fetch, not the file system's atime) until the
 store fits the size limit, plus anything not accessed for `older_than`. It never picks an
-object that a local name protects, that is pinned, whose name under a writable mount is not
-pushed yet, or that was accessed within the grace period.
+object that a local name points at (unless a mount covering that name is known to hold it:
+see name_protection), that is pinned, or that was accessed within the grace period.
 
 `execute()` deletes in batches, each under the index's write lock (the store's mutex with
 put): just before unlinking it re-checks that the object's recorded access is unchanged
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blobctl import pins, racehooks
-from blobctl.config import Mount
+from blobctl.config import Mount, covering_mounts
 from blobctl.errors import IntegrityError
 from blobctl.fsutil import TEMP_SUFFIX
 from blobctl.index import ObjectRow
@@ -93,13 +93,15 @@ class GcOutcome:
     stored_after: int
 
 
-def name_protection(mounts: Iterable[Mount], pushed_hash: Callable[[str], str | None],
+def name_protection(mounts: Iterable[Mount], remote_hash: Callable[[str, str], str | None],
                     name: str, digest: str) -> str | None:
-    """Why a local name keeps its object, or None: a name under a writable mount whose
-    current hash is pushed leaves an ordinary cache entry (the remote has it)."""
-    if any(mount.covers(name) and not mount.read_only for mount in mounts):
-        return None if pushed_hash(name) == digest else "unpushed"
-    return "named"
+    """Why a local name keeps its object, or None: a name whose current hash a mount
+    covering it is known to hold (pushed there, or pulled from there) leaves an ordinary
+    cache entry, fetched again on demand. `remote_hash(remote, name)` is that record."""
+    covering = covering_mounts(mounts, name)
+    if any(remote_hash(mount.remote, name) == digest for mount in covering):
+        return None
+    return "unpushed" if covering and not covering[0].read_only else "named"
 
 
 def plan(store, *, max_size: int | None, older_than: float | None = None,
@@ -114,9 +116,9 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
         if rank[reason] < rank[protected.get(digest, "not_needed")]:
             protected[digest] = reason
 
-    pushed = store.index.pushed_names()
+    on_remotes = store.index.remote_names()
     for name, digest in store.iter_refs():
-        reason = name_protection(store.config.mounts, pushed.get, name, digest)
+        reason = name_protection(store.config.mounts, lambda *key: on_remotes.get(key), name, digest)
         if reason is not None:
             protect(digest, reason)
     for digest in pins.active_pins(store.pins_dir, now):
@@ -207,7 +209,7 @@ def _changed_since_plan(store, batch: tuple[ObjectRow, ...]) -> set[str]:
     accessed = dict(db.execute(f"SELECT hash, accessed FROM objects WHERE hash IN ({marks})", hashes))
     keep = {row.hash for row in batch if accessed.get(row.hash) != row.accessed}
     for name, digest in db.execute(f"SELECT name, hash FROM names WHERE hash IN ({marks})", hashes):
-        if name_protection(store.config.mounts, store.index.pushed_hash, name, digest):
+        if name_protection(store.config.mounts, store.index.remote_hash, name, digest):
             keep.add(digest)
     now = time.time_ns()
     pin_files = set(os.listdir(store.pins_dir))

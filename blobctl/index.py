@@ -1,5 +1,5 @@
 """Metadata kept for speed, in SQLite (WAL): per-object sizes and last access, running
-totals, counters, name mirror, recently evicted hashes and push state.
+totals, counters, name mirror, recently evicted hashes, and which names each remote holds.
 
 Everything here can be rebuilt from objects/ and refs/ (Store.rebuild_index), so the
 index is never the only copy of anything a user cares about. SQLite's write lock is also
@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from blobctl.errors import BlobctlError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Seconds a command waits for another one holding the index (SQLite busy timeout).
 BUSY_TIMEOUT = 120
 #: How many recently evicted hashes are remembered, to count misses that gc caused.
@@ -55,7 +55,10 @@ END;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS evicted (hash TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS evicted_by_time ON evicted (at);
-CREATE TABLE IF NOT EXISTS pushed (name TEXT PRIMARY KEY, hash TEXT NOT NULL) WITHOUT ROWID;
+DROP TABLE IF EXISTS pushed;
+CREATE TABLE IF NOT EXISTS remote_names (
+    remote TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL,
+    PRIMARY KEY (remote, name)) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
@@ -199,16 +202,22 @@ class Index:
     def was_evicted(self, digest: str) -> bool:
         return self.db.execute("SELECT 1 FROM evicted WHERE hash = ?", (digest,)).fetchone() is not None
 
-    # -- push state ---------------------------------------------------------------------
-    def pushed_hash(self, name: str) -> str | None:
-        found = self.db.execute("SELECT hash FROM pushed WHERE name = ?", (name,)).fetchone()
+    # -- what remotes hold --------------------------------------------------------------
+    def mark_on_remote(self, remote: str, pairs: Iterable[tuple[str, str]]) -> None:
+        """Record that `remote` (a mount's URL) holds these local (name, hash) pairs:
+        pushed there, or pulled from there."""
+        self.db.executemany("INSERT OR REPLACE INTO remote_names VALUES (?, ?, ?)",
+                            [(remote, name, digest) for name, digest in pairs])
+
+    def remote_hash(self, remote: str, name: str) -> str | None:
+        found = self.db.execute("SELECT hash FROM remote_names WHERE remote = ? AND name = ?",
+                                (remote, name)).fetchone()
         return found[0] if found else None
 
-    def mark_pushed(self, name: str, digest: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO pushed VALUES (?, ?)", (name, digest))
-
-    def pushed_names(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT name, hash FROM pushed"))
+    def remote_names(self) -> dict[tuple[str, str], str]:
+        """(remote, name) -> hash for every pair recorded."""
+        return {(remote, name): digest for remote, name, digest
+                in self.db.execute("SELECT remote, name, hash FROM remote_names")}
 
     # -- rebuild ------------------------------------------------------------------------
     def replace_all(self, objects: Iterable[ObjectRow], names: Iterable[tuple[str, str]]) -> None:

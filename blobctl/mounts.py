@@ -25,10 +25,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from blobctl import codec, keys, packed_refs
+from blobctl import codec, gc, keys, packed_refs
 from blobctl.backends import Backend, open_backend
 from blobctl.backends.common import CHUNK_SIZE, HeldBody, buffered
-from blobctl.config import Mount, normalize_prefix
+from blobctl.config import Mount, covering_mounts, normalize_prefix
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, ReadOnlyError, RemoteError,
                             UsageError, warn)
 from blobctl.store import PUBLISH_BATCH
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from blobctl.store import Store
 
 T = TypeVar("T")
+#: What a pull found for one target: (local name or None, hash, the mount whose ref gave
+#: that hash, or None when the name is local or the key a hash).
+_Entry = tuple["str | None", str, "Mount | None"]
 #: Objects up to this size are downloaded whole into memory and verified there, each by
 #: the worker thread that fetched it (one decompress and one hash call, which release the
 #: GIL); larger ones are verified as they stream to a temp file.
@@ -102,18 +105,23 @@ class Overlay:
         return self._backends[mount.prefix]
 
     def covering(self, name: str) -> list[Mount]:
-        return [m for m in self.mounts if m.covers(name)]
+        return covering_mounts(self.mounts, name)
+
+    def owner(self, name: str) -> Mount | None:
+        """The mount a name belongs to (the most specific covering it), if any."""
+        covering = self.covering(name)
+        return covering[0] if covering else None
 
     def writable_mount_for(self, name: str) -> Mount | None:
-        """The mount a local name under its prefix would be pushed to; ReadOnlyError if the
-        first mount covering it is read-only (the name could never be published)."""
-        for mount in self.covering(name):
-            if mount.read_only:
-                raise ReadOnlyError(f"cannot bind {name!r}: {mount.prefix or 'every name'} is mounted "
-                                    f"read-only from {self.backend(mount).url}",
-                                    "choose a name outside the mount, or remount it without --read-only")
-            return mount
-        return None
+        """The mount a local name would be pushed to; ReadOnlyError if the name belongs
+        to a read-only mount (it could never be published)."""
+        mount = self.owner(name)
+        if mount is not None and mount.read_only:
+            raise ReadOnlyError(f"cannot bind {name!r}: {mount.prefix or 'every name'} is mounted "
+                                f"read-only from {self.backend(mount).url}",
+                                "choose a name outside the mount, or remount it without --read-only"
+                                if mount.prefix else "mount that remote at a prefix instead of ''")
+        return mount
 
     # -- reads --------------------------------------------------------------------------
     def _first_answer(self, mounts: list[Mount], attempt: Callable[[Mount], T]) -> T | None:
@@ -138,10 +146,13 @@ class Overlay:
 
     def resolve_name(self, name: str) -> str | None:
         """The hash a mounted remote's ref gives for `name`, or None if no mount has it."""
-        def read_ref(mount: Mount) -> str:
-            backend = self.backend(mount)
-            data = backend.read_bytes(keys.ref_key(remote_name(mount, name)))
-            return keys.parse_ref(data, f"{name!r} on {backend.url}")
+        found = self._find_name(name)
+        return found[0] if found else None
+
+    def _find_name(self, name: str) -> tuple[str, Mount] | None:
+        """(hash, mount) from the first mount covering `name` whose remote has it."""
+        def read_ref(mount: Mount) -> tuple[str, Mount]:
+            return _read_remote_ref(self.backend(mount), mount, name)[1:]
 
         return self._first_answer(self.covering(name), read_ref)
 
@@ -184,14 +195,10 @@ class Overlay:
         """(name, hash) of local names under a writable mount that the remote lacks."""
         if mount.read_only:
             return []
-        pushed = self.store.index.pushed_names()
+        on_remotes = self.store.index.remote_names()
         start = within if within.startswith(mount.prefix) else mount.prefix
         return [(name, digest) for name, digest in self.store.iter_refs(start)
-                if self._owner(name) is mount and pushed.get(name) != digest]
-
-    def _owner(self, name: str) -> Mount | None:
-        covering = self.covering(name)
-        return covering[0] if covering else None
+                if self.owner(name) is mount and on_remotes.get((mount.remote, name)) != digest]
 
     def status(self) -> list[MountStatus]:
         counters = self.store.index.counters()
@@ -204,25 +211,23 @@ class Overlay:
     def push(self, prefix: str | None = None, *, dry_run: bool = False, jobs: int = 8,
              progress=None) -> list[PushReport]:
         """Publish unpushed names under `prefix` (all writable mounts by default): objects
-        first, in parallel, skipping what the remote has; then the refs."""
-        chosen = self._mounts_for(prefix)
-        reports = []
-        for mount in chosen:
-            if mount.read_only:
-                if prefix is not None:
-                    raise ReadOnlyError(f"cannot push to {self.backend(mount).url}: mounted read-only")
-                continue
-            reports.append(self._push_mount(mount, prefix or "", dry_run=dry_run, jobs=jobs, progress=progress))
-        return reports
+        first, in parallel, skipping what the remote has; then the refs. Read-only mounts
+        own no local names and are skipped, unless the prefix itself belongs to one."""
+        chosen = self.mounts if prefix is None else self._mounts_under(prefix)
+        owner = None if prefix is None else self.owner(prefix)
+        if owner is not None and owner.read_only:
+            raise ReadOnlyError(f"cannot push to {self.backend(owner).url}: mounted read-only")
+        return [self._push_mount(mount, prefix or "", dry_run=dry_run, jobs=jobs, progress=progress)
+                for mount in chosen if not mount.read_only]
 
-    def _mounts_for(self, prefix: str | None) -> list[Mount]:
-        if prefix is None:
-            return list(self.mounts)
-        keys.validate_prefix(prefix)
-        chosen = [m for m in self.mounts if m.covers(prefix) or m.prefix.startswith(normalize_prefix(prefix))]
-        if not chosen:
+    def _mounts_under(self, prefix: str) -> list[Mount]:
+        """The mounts that may hold names under a name prefix: those covering it, most
+        specific first, then those mounted below it."""
+        whole = normalize_prefix(keys.validate_prefix(prefix))
+        mounts = self.covering(whole) + [m for m in self.mounts if m.prefix.startswith(whole) and m.prefix != whole]
+        if not mounts:
             raise NotFoundError(f"no mount covers {prefix!r}", "see mounts with 'blobctl mount'")
-        return chosen
+        return mounts
 
     def _push_mount(self, mount: Mount, within: str, *, dry_run: bool, jobs: int, progress) -> PushReport:
         backend = self.backend(mount)
@@ -247,8 +252,7 @@ class Overlay:
         if backend.lists_md5:  # then pulls can check the pack's entries against the listing
             packed_refs.merge_into(backend, {remote_name(mount, name): digest for name, digest in todo})
         with self.store.index.transaction():
-            for name, digest in todo:
-                self.store.index.mark_pushed(name, digest)
+            self.store.index.mark_on_remote(mount.remote, todo)
         report.refs = len(todo)
         report.seconds = time.monotonic() - started
         return report
@@ -271,7 +275,9 @@ class Overlay:
     # -- pull ---------------------------------------------------------------------------
     def pull(self, targets: Iterable[str], *, jobs: int = 8, progress=None) -> list[PullReport]:
         """Prefetch into the local store: each target is a mount prefix / name prefix
-        (every remote name under it, bound locally as pushed cache entries) or a key."""
+        (every remote name under it, bound locally as cache entries of that remote) or a
+        key. A local name whose value no covering remote holds (not pushed yet) is kept,
+        not replaced by the remote's: the pull reports it and fails at the end."""
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             return [self._pull_one(target, pool, jobs, progress) for target in targets]
 
@@ -285,8 +291,8 @@ class Overlay:
         claimed: set[str] = set()
         claim_lock = threading.Lock()
 
-        def pull_entry(lookup: Callable[[], tuple[str | None, str]]):
-            name, digest = lookup()
+        def pull_entry(lookup: Callable[[], _Entry]):
+            name, digest, source = lookup()
             with claim_lock:  # two names of one object: fetch it once
                 first = digest not in claimed
                 claimed.add(digest)
@@ -295,13 +301,14 @@ class Overlay:
                 fetched = self._first_answer(self.mounts, lambda mount: self._download(mount, digest))
                 if fetched is None:
                     raise _on_no_remote(digest)
-            return name, digest, fetched, first
+            return (name, digest, source), fetched, first
 
         if progress is not None:
             progress.start(f"pull {target or '(all)'}", len(lookups))
         batch: list[Pending] = []
-        waiting: list[tuple[str, str]] = []  # names whose objects are not published yet
+        waiting: list[_Entry] = []  # names whose objects are not published yet
         failure = None
+        kept: list[str] = []  # local names left as they are (see _bind_pulled)
 
         def publish_and_bind() -> None:
             """Publish the batch, then bind every waiting name whose object is now local:
@@ -310,15 +317,10 @@ class Overlay:
             nonlocal batch, waiting
             self.store.publish(batch)
             batch = []
-            local = [self.store.has_object(digest) for _, digest in waiting]
+            local = [self.store.has_object(digest) for _, digest, _ in waiting]
             ready = [entry for entry, here in zip(waiting, local) if here]
             waiting = [entry for entry, here in zip(waiting, local) if not here]
-            self.store.bind_many([(name, digest) for name, digest in ready
-                                  if self.store.read_ref(name) != digest], from_remote=True)
-            with self.store.index.transaction():
-                for name, digest in ready:
-                    self.store.index.mark_pushed(name, digest)
-            report.names += len(ready)
+            report.names += self._bind_pulled(ready, kept)
 
         pending = iter(lookups)
         in_flight: set[Future] = set()  # what stays there is cleaned up if we stop
@@ -341,12 +343,12 @@ class Overlay:
                 in_flight.discard(future)
                 start(1)
                 try:
-                    name, digest, staged, first = future.result()
+                    entry, staged, first = future.result()
                 except BlobctlError as exc:
                     failure = failure or exc
                     continue
-                if name is not None:
-                    waiting.append((name, digest))
+                if entry[0] is not None:
+                    waiting.append(entry)
                 if staged is not None:
                     batch.append(staged)
                     report.fetched += 1
@@ -363,13 +365,54 @@ class Overlay:
                 future.cancel()
             for future in in_flight:
                 if not future.cancelled() and future.exception() is None:
-                    staged = future.result()[2]
+                    staged = future.result()[1]
                     if staged is not None:
                         batch.append(staged)
             self.store.discard(batch)
         if failure is not None:
             raise failure
+        if kept:
+            raise BlobctlError(f"pull did not bind {len(kept)} remote name(s): "
+                               f"{', '.join(kept[:5])}{' …' if len(kept) > 5 else ''}",
+                               "see the warnings above")
         return report
+
+    def _bind_pulled(self, ready: list[_Entry], kept: list[str]) -> int:
+        """Bind names pulled from a remote (their objects are local now) and record that
+        the remote holds them. A local name is replaced only if a remote covering it
+        holds its current value, so nothing unpushed loses its name; such names, and
+        names clashing with a local one, go to `kept` with a warning each. Checked and
+        bound under the index's write lock, so a local bind cannot slip in between.
+        Returns how many names now match their remote."""
+        index, bound = self.store.index, 0
+        with index.transaction():
+            binds, held = [], {}
+            for name, digest, source in ready:
+                if source is None:  # a local name, pulled for its object only
+                    bound += 1
+                    continue
+                current = self.store.read_ref(name)
+                if current != digest:
+                    if current is not None and gc.name_protection(self.mounts, index.remote_hash,
+                                                                    name, current) is not None:
+                        warn(f"kept local name {name!r} ({current[:12]}): it is not pushed yet, and "
+                             f"{self.backend(source).url} has {digest[:12]} (push it first, or "
+                             f"remove it with 'blobctl rm {name}' and pull again)")
+                        kept.append(name)
+                        continue
+                    try:
+                        self.store.check_bindable(name, from_remote=True)
+                    except UsageError as exc:
+                        warn(str(exc))
+                        kept.append(name)
+                        continue
+                    binds.append((name, digest))
+                held.setdefault(source.remote, []).append((name, digest))
+                bound += 1
+            self.store.bind_many(binds, from_remote=True)
+            for remote, pairs in held.items():
+                index.mark_on_remote(remote, pairs)
+        return bound
 
     def _download(self, mount: Mount, digest: str) -> Pending:
         """An object from `mount`, verified into a temp file by this (worker) thread."""
@@ -392,13 +435,13 @@ class Overlay:
             m.prefix == normalize_prefix(target) for m in self.mounts)
         if not is_prefix:
             resolved = self.store.resolve(target)
-            return [lambda: (resolved.name, resolved.digest)]
-        prefix = normalize_prefix(keys.validate_prefix(target))
-        mounts = [m for m in self.mounts if m.covers(prefix) or m.prefix.startswith(prefix)]
-        if not mounts:
-            raise NotFoundError(f"no mount covers {target!r}", "see mounts with 'blobctl mount'")
-        lookups = []
-        for mount in mounts:
+            if resolved.name is not None and self.store.read_ref(resolved.name) is None:
+                digest, mount = self._find_name(resolved.name) or (resolved.digest, None)
+                return [lambda: (resolved.name, digest, mount)]
+            return [lambda: (resolved.name, resolved.digest, None)]
+        prefix = normalize_prefix(target)
+        lookups: dict[str, tuple[int, Callable[[], _Entry]]] = {}  # name -> (rank, lookup)
+        for mount in self._mounts_under(target):
             backend = self.backend(mount)
             below = prefix[len(mount.prefix):] if prefix.startswith(mount.prefix) else ""
             listed = list(backend.list_with_md5(keys.ref_key(below) if below else "refs/"))
@@ -410,24 +453,29 @@ class Overlay:
                 except UsageError:
                     warn(f"skipping remote ref {key!r} on {backend.url}: not a valid name")
                     continue
+                rank = self.covering(name).index(mount)  # a name on several mounts: as get finds it
+                if name in lookups and lookups[name][0] < rank:
+                    continue
                 packed = pack.get(key[len("refs/"):])
                 if packed is not None and packed_refs.holds(packed, md5):
-                    lookups.append(functools.partial(_known, name, packed))
+                    lookups[name] = rank, functools.partial(_known, name, packed, mount)
                 else:
-                    lookups.append(functools.partial(_read_remote_ref, backend, name, key))
-        return lookups
+                    lookups[name] = rank, functools.partial(_read_remote_ref, backend, mount, name)
+        return [lookup for _, lookup in lookups.values()]
 
 
 def _on_no_remote(digest: str) -> NotFoundError:
     return NotFoundError(f"object {digest} is on no mounted remote")
 
 
-def _known(name: str, digest: str) -> tuple[str, str]:
-    return name, digest
+def _known(name: str, digest: str, mount: Mount) -> _Entry:
+    return name, digest, mount
 
 
-def _read_remote_ref(backend: Backend, name: str, key: str) -> tuple[str, str]:
-    return name, keys.parse_ref(backend.read_bytes(key), f"{key!r} on {backend.url}")
+def _read_remote_ref(backend: Backend, mount: Mount, name: str) -> _Entry:
+    """(name, the hash its ref on `mount` holds, mount)."""
+    key = keys.ref_key(remote_name(mount, name))
+    return name, keys.parse_ref(backend.read_bytes(key), f"{key!r} on {backend.url}"), mount
 
 
 def verify_stream_into(source: BinaryIO, sink: BinaryIO, digest: str, label: str) -> int:

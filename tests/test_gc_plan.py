@@ -137,13 +137,39 @@ def test_names_under_a_writable_mount_protect_only_until_pushed(mounted_store, s
                          ("team/stale", stale_push), ("vendor/ro", read_only)]:
         store.bind(name, digest, from_remote=name.startswith("vendor/"))  # as pull binds it
     with store.index.transaction():
-        store.index.mark_pushed("team/pushed", pushed)
-        store.index.mark_pushed("team/stale", unpushed)  # pushed an older version
+        store.index.mark_on_remote("/tmp/team-remote", [("team/pushed", pushed),
+                                                        ("team/stale", unpushed)])  # an older version
+        store.index.mark_on_remote("/tmp/elsewhere", [("team/unpushed", unpushed)])  # not this mount's
     plan = gc.plan(store, max_size=0)
     assert evicted(plan) == [pushed]
     assert reasons(plan) == {unpushed: "unpushed", stale_push: "unpushed", read_only: "named"}
     outcome = gc.execute(store, plan)  # the re-check under the lock agrees
     assert outcome.evicted == (pushed,) and outcome.changed == 0
+
+
+def test_a_name_pulled_from_a_read_only_mount_is_a_cache_entry(mounted_store, store_dir):
+    """The remote it came from holds it, so gc may evict it; a get fetches it again."""
+    store = mounted_store
+    pulled, named = aged_objects(store, store_dir, 2)
+    store.bind("vendor/pulled", pulled, from_remote=True)
+    store.bind("vendor/local", named, from_remote=True)
+    with store.index.transaction():
+        store.index.mark_on_remote("/tmp/vendor-remote", [("vendor/pulled", pulled)])
+    plan = gc.plan(store, max_size=0)
+    assert evicted(plan) == [pulled]
+    assert reasons(plan) == {named: "named"}
+
+
+def test_a_catch_all_mount_does_not_own_names_under_a_more_specific_one(store_dir):
+    """'' is the fallback: team/x belongs to team/, so only team/'s remote counts."""
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text(
+        '[[mounts]]\nprefix = ""\nremote = "/tmp/all-remote"\nread_only = true\n\n'
+        '[[mounts]]\nprefix = "team/"\nremote = "/tmp/team-remote"\n')
+    with Store(Config.load(str(store_dir))) as store:
+        (digest,) = aged_objects(store, store_dir, 1)
+        store.bind("team/x", digest)  # allowed: the read-only '' mount does not own it
+        assert reasons(gc.plan(store, max_size=0)) == {digest: "unpushed"}
 
 
 def test_execute_keeps_an_object_put_again_after_planning(store, store_dir):

@@ -1,0 +1,145 @@
+"""End-to-end: which mount a name belongs to, and what pull, push and gc may do to a
+local name given what each remote is known to hold. Directory remotes: the rules are the
+overlay's, the same for every remote kind (test_backend_contract covers the kinds)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.reliability import sha
+from tests.test_mounts import store_runner
+
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+
+
+@pytest.fixture
+def remotes(tmp_path):
+    """A function making empty directory remotes under tmp_path."""
+    def make(name: str) -> str:
+        path = tmp_path / name
+        path.mkdir()
+        return str(path)
+    return make
+
+
+def evict_everything(run) -> list[str]:
+    """gc with no grace and no size allowance: what it evicted."""
+    return json.loads(run("gc", "--max-size", "0", "--grace", "0s", "--json", check=True).out)["evict"]["hashes"]
+
+
+def test_pull_keeps_a_local_name_that_is_not_pushed_yet(blobctl, tmp_path, remotes):
+    shared = remotes("shared")
+    alice = store_runner(blobctl, tmp_path / "alice", {})
+    bob = store_runner(blobctl, tmp_path / "bob", {})
+    for run in (alice, bob):
+        run("mount", "team", shared, check=True)
+    alice("put", "--name", "team/x", "-", input=b"v1", check=True)
+    alice("put", "--name", "team/other", "-", input=b"other", check=True)
+    alice("push", check=True)
+    bob("put", "--name", "team/x", "-", input=b"v2 from bob", check=True)
+    bob("push", check=True)
+    alice("put", "--name", "team/x", "-", input=b"v3, alice's edit", check=True)  # not pushed
+
+    pulled = alice("pull", "team/")
+    assert pulled.code == EXIT_FAILURE
+    assert "kept local name 'team/x'" in pulled.err and "push it first" in pulled.err
+    assert "pull did not bind 1 remote name(s): team/x" in pulled.err
+    assert alice("get", "team/x", check=True).out == b"v3, alice's edit"
+    assert alice("get", "team/other", check=True).out == b"other"
+    evicted = evict_everything(alice)  # v1 and "other" are on the remote, v2 unnamed here
+    assert sha(b"v1") in evicted and sha(b"v3, alice's edit") not in evicted
+    assert alice("get", "team/x", check=True).out == b"v3, alice's edit"
+
+    # pulling the key alone fetches nothing new and marks nothing as pushed
+    alice("pull", "team/x", check=True)
+    assert json.loads(alice("mount", "--json").out)[0]["unpushed"] == 1
+
+
+def test_pull_replaces_a_local_name_the_remote_already_holds(blobctl, tmp_path, remotes):
+    shared = remotes("shared")
+    alice = store_runner(blobctl, tmp_path / "alice", {})
+    bob = store_runner(blobctl, tmp_path / "bob", {})
+    for run in (alice, bob):
+        run("mount", "team", shared, check=True)
+    alice("put", "--name", "team/x", "-", input=b"v1", check=True)
+    alice("push", check=True)
+    bob("pull", "team/", check=True)
+    alice("put", "--name", "team/x", "-", input=b"v2", check=True)
+    alice("push", check=True)
+    report = json.loads(bob("pull", "team/", "--json", check=True).out)
+    assert report[0]["names"] == 1
+    assert bob("get", "team/x", check=True).out == b"v2"
+
+
+def test_mounting_another_remote_makes_names_unpushed_again(blobctl, tmp_path, remotes):
+    first, second = remotes("first"), remotes("second")
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "team", first, check=True)
+    run("put", "--name", "team/doc", "-", input=b"the only copy", check=True)
+    run("push", check=True)
+    run("umount", "team", check=True)
+    run("mount", "team", second, check=True)
+    assert json.loads(run("mount", "--json").out)[0]["unpushed"] == 1
+    assert evict_everything(run) == []  # the new remote does not have it
+    report = json.loads(run("push", "--json", check=True).out)
+    assert report[0]["objects"] == 1 and report[0]["refs"] == 1
+    assert (Path(second) / "refs" / "doc").read_text().strip() == sha(b"the only copy")
+
+
+def test_the_most_specific_mount_owns_a_name(blobctl, tmp_path, remotes):
+    fallback, team = remotes("fallback"), remotes("team")
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "", fallback, check=True)  # mounted first, still only the fallback
+    run("mount", "team", team, check=True)
+    run("put", "--name", "team/x", "-", input=b"team data", check=True)
+    run("put", "--name", "misc/y", "-", input=b"other data", check=True)
+    reports = {r["prefix"]: r for r in json.loads(run("push", "--json", check=True).out)}
+    assert reports[""]["refs"] == 1 and reports["team/"]["refs"] == 1
+    assert (Path(team) / "refs" / "x").is_file() and (Path(fallback) / "refs" / "misc" / "y").is_file()
+    assert not (Path(fallback) / "refs" / "team").exists()
+
+
+def test_a_read_only_catch_all_mount_neither_blocks_nor_fails_a_push(blobctl, tmp_path, remotes):
+    mirror, team = remotes("mirror"), remotes("team")
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "team", team, check=True)
+    run("mount", "", mirror, "--read-only", check=True)
+    run("put", "--name", "team/z", "-", input=b"z", check=True)
+    report = json.loads(run("push", "team/", "--json", check=True).out)
+    assert [r["prefix"] for r in report] == ["team/"] and report[0]["refs"] == 1
+    refused = run("put", "--name", "elsewhere", "-", input=b"z")
+    assert refused.code == EXIT_USAGE and "mount that remote at a prefix instead of ''" in refused.err
+    assert run("push", "nothing/").code == EXIT_USAGE  # the prefix belongs to the read-only mount
+
+
+def test_pull_of_nested_mounts_binds_each_name_as_get_resolves_it(blobctl, tmp_path, remotes):
+    outer, inner = remotes("outer"), remotes("inner")
+    for root, content in ((outer, "outer's"), (inner, "inner's")):
+        source = store_runner(blobctl, tmp_path / f"source-{Path(root).name}", {})
+        source("mount", "", root, check=True)
+        source("put", "--name", "sub/f" if root == outer else "f", "-", input=content.encode(), check=True)
+        source("push", check=True)
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "team", outer, check=True)
+    run("mount", "team/sub", inner, check=True)
+    assert run("get", "team/sub/f", check=True).out == b"inner's"
+    report = json.loads(run("pull", "team/", "--json", check=True).out)
+    assert report[0]["names"] == 1
+    assert run("get", "team/sub/f", check=True).out == b"inner's"
+
+
+def test_pull_binds_the_other_names_when_one_clashes(blobctl, tmp_path, remotes):
+    shared = remotes("shared")
+    source = store_runner(blobctl, tmp_path / "source", {})
+    source("mount", "team", shared, check=True)
+    for name in ("team/a/b", "team/c", "team/d"):
+        source("put", "--name", name, "-", input=name.encode(), check=True)
+    source("push", check=True)
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "team", shared, check=True)
+    run("put", "--name", "team/a", "-", input=b"a file where the remote has a directory", check=True)
+    pulled = run("pull", "team/")
+    assert pulled.code == EXIT_FAILURE and "team/a is already a name" in pulled.err
+    assert sorted(row["name"] for row in json.loads(run("ls", "--json", check=True).out)) == [
+        "team/a", "team/c", "team/d"]
