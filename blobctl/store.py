@@ -750,6 +750,9 @@ class Store:
         """Remove a name (its object stays until gc), or an object that no name uses."""
         resolved = self.resolve(key)
         if resolved.name is not None:
+            if self.read_ref(resolved.name) is None:
+                raise NotFoundError(f"{key!r} is not a local name: it comes from a mount",
+                                    "rm removes local names; a remote's names change only by push")
             path = self.ref_path(resolved.name)
             with self.index.transaction():
                 path.unlink(missing_ok=True)

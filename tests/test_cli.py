@@ -110,6 +110,13 @@ def test_rm_name_then_object(blobctl, files):
     assert blobctl("get", digest).code == EXIT_NOT_FOUND
 
 
+def test_a_name_cannot_shadow_a_hash(blobctl, files):
+    """Otherwise `rm HASH` would remove the object with that hash, not the name."""
+    empty = sha(b"")
+    refused = blobctl("put", "--name", empty, files["small"])
+    assert refused.code == EXIT_USAGE and "reads as a hash" in one_line_error(refused)
+
+
 @pytest.mark.parametrize("args,code,needle", [
     (["get", "0" * 64], EXIT_NOT_FOUND, "is not in the store"),
     (["get", "nosuchname"], EXIT_NOT_FOUND, "no object or name matches"),

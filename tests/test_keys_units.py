@@ -10,14 +10,15 @@ from blobctl.errors import IntegrityError, UsageError
 H = "a" * 64
 
 
-@pytest.mark.parametrize("name", ["a", "datasets/mnist.npz", "x/y/z-1_2+3=4@5,6~7", "a.b", ".hidden/x"])
+@pytest.mark.parametrize("name", ["a", "datasets/mnist.npz", "x/y/z-1_2+3=4@5,6~7", "a.b", ".hidden/x",
+                                  "by-hash/" + H, H[:63]])
 def test_valid_names(name):
     assert keys.validate_name(name) == name
 
 
 @pytest.mark.parametrize("name", [
     "", "/etc/passwd", "../x", "a/../b", "a/./b", "a//b", "a/", "-rf", "a\0b", "a\nb", "a b",
-    "a\\b", "%2e%2e/x", "x" * 1025, "a/" + "y" * 256, "ü",
+    "a\\b", "%2e%2e/x", "x" * 1025, "a/" + "y" * 256, "ü", H,
 ])
 def test_invalid_names(name):
     with pytest.raises(UsageError):

@@ -143,3 +143,16 @@ def test_pull_binds_the_other_names_when_one_clashes(blobctl, tmp_path, remotes)
     assert pulled.code == EXIT_FAILURE and "team/a is already a name" in pulled.err
     assert sorted(row["name"] for row in json.loads(run("ls", "--json", check=True).out)) == [
         "team/a", "team/c", "team/d"]
+
+
+def test_rm_refuses_a_name_that_only_a_mount_has(blobctl, tmp_path, remotes):
+    shared = remotes("shared")
+    source = store_runner(blobctl, tmp_path / "source", {})
+    source("mount", "team", shared, check=True)
+    source("put", "--name", "team/y", "-", input=b"remote", check=True)
+    source("push", check=True)
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "team", shared, check=True)
+    refused = run("rm", "team/y")
+    assert refused.code == 3 and "is not a local name" in refused.err
+    assert run("get", "team/y", check=True).out == b"remote"
