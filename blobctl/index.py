@@ -68,6 +68,21 @@ class IndexUnreadable(Exception):
     """The index file is not a usable SQLite database (the store rebuilds it)."""
 
 
+def index_failure(exc: sqlite3.Error, action: str, path: Path) -> BlobctlError:
+    """One clear line for an SQLite failure on the index: busy, full, unwritable or else."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return BlobctlError(f"cannot {action} the index {path}: another blobctl command has held it "
+                            f"for {BUSY_TIMEOUT} s", "retry once it has finished")
+    if code == sqlite3.SQLITE_FULL:
+        return BlobctlError(f"cannot {action} the index {path}: no space left on device",
+                            "free space on that disk")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return BlobctlError(f"cannot {action} the index {path}: {exc}",
+                            "blobctl needs write access to its store, even to read")
+    return BlobctlError(f"cannot {action} the index {path}: {exc}")
+
+
 class ObjectRow(NamedTuple):
     hash: str
     size: int
@@ -101,8 +116,7 @@ class Index:
                 # Opening a WAL database while another process closes or recovers it can
                 # be refused at once, without SQLite's busy wait: wait here instead.
                 if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or time.monotonic() > deadline:
-                    raise BlobctlError(f"cannot open the index {path}: {exc}",
-                                       "another blobctl command may hold it; retry") from exc
+                    raise index_failure(exc, "open", path) from exc
                 time.sleep(0.01)
 
     @staticmethod
@@ -129,13 +143,19 @@ class Index:
             if self.db.in_transaction:
                 yield self.db
                 return
-            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise index_failure(exc, "lock", self.path) from exc
             try:
                 yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
+                self.db.execute("COMMIT")
+            except BaseException as exc:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise index_failure(exc, "write", self.path) from exc
                 raise
-            self.db.execute("COMMIT")
 
     # -- objects ------------------------------------------------------------------------
     def record_many(self, rows: Iterable[tuple[str, int, int, int]]) -> None:

@@ -147,6 +147,34 @@ def test_bad_jobs_value_is_a_usage_error_naming_the_option(blobctl, command, val
     assert f"Invalid value for '--jobs' / '-j': {needle}" in result.err
 
 
+def run_with_streams(args, stdin=None, stdout=subprocess.PIPE):
+    """Run blobctl with its standard streams as given (a file, or None for closed)."""
+    closing = {0: stdin is None, 1: stdout is None}
+    return subprocess.run(
+        ["sh", "-c", '"$@"' + "".join(f" {fd}>&-" if fd else " <&-" for fd, c in closing.items() if c),
+         "sh", *blobctl_executable(), *args],
+        stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        stdout=stdout if stdout is not None else subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("args,closed,code,needle", [
+    (["put", "-"], "stdin", 2, "standard input is closed"),
+    (["put", "--stdin-paths"], "stdin", 2, "standard input is closed"),
+    (["get", "--batch"], "stdin", 2, "standard input is closed"),
+    (["get", "x"], "stdout", 2, "standard output is closed"),
+    (["ls"], "stdout", 2, "standard output is closed"),
+    (["get", "x"], "full", 1, "cannot write standard output: no space left on device"),
+    (["stat", "--json"], "full", 1, "cannot write standard output: no space left on device"),
+])
+def test_closed_or_full_standard_streams_are_one_line(blobctl, files, args, closed, code, needle):
+    blobctl("put", "--name", "x", files["small"], check=True)
+    with open("/dev/full", "wb") as full:
+        result = run_with_streams(args, stdin=None if closed == "stdin" else subprocess.DEVNULL,
+                                  stdout={"stdout": None, "full": full}.get(closed, subprocess.PIPE))
+    err = result.stderr.decode()
+    assert result.returncode == code and needle in err and len(err.splitlines()) == 1, err
+
+
 @pytest.fixture
 def shared_dir(tmp_path):
     """A directory an unprivileged user can traverse (pytest's tmp_path is root-only)."""

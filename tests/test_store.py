@@ -386,3 +386,30 @@ def test_an_index_refused_while_another_process_opens_it_is_retried(tmp_path, mo
     index = Index(tmp_path / "index.sqlite")
     assert len(refusals) == 2 and index.totals().objects == 0
     index.close()
+
+
+def test_index_failures_inside_a_transaction_are_one_clear_error(tmp_path, monkeypatch):
+    """A write lock held past the busy timeout, or a full disk at COMMIT, reach the user
+    as a BlobctlError naming the index, and the transaction is rolled back."""
+    import sqlite3
+
+    from blobctl.errors import BlobctlError
+
+    monkeypatch.setattr(index_module, "BUSY_TIMEOUT", 0.1)
+    index = Index(tmp_path / "index.sqlite")
+    holder = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(BlobctlError, match="cannot lock the index .*another blobctl command has held it"):
+        with index.transaction():
+            pass
+    holder.execute("ROLLBACK")
+    holder.close()
+
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+    with pytest.raises(BlobctlError, match="cannot write the index .*: no space left on device"):
+        with index.transaction():
+            index.record_many([("a" * 64, 1, 1, 1)])
+            raise full
+    assert not index.db.in_transaction and index.totals().objects == 0
+    index.close()

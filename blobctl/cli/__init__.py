@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from blobctl import __version__
-from blobctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, BlobctlError
+from blobctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, BlobctlError, UsageError, from_os_error
 
 #: Each command and the module defining it, in the order `blobctl --help` lists them.
 COMMAND_MODULES = {
@@ -183,6 +183,27 @@ def _on_sigterm(signum, frame) -> None:
 _terminated: list[int] = []  # the SIGTERM received, if any
 
 
+class _ClosedStream:
+    """Stands in for a standard stream the shell closed (`<&-`, `>&-`), which Python
+    leaves as None: using it is one clear error instead of an AttributeError."""
+
+    def __init__(self, which: str):
+        self._which = which
+
+    def __getattr__(self, attribute: str):
+        raise UsageError(f"standard {self._which} is closed", "redirect it, e.g. from or to /dev/null")
+
+    def flush(self) -> None:
+        """Nothing to flush (called at exit)."""
+
+
+def _stand_in_for_closed_streams() -> None:
+    if sys.stdin is None:
+        sys.stdin = _ClosedStream("input")
+    if sys.stdout is None:
+        sys.stdout = _ClosedStream("output")
+
+
 def main() -> None:
     """Entry point: run the app, mapping every failure to one line and an exit code.
 
@@ -191,6 +212,7 @@ def main() -> None:
     Ctrl-C does, with exit 143."""
     from blobctl import render
 
+    _stand_in_for_closed_streams()
     if COMPLETE_VAR in os.environ:
         _enable_shell_completion()
     command = typer.main.get_command(app)
@@ -203,12 +225,14 @@ def main() -> None:
         code = exc.exit_code
     except KeyboardInterrupt:  # typer turns one inside a command into a silent exit 130
         code = EXIT_INTERRUPTED
-    except typer.Abort:  # end of input at a prompt
-        render.error_line("aborted")
-        code = 1
     except typer.TyperException as exc:  # usage errors from argument parsing
         exc.show()
         code = getattr(exc, "exit_code", EXIT_USAGE)
+    except OSError as exc:  # one no layer below mapped: writing stdout to a full disk, say
+        error = from_os_error(exc, "use", exc.filename) if exc.filename else \
+            BlobctlError(f"cannot write standard output: {(exc.strerror or str(exc)).lower()}")
+        render.error_line(str(error))
+        code = error.exit_code
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # done: nothing left to clean up
     if _terminated:
         code = EXIT_TERMINATED  # typer reports every KeyboardInterrupt as 130
