@@ -79,6 +79,8 @@ class Setting(NamedTuple):
     default: Any
     help: str
     secret: bool = False
+    #: The value as the user would type it back into `config set`.
+    format: Callable[[Any], str] = str
 
 
 SETTINGS: dict[str, Setting] = {s.key: s for s in [
@@ -87,10 +89,12 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in [
             "'on': data, refs and directories are synced before a command exits 0; 'off': trust the OS"),
     Setting("compression_level", _parse_int(1, 19), 3, "zstd level for new objects"),
     Setting("max_size", _parse_optional_size, None, "size limit enforced by gc, e.g. '20 GB'"),
-    Setting("auto_gc", _parse_bool, True, "trim the store when a put takes it over max_size"),
-    Setting("gc_grace", units.parse_age, 3600.0, "objects younger than this are never evicted"),
+    Setting("auto_gc", _parse_bool, True, "trim the store when a put, get or pull takes it over max_size"),
+    Setting("gc_grace", units.parse_age, 3600.0, "objects accessed more recently than this are never evicted",
+            format=units.format_duration),
     Setting("jobs", _parse_int(1, 256), 8, "parallel transfers for push and pull"),
-    Setting("remote_timeout", _parse_timeout, 30.0, "seconds allowed per remote request"),
+    Setting("remote_timeout", _parse_timeout, 30.0, "time allowed per remote request",
+            format=units.format_duration),
     Setting("remote_retries", _parse_int(0, 20), 3, "retries of a failed remote request, with backoff"),
     Setting("s3.endpoint", _parse_text, None, "S3 endpoint URL (default: AWS_ENDPOINT_URL, then AWS)"),
     Setting("s3.region", _parse_text, None, "S3 region (default: AWS_REGION, then us-east-1)"),

@@ -647,7 +647,7 @@ class Store:
         if held is not None or not begun:
             deliver(memoryview(held if held is not None else b""))
         self._note_access(resolved.digest, size, stored)
-        self.count("bytes_read", size if end is None else max(0, min(end, size) - start))
+        self.count("bytes_read", max(0, min(size if end is None else end, size) - start))
         return size
 
     def _note_access(self, digest: str, size: int, stored: int) -> None:

@@ -100,8 +100,8 @@ def test_gc_uses_config_max_size(blobctl, put, store_dir):
 def test_pin_unpin_and_ttl(blobctl, put, store_dir):
     forever, short = put(), put("--name", "short-lived")
     assert blobctl("pin", forever[:12]).code == 0
-    result = blobctl("pin", "short-lived", "--ttl", "1h")
-    assert result.code == 0 and "for 1h" in result.err
+    result = blobctl("pin", "short-lived", "--ttl", "1h59m")
+    assert result.code == 0 and "for 1h59m" in result.err
     blobctl("rm", "short-lived", check=True)
     expiry = int((store_dir / "pins" / short).read_text())
     for digest in (forever, short):
@@ -117,6 +117,8 @@ def test_pin_unpin_and_ttl(blobctl, put, store_dir):
 def test_pin_errors(blobctl):
     assert blobctl("pin", "no-such-name").code == 3
     assert blobctl("pin", "0" * 64, "--ttl", "soon").code == 2
+    missing = blobctl("pin", "0" * 64)
+    assert missing.code == 3 and "is not in the local store" in missing.err
     assert blobctl("gc", "--max-size", "lots").code == 2
 
 

@@ -74,6 +74,8 @@ def test_get_output_file_and_range(blobctl, files, tmp_path):
     assert blobctl("get", "data/big.bin", "--range", "1000:5000").out == data[1000:5000]
     assert blobctl("get", "data/big.bin", "--range", f"{len(data) - 3}:").out == data[-3:]
     assert blobctl("get", "data/big.bin", "--range", "9:2").code == EXIT_USAGE
+    counted = json.loads(blobctl("stat", "--json").out)["counters"]["bytes_read"]
+    assert counted == len(data) + 4000 + 3  # what each get wrote out, not whole objects
 
 
 def test_names_ls_and_json(blobctl, files):
@@ -474,6 +476,9 @@ def test_concurrent_processes_put_same_and_different_files(store_dir, tmp_path):
 def test_config_commands(blobctl, store_dir, tmp_path):
     assert blobctl("config", "set", "max_size", "5 GB").code == 0
     assert blobctl("config", "get", "max_size").text.strip() == "5000000000"
+    for key, shown in (("remote_timeout", "30s"), ("gc_grace", "1h")):  # read back as typed
+        assert blobctl("config", "get", key).text.strip() == shown
+        blobctl("config", "set", key, shown, check=True)
     blobctl("config", "set", "--user", "compression_level", "6", check=True)
     rows = {r["key"]: r for r in json.loads(blobctl("config", "list", "--json").out)}
     assert rows["compression_level"]["origin"] == str(tmp_path / "user-config.toml")

@@ -11,7 +11,6 @@ from blobctl.cli import app
 from blobctl.cli.common import JsonOption, load_config
 from blobctl.config import SETTINGS, Setting, known_setting, mask
 from blobctl.render import Column
-from blobctl.units import format_duration, parse_age
 
 config_app = typer.Typer(help="Read and write settings: the store's config.toml, or the user's with --user.",
                          short_help="Read and write settings.", no_args_is_help=True)
@@ -35,9 +34,7 @@ def shown(setting: Setting, value: object) -> str:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
-    if setting.parse is parse_age:
-        return format_duration(value)
-    return str(value)
+    return setting.format(value)
 
 
 @config_app.command("get")
