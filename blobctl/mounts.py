@@ -92,6 +92,7 @@ class Overlay:
         self.store = store
         self.mounts = store.config.mounts
         self._backends: dict[str, Backend] = {}
+        self._opening = threading.Lock()
 
     def close(self) -> None:
         for backend in self._backends.values():
@@ -99,10 +100,12 @@ class Overlay:
         self._backends.clear()
 
     def backend(self, mount: Mount) -> Backend:
-        if mount.prefix not in self._backends:
-            self._backends[mount.prefix] = open_backend(
-                mount.remote, self.store.config.remote_settings(), read_only=mount.read_only)
-        return self._backends[mount.prefix]
+        """The mount's backend, opened once: pull's worker threads ask for it at once."""
+        with self._opening:
+            if mount.prefix not in self._backends:
+                self._backends[mount.prefix] = open_backend(
+                    mount.remote, self.store.config.remote_settings(), read_only=mount.read_only)
+            return self._backends[mount.prefix]
 
     def covering(self, name: str) -> list[Mount]:
         return covering_mounts(self.mounts, name)

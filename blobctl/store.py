@@ -504,21 +504,19 @@ class Store:
                   | None = None) -> Iterator[tuple[str, str]]:
         """(name, hash) of every local name starting with `prefix`, sorted; damaged refs
         are skipped and passed to `on_damaged` (default: a warning on stderr)."""
-        base = self.refs_dir
-        for directory, subdirs, files in os.walk(base):
-            subdirs.sort()
+        base, names = self.refs_dir, []
+        for directory, _, files in os.walk(base):
             rel_dir = os.path.relpath(directory, base)
-            for filename in sorted(files):
-                name = filename if rel_dir == "." else f"{rel_dir}/{filename}"
-                if not name.startswith(prefix):
-                    continue
-                try:
-                    yield name, self.read_ref(name)
-                except BlobctlError as exc:
-                    if on_damaged is None:
-                        warn(str(exc))
-                    else:
-                        on_damaged(name, exc)
+            names += (name for name in (f if rel_dir == "." else f"{rel_dir}/{f}" for f in files)
+                      if name.startswith(prefix))
+        for name in sorted(names):  # by whole name: 'a.txt' before 'a/x', 'b' before 'c/d'
+            try:
+                yield name, self.read_ref(name)
+            except BlobctlError as exc:
+                if on_damaged is None:
+                    warn(str(exc))
+                else:
+                    on_damaged(name, exc)
 
     def _check_inside(self, path: Path, base: Path, what: str) -> None:
         """Refuse a path that a symlink inside the store would lead elsewhere. Directories

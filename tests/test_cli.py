@@ -91,6 +91,13 @@ def test_names_ls_and_json(blobctl, files):
     assert len(objects) == 3 and {"hash", "size", "stored", "accessed_ns"} <= set(objects[0])
 
 
+def test_ls_sorts_by_whole_name(blobctl, files):
+    """Files and directories of refs/ interleave: 'a.txt' < 'a/x' < 'b' < 'c/d' < 'ca'."""
+    for name in ("ca", "c/d", "b", "a/x", "a.txt"):
+        blobctl("put", "--name", name, files["small"], check=True)
+    assert [row["name"] for row in json.loads(blobctl("ls", "--json").out)] == ["a.txt", "a/x", "b", "c/d", "ca"]
+
+
 def test_stat_summary_and_keys(blobctl, files):
     blobctl("put", "--name", "a", files["medium"], check=True)
     blobctl("get", "a", check=True)

@@ -205,6 +205,11 @@ def test_s3_wrong_credentials_and_missing_bucket(blobctl, tmp_path, s3_remote):
 
 def test_mount_errors(blobctl, store_dir):
     assert blobctl("mount", "x", "ftp://host/path").code == EXIT_USAGE
+    for typo in ("s3:/bucket", "http://", "s3://"):
+        assert blobctl("mount", "x", typo).code == EXIT_USAGE
+    blobctl("mount", "rel", "relative/remote", check=True)  # recorded absolute: the same from anywhere
+    assert json.loads(blobctl("mount", "--json").out)[0]["remote"] == os.path.abspath("relative/remote")
+    blobctl("umount", "rel", check=True)
     assert blobctl("mount", "../x", "/tmp").code == EXIT_USAGE
     blobctl("mount", "x", "/tmp/somewhere", check=True)
     assert blobctl("mount", "x/", "/tmp/other").code == EXIT_USAGE  # already mounted

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import re
 
 from blobctl.backends.base import Backend, RemoteSettings
 from blobctl.errors import UsageError
@@ -24,14 +26,22 @@ def url_scheme(url: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """UsageError for an empty URL or an unknown scheme, before anything is recorded."""
+    """The URL as recorded: UsageError for an empty one, an unknown scheme or one naming
+    no host or bucket; a directory path made absolute, so that it means the same
+    directory whatever the current one."""
     if not url or any(ord(c) < 32 for c in url):
         raise UsageError(f"invalid remote URL {url[:80]!r}")
     scheme = url_scheme(url)
+    known = ", ".join(f"{s}://" for s in sorted(_REGISTRY) if s)
     if scheme not in _REGISTRY:
-        known = ", ".join(f"{s}://" for s in sorted(_REGISTRY) if s)
         raise UsageError(f"unknown remote URL scheme {scheme!r} in {url!r}",
                          f"use a directory path or one of {known}")
+    if scheme == "":
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", url):  # 's3:/bucket': a URL missing a '/'
+            raise UsageError(f"invalid remote {url!r}: a URL needs '://'", f"use one of {known}")
+        return os.path.abspath(os.path.expanduser(url))
+    if scheme != "file" and not url.partition("://")[2].strip("/"):
+        raise UsageError(f"invalid remote URL {url!r}: it names no host or bucket")
     return url
 
 
