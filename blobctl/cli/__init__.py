@@ -10,6 +10,7 @@ import importlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -174,13 +175,22 @@ class _Terminated(KeyboardInterrupt):
     same clean-up runs (temp files, worker processes) before the command exits."""
 
 
+#: A second SIGTERM within this many seconds of the first is the same request: GNU
+#: `timeout` signals the command and then its whole process group, and ending at once
+#: then would skip the clean-up. A later one ends the process at once.
+SIGTERM_REPEAT_SECONDS = 1.0
+
+
 def _on_sigterm(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process at once
-    _terminated.append(signum)
-    raise _Terminated
+    _terminated.append(time.monotonic())
+    if len(_terminated) == 1:
+        raise _Terminated
+    if _terminated[-1] - _terminated[0] > SIGTERM_REPEAT_SECONDS:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
-_terminated: list[int] = []  # the SIGTERM received, if any
+_terminated: list[float] = []  # when each SIGTERM arrived
 
 
 class _ClosedStream:
