@@ -367,7 +367,7 @@ def test_directory_refuses_keys_escaping_through_a_symlink(tmp_path):
     for action in (lambda: backend.open_read("objects/secret"), lambda: backend.exists("objects/secret"),
                    lambda: put(backend, "objects/new", b"x"), lambda: backend.delete("objects/secret"),
                    lambda: list(backend.list("objects/"))):
-        with pytest.raises(UsageError, match="outside the remote"):
+        with pytest.raises(RemoteError, match="outside the remote"):
             action()
     assert sorted(p.name for p in outside.iterdir()) == ["secret"]
     assert (outside / "secret").read_bytes() == b"do not touch"

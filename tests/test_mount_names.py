@@ -156,3 +156,20 @@ def test_rm_refuses_a_name_that_only_a_mount_has(blobctl, tmp_path, remotes):
     refused = run("rm", "team/y")
     assert refused.code == 3 and "is not a local name" in refused.err
     assert run("get", "team/y", check=True).out == b"remote"
+
+
+def test_a_broken_directory_remote_falls_through_to_the_next_mount(blobctl, tmp_path, remotes):
+    """A directory remote that cannot be read (here a shard that is a file) fails as a
+    remote does, so the lookup goes on to the next mount instead of stopping."""
+    broken, good = remotes("broken"), remotes("good")
+    digest = sha(b"served by the good one")
+    source = store_runner(blobctl, tmp_path / "source", {})
+    source("mount", "", good, check=True)
+    source("put", "--name", "x", "-", input=b"served by the good one", check=True)
+    source("push", check=True)
+    (Path(broken) / "objects").mkdir()
+    (Path(broken) / "objects" / digest[:2]).write_text("not a directory")
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "a", broken, "--read-only", check=True)
+    run("mount", "b", good, "--read-only", check=True)
+    assert run("get", digest, check=True).out == b"served by the good one"

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from blobctl.backends.base import Backend, RemoteSettings
 from blobctl.backends.common import iter_exact
-from blobctl.errors import NotFoundError, RemoteError, UsageError, from_os_error
+from blobctl.errors import BlobctlError, NotFoundError, RemoteError, UsageError, from_os_error
 from blobctl.fsutil import Syncer, atomic_write, discard_file, make_dirs, temp_path
 
 TMP_DIR = "tmp"
@@ -37,6 +37,13 @@ def path_from_url(url: str) -> Path:
     return Path(urllib.parse.unquote(parts.path))
 
 
+def _failure(exc: OSError, action: str, what: str) -> BlobctlError:
+    """A missing file is a missing key; any other failure is the remote's (RemoteError),
+    so that a lookup falls through to the next mount, as for the other remote kinds."""
+    error = from_os_error(exc, action, what)
+    return error if isinstance(error, NotFoundError) else RemoteError(error.message)
+
+
 class DirectoryBackend(Backend):
     """Keys are files under the root; see the module docstring."""
 
@@ -52,10 +59,10 @@ class DirectoryBackend(Backend):
         return self.root
 
     def _path(self, key: str) -> Path:
-        """The key's file, resolved; UsageError if that lands outside the root."""
+        """The key's file, resolved; RemoteError if that lands outside the root."""
         path = (self._checked_root() / key).resolve()
         if not path.is_relative_to(self.root) or path == self.root:
-            raise UsageError(f"refusing {key} in {self.url}: it resolves to {path}, outside the remote",
+            raise RemoteError(f"refusing {key} in {self.url}: it resolves to {path}, outside the remote",
                              "remove the symlink that points out of the remote directory")
         return path
 
@@ -67,7 +74,7 @@ class DirectoryBackend(Backend):
         except IsADirectoryError:
             raise NotFoundError(f"{key} not found in {self.url}: it is a directory") from None
         except OSError as exc:
-            raise from_os_error(exc, "read", f"{key} in {self.url}") from None
+            raise _failure(exc, "read", f"{key} in {self.url}") from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -88,7 +95,7 @@ class DirectoryBackend(Backend):
 
     def _raise_unless_missing(self, exc: OSError) -> None:
         if not isinstance(exc, FileNotFoundError):  # a prefix with no keys is just empty
-            raise from_os_error(exc, "list", f"{exc.filename} in {self.url}")
+            raise _failure(exc, "list", f"{exc.filename} in {self.url}")
 
     # -- writes -------------------------------------------------------------------------
     def _write(self, key: str, source: BinaryIO, size: int, *, if_absent: bool) -> bool:
@@ -104,7 +111,7 @@ class DirectoryBackend(Backend):
             atomic_write(dest, tmp_dir, lambda handle: self._fill(handle, source, size), syncer)
             return True
         except OSError as exc:
-            raise from_os_error(exc, "write", f"{key} in {self.url}") from None
+            raise _failure(exc, "write", f"{key} in {self.url}") from None
         finally:
             syncer.flush()
 
@@ -140,7 +147,7 @@ class DirectoryBackend(Backend):
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
-            raise from_os_error(exc, "delete", f"{key} in {self.url}") from None
+            raise _failure(exc, "delete", f"{key} in {self.url}") from None
         syncer = Syncer(enabled=True)
         syncer.sync_dir_later(path.parent)
         syncer.flush()
