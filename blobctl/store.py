@@ -134,8 +134,9 @@ class Store:
 
     def _open_index(self) -> Index:
         path = self.root / "index.sqlite"
+        missing = not path.exists()
         try:
-            return Index(path)
+            index = Index(path)
         except IndexUnreadable as exc:
             aside = f"index.sqlite.broken-{time.time_ns()}"
             for suffix in ("", "-wal", "-shm"):  # the journal belongs to the broken file
@@ -145,9 +146,25 @@ class Store:
                     pass
             warn(f"index {path} was unreadable ({exc}); moved to {aside} "
                  "and rebuilt from the objects")
+        else:
+            if not (missing and self._holds_data()):
+                return index
+            warn(f"index {path} was missing; rebuilt from the objects")
+            index.close()
         self._index = Index(path)
         self.rebuild_index()
         return self._index
+
+    def _holds_data(self) -> bool:
+        """Whether objects/ or refs/ has any entry (an index made now would miss them)."""
+        for directory in (self.objects_dir, self.refs_dir):
+            try:
+                with os.scandir(directory) as entries:
+                    if next(entries, None) is not None:
+                        return True
+            except FileNotFoundError:
+                pass
+        return False
 
     @property
     def overlay(self) -> Overlay | None:
@@ -799,7 +816,16 @@ class Store:
         return ObjectRow(digest, size, info.st_size, info.st_mtime_ns, info.st_mtime_ns)
 
     def rebuild_index(self) -> int:
-        """Recompute object rows and the name mirror from the files; returns objects seen."""
-        rows = [row for digest in self.iter_objects() if (row := self.scan_object(digest))]
+        """Recompute object rows and the name mirror from the files; returns objects seen.
+        An object file that cannot be opened (a planted symlink, say) gets no row: fsck
+        reports it."""
+        rows = []
+        for digest in self.iter_objects():
+            try:
+                row = self.scan_object(digest)
+            except BlobctlError:
+                continue
+            if row is not None:
+                rows.append(row)
         self.index.replace_all(rows, self.iter_refs())
         return len(rows)

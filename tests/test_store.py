@@ -284,6 +284,22 @@ def test_index_is_rebuilt_when_unreadable(store_dir):
     assert list(store_dir.glob("index.sqlite.broken-*"))
 
 
+def test_index_is_rebuilt_when_deleted(store_dir, capsys):
+    """Deleting index.sqlite must not make stat report an empty store, or gc skip max_size."""
+    config = Config.load(str(store_dir))
+    with Store(config) as store:
+        store.bind("n", store.put_stream(io.BytesIO(b"payload")).digest)
+    for leftover in store_dir.glob("index.sqlite*"):
+        leftover.unlink()
+    with Store(config) as store:
+        totals = store.index.totals()
+        assert (totals.objects, totals.size, totals.names) == (1, 7, 1)
+    assert "was missing; rebuilt" in capsys.readouterr().err
+    with Store(config) as store:  # an index that is there is not rebuilt again
+        store.index.totals()
+    assert capsys.readouterr().err == ""
+
+
 def test_rebuild_keeps_newer_access_times(store):
     digest = store.put_stream(io.BytesIO(b"z")).digest
     before = store.index.row(digest).accessed
