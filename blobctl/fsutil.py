@@ -208,12 +208,16 @@ def make_dirs(path: Path, syncer: Syncer) -> None:
     syncer.sync_dir_later(path.parent)
 
 
-def atomic_write(dest: Path, tmp_dir: Path, fill: Callable[[BinaryIO], T], syncer: Syncer) -> T:
+def atomic_write(dest: Path, tmp_dir: Path, fill: Callable[[BinaryIO], T], syncer: Syncer,
+                 mode: int | None = None) -> T:
     """Write `dest` atomically: `fill(file)` writes the content (and may raise to abandon
-    it); the temp file is removed on any failure, including Ctrl-C. Returns fill's result."""
+    it); the temp file is removed on any failure, including Ctrl-C. With `mode`, the file
+    has those permissions before any byte is written. Returns fill's result."""
     tmp = temp_path(tmp_dir)
     try:
         with open(tmp, "xb") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
             result = fill(syncer.writing(handle))
             handle.flush()
             syncer.sync_file(handle.fileno())

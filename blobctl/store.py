@@ -14,6 +14,7 @@ batches the syncs of the directories touched to the end of the command (close())
 
 from __future__ import annotations
 
+import errno
 import os
 import stat as stat_module
 import threading
@@ -695,23 +696,29 @@ class Store:
 
     def export(self, resolved: Resolved, dest: Path, start: int = 0, end: int | None = None,
                progress=None) -> int:
-        """Write an object to a file atomically: complete and verified, or not at all."""
-        if dest.is_dir():
-            raise UsageError(f"cannot write to {dest}: it is a directory")
-        parent = dest.parent if str(dest.parent) else Path(".")
-        temp = temp_path(parent)
+        """Write an object to a file, as `cp` would but atomically: a regular file (new or
+        replaced, keeping its permissions) is complete and verified, or untouched. A
+        symlink is written through, and a device or FIFO (/dev/null, a named pipe) is
+        written directly, as there is no file to replace."""
+        target = Path(os.path.realpath(dest))
         try:
-            with open(temp, "xb") as handle:
-                size = self.read(resolved, self.syncer.writing(handle).write, start, end, progress=progress)
-                handle.flush()
-                self.syncer.sync_file(handle.fileno())
-            os.replace(temp, dest)
+            info = target.stat()
+        except FileNotFoundError:
+            info = None
+        try:
+            if info is None or stat_module.S_ISREG(info.st_mode):
+                return atomic_write(target, target.parent, lambda handle: self.read(
+                    resolved, handle.write, start, end, progress=progress), self.syncer,
+                    mode=None if info is None else stat_module.S_IMODE(info.st_mode))
+            if stat_module.S_ISDIR(info.st_mode):
+                raise UsageError(f"cannot write to {dest}: it is a directory")
+            with open(target, "wb") as handle:
+                return self.read(resolved, SlicedWriter(handle).write, start, end, progress=progress)
         except OSError as exc:
-            raise from_os_error(exc, "write", dest) from exc
-        finally:
-            discard_file(temp)
-        self.syncer.sync_dir_later(parent)
-        return size
+            error = from_os_error(exc, "write", dest)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                error.hint = None  # the store's own advice (gc) does not apply to this file
+            raise error from exc
 
     # -- listing and inspection ---------------------------------------------------------
     def describe(self, digest: str) -> tuple[int | None, int | None, int | None]:

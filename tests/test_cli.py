@@ -78,6 +78,29 @@ def test_get_output_file_and_range(blobctl, files, tmp_path):
     assert counted == len(data) + 4000 + 3  # what each get wrote out, not whole objects
 
 
+def test_get_output_to_what_is_already_there(blobctl, files, tmp_path):
+    """-o treats an existing destination as cp does: a file keeps its permissions, a
+    symlink is written through, and a FIFO or device is written to, not replaced."""
+    data = files["small"].read_bytes()
+    blobctl("put", "--name", "x", files["small"], check=True)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"old")
+    secret.chmod(0o600)
+    blobctl("get", "x", "-o", secret, check=True)
+    assert secret.read_bytes() == data and secret.stat().st_mode & 0o777 == 0o600
+    link, target = tmp_path / "link", tmp_path / "target"
+    link.symlink_to(target)
+    blobctl("get", "x", "-o", link, check=True)
+    assert link.is_symlink() and target.read_bytes() == data
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    blobctl("get", "x", "-o", fifo, check=True)
+    assert reader.communicate(timeout=20)[0] == data and fifo.is_fifo()
+    blobctl("get", "x", "-o", "/dev/null", check=True)
+    assert Path("/dev/null").is_char_device()
+
+
 def test_names_ls_and_json(blobctl, files):
     blobctl("put", "--name", "datasets/mnist.npz", files["medium"], check=True)
     blobctl("put", "--name", "models/m.bin", files["small"], check=True)
