@@ -22,6 +22,16 @@ def quiet_enabled() -> bool:
     return os.environ.get("BLOBCTL_QUIET", "") not in ("", "0")
 
 
+def checksum_line(digest: str, path: str) -> str:
+    """'HASH  PATH' as sha256sum prints it: a path with a backslash, newline or carriage
+    return is escaped and the line starts with a backslash, so that every line is one
+    file and `sha256sum -c` reads it back."""
+    if not any(c in path for c in "\\\n\r"):
+        return f"{digest}  {path}"
+    escaped = path.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return f"\\{digest}  {escaped}"
+
+
 def message(text: str) -> None:
     """A note for the human at the terminal (stderr; silenced by --quiet)."""
     if not quiet_enabled():

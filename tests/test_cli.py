@@ -78,6 +78,18 @@ def test_get_output_file_and_range(blobctl, files, tmp_path):
     assert counted == len(data) + 4000 + 3  # what each get wrote out, not whole objects
 
 
+def test_put_lines_match_sha256sum_for_odd_file_names(blobctl, tmp_path):
+    """A name with a newline or backslash is escaped as sha256sum escapes it, so each
+    line is one file and `sha256sum -c` checks the output."""
+    paths = [tmp_path / name for name in ("plain", "new\nline", "back\\slash")]
+    for path in paths:
+        path.write_bytes(path.name.encode())
+    ours = blobctl("put", *paths, check=True).out
+    theirs = subprocess.run(["sha256sum", *map(str, paths)], capture_output=True, check=True).stdout
+    assert ours == theirs and len(ours.splitlines()) == 3
+    subprocess.run(["sha256sum", "-c", "--quiet", "-"], input=ours, check=True)
+
+
 def test_get_output_to_what_is_already_there(blobctl, files, tmp_path):
     """-o treats an existing destination as cp does: a file keeps its permissions, a
     symlink is written through, and a FIFO or device is written to, not replaced."""

@@ -99,7 +99,7 @@ def put(
             results.append(outcome)
             if not as_json:
                 single = len(paths) == 1 and not stdin_paths
-                line = outcome.digest if single else f"{outcome.digest}  {outcome.source}"
+                line = outcome.digest if single else render.checksum_line(outcome.digest, outcome.source)
                 sys.stdout.write(line + "\n")
         trim_if_over_limit(store)
     if as_json:
