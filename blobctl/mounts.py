@@ -128,28 +128,31 @@ class Overlay:
 
     # -- reads --------------------------------------------------------------------------
     def _first_answer(self, mounts: list[Mount], attempt: Callable[[Mount], T]) -> T | None:
-        """`attempt(mount)` on each mount in order; the first answer wins. A mount without
-        the key counts a miss; an unreachable mount or damaged data is an error only if no
-        other mount answers. None when no mount has the key."""
+        """`attempt(mount)` on each mount in order; the first answer wins. An unreachable
+        mount or damaged data is an error only if no other mount answers. None when no
+        mount has the key."""
         failure = None
         for mount in mounts:
             try:
                 answer = attempt(mount)
             except NotFoundError:
-                self.store.count(counter(mount, "misses"))
                 continue
             except (RemoteError, IntegrityError) as exc:
                 failure = failure or exc
                 continue
-            self.store.count(counter(mount, "hits"))
             return answer
         if failure is not None:
             raise failure
         return None
 
     def resolve_name(self, name: str) -> str | None:
-        """The hash a mounted remote's ref gives for `name`, or None if no mount has it."""
+        """The hash a mounted remote's ref gives for `name`, or None if no mount has it
+        (a miss of the mount the name belongs to)."""
         found = self._find_name(name)
+        if found is None:
+            owner = self.owner(name)
+            if owner is not None:
+                self.store.count(counter(owner, "misses"))
         return found[0] if found else None
 
     def _find_name(self, name: str) -> tuple[str, Mount] | None:
@@ -161,21 +164,14 @@ class Overlay:
 
     def fetch(self, digest: str) -> bool:
         """Copy an object from the first mount that has it into the local store, verified
-        before it is published. False if no mount has it."""
-        staged = self.stage(digest)
-        if staged is None:
+        before it is published (a hit of that mount). False if no mount has it."""
+        found = self._first_answer(self.mounts, lambda mount: (self._download(mount, digest), mount))
+        if found is None:
             return False
+        staged, mount = found
         self.store.publish([staged])
+        self.store.count(counter(mount, "hits"))
         return True
-
-    def stage(self, digest: str) -> Pending | None:
-        """Download an object from the first mount that has it into a verified temp file
-        (for the caller to publish); None if no mount has it."""
-        return self._first_answer(self.mounts, lambda mount: self._stage_from(mount, digest))
-
-    def _stage_from(self, mount: Mount, digest: str) -> Pending:
-        with self.backend(mount).open_read(keys.object_key(digest)) as stream:
-            return self._stage_stream(mount, digest, stream)
 
     def _stage_stream(self, mount: Mount, digest: str, source: BinaryIO | bytes | memoryview) -> Pending:
         """Verify an object arriving from `mount` (streamed, or whole in memory) into a

@@ -583,6 +583,15 @@ class Store:
         raise NotFoundError(f"no object or name matches {key!r}",
                             "list names with 'blobctl ls' and objects with 'blobctl ls --objects'")
 
+    def resolve_to_read(self, key: str) -> Resolved:
+        """resolve() for a read: a key found nowhere counts as a miss (a hash that is not
+        there counts when its object is opened)."""
+        try:
+            return self.resolve(key)
+        except NotFoundError:
+            self.count("misses_total")
+            raise
+
     def match_prefix(self, prefix: str) -> list[str]:
         """Full hashes of local objects starting with `prefix` (at least 2 hex digits)."""
         shard = self.objects_dir / prefix[:2]
@@ -607,7 +616,8 @@ class Store:
                 return handle
         if handle is None:
             evicted = self._index_lookup(lambda index: index.was_evicted(digest))
-            self.count("evicted_misses" if evicted else "misses")
+            if evicted:
+                self.count("evicted_misses")
             self.count("misses_total")
             raise NotFoundError(f"object {digest} is not in the store"
                                 + (" (gc evicted it earlier)" if evicted else ""),

@@ -173,3 +173,24 @@ def test_a_broken_directory_remote_falls_through_to_the_next_mount(blobctl, tmp_
     run("mount", "a", broken, "--read-only", check=True)
     run("mount", "b", good, "--read-only", check=True)
     assert run("get", digest, check=True).out == b"served by the good one"
+
+
+def test_hit_and_miss_counters_add_up(blobctl, tmp_path, remotes):
+    """One read of a remote name is one hit of the mount that served it; a key found
+    nowhere is one miss in total, and a name's miss belongs to its own mount only."""
+    other, team = remotes("other"), remotes("team")
+    source = store_runner(blobctl, tmp_path / "source", {})
+    source("mount", "team", team, check=True)
+    source("put", "--name", "team/x", "-", input=b"x", check=True)
+    source("push", check=True)
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "aaa", other, check=True)
+    run("mount", "team", team, check=True)
+    run("get", "team/x", check=True)
+    for missing in ("team/nope", "nope", "ffff", "0" * 64):
+        assert run("get", missing).code == 3
+    counters = json.loads(run("stat", "--json").out)["counters"]
+    assert counters["remote_hits"] == 1 and counters["misses_total"] == 4
+    mounts = {m["prefix"]: m for m in json.loads(run("mount", "--json").out)}
+    assert (mounts["team/"]["hits"], mounts["team/"]["misses"]) == (1, 1)
+    assert (mounts["aaa/"]["hits"], mounts["aaa/"]["misses"]) == (0, 0)

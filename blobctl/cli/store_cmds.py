@@ -143,7 +143,7 @@ def get(
         raise UsageError("nothing to get", "pass KEY, or --batch to read keys from stdin")
     start, end = _parse_range(byte_range)
     with open_store(ctx) as store, render.progress("bytes") as progress:
-        resolved = store.resolve(key)
+        resolved = store.resolve_to_read(key)
         if output is None or str(output) == "-":
             store.write_to(resolved, sys.stdout.buffer, start, end, progress=progress)
             sys.stdout.buffer.flush()
@@ -160,7 +160,7 @@ def _get_batch(store, keys_in, out) -> BlobctlError | None:
     for raw in keys_in:
         key = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
         try:
-            store.write_framed(store.resolve(key), out)
+            store.write_framed(store.resolve_to_read(key), out)
         except PartialOutputError:
             raise
         except BlobctlError as exc:
