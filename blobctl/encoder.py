@@ -144,12 +144,18 @@ class Encoder(NamedTuple):
                 raise UsageError(f"cannot put {path}: it is a directory",
                                  "pass files, e.g. with: find DIR -type f | blobctl put --stdin-paths")
             size = info.st_size if stat_module.S_ISREG(info.st_mode) else None
-            if size is not None and size < codec.MULTITHREAD_MIN_SIZE:
-                try:
-                    data = codec.read_small(functools.partial(os.read, fd), size, path)
-                except OSError as exc:
-                    raise from_os_error(exc, "read", path) from exc
-                return self.encode_small(data, path, reuse=reuse)
+            try:
+                if size is not None and size < codec.MULTITHREAD_MIN_SIZE:
+                    try:
+                        return self.encode_small(codec.read_small(functools.partial(os.read, fd), size, path),
+                                                 path, reuse=reuse)
+                    except UsageError:  # another length than its size said
+                        if not _unchanged(fd, info):
+                            raise
+                        os.lseek(fd, 0, os.SEEK_SET)  # a /proc or /sys file: its size is no guide
+                        size = None
+            except OSError as exc:
+                raise from_os_error(exc, "read", path) from exc
             with open(fd, "rb", closefd=False) as handle:
                 return self.encode_stream(InputFile(handle, path), size, path, progress, reuse=reuse)
         finally:
@@ -170,6 +176,15 @@ class Encoder(NamedTuple):
                     item.discard()
             raise
         return results
+
+
+def _unchanged(fd: int, before: os.stat_result) -> bool:
+    """Whether a file's size and times are still those of `before`: a file read to
+    another length than its size without changing is a /proc or /sys file, whose size
+    says nothing of its content."""
+    now = os.fstat(fd)
+    return (now.st_size, now.st_mtime_ns, now.st_ctime_ns) == \
+        (before.st_size, before.st_mtime_ns, before.st_ctime_ns)
 
 
 def _encode_in_worker(encoder: Encoder, paths: list[str]) -> list[Pending | BlobctlError]:

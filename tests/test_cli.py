@@ -90,6 +90,14 @@ def test_put_lines_match_sha256sum_for_odd_file_names(blobctl, tmp_path):
     subprocess.run(["sha256sum", "-c", "--quiet", "-"], input=ours, check=True)
 
 
+def test_put_of_proc_files_whose_size_says_zero(blobctl):
+    """/proc files report size 0 but have content, as sha256sum and cp know."""
+    content = Path("/proc/version").read_bytes()
+    assert os.stat("/proc/version").st_size == 0 and content
+    assert blobctl("put", "/proc/version", check=True).text.strip() == sha(content)
+    assert blobctl("get", sha(content), check=True).out == content
+
+
 def test_get_output_to_what_is_already_there(blobctl, files, tmp_path):
     """-o treats an existing destination as cp does: a file keeps its permissions, a
     symlink is written through, and a FIFO or device is written to, not replaced."""
