@@ -138,7 +138,7 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
             continue  # gc evicted the local copy of what a mount holds
         state = "is damaged" if store.has_object(digest) else "is not in the store"
         report("dangling_ref", name, f"its object {digest} {state}", refetch=digest)
-    mirror = dict(store.index.db.execute("SELECT name, hash FROM names"))
+    mirror = store.index.all_names()
     for name in sorted(refs.keys() | mirror.keys()):
         if refs.get(name) != mirror.get(name):
             report("name_mirror", name, f"refs/ says {refs.get(name) or 'nothing'}, "

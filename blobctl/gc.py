@@ -204,11 +204,9 @@ def _changed_since_plan(store, batch: tuple[ObjectRow, ...]) -> set[str]:
     """Called under the write lock: the hashes in `batch` that were accessed, named or
     pinned since planning (or are gone), which must stay. One query per kind per batch."""
     hashes = [row.hash for row in batch]
-    marks = ",".join("?" * len(hashes))
-    db = store.index.db
-    accessed = dict(db.execute(f"SELECT hash, accessed FROM objects WHERE hash IN ({marks})", hashes))
+    accessed, named = store.index.rows_and_names_of(hashes)
     keep = {row.hash for row in batch if accessed.get(row.hash) != row.accessed}
-    for name, digest in db.execute(f"SELECT name, hash FROM names WHERE hash IN ({marks})", hashes):
+    for name, digest in named:
         if name_protection(store.config.mounts, store.index.remote_hash, name, digest):
             keep.add(digest)
     now = time.time_ns()

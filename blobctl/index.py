@@ -211,6 +211,23 @@ class Index:
     def zero_counters(self) -> None:
         self.db.execute("DELETE FROM counters")
 
+    # -- name mirror --------------------------------------------------------------------
+    def names_of(self, digest: str, limit: int = -1) -> list[str]:
+        """The names pointing at an object, sorted (at most `limit`; -1: all)."""
+        return [name for (name,) in self.db.execute(
+            "SELECT name FROM names WHERE hash = ? ORDER BY name LIMIT ?", (digest, limit))]
+
+    def all_names(self) -> dict[str, str]:
+        """The whole mirror: name -> hash."""
+        return dict(self.db.execute("SELECT name, hash FROM names"))
+
+    def rows_and_names_of(self, digests: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+        """For these objects: hash -> recorded access, and the (name, hash) pairs naming them."""
+        marks = ",".join("?" * len(digests))
+        accessed = dict(self.db.execute(f"SELECT hash, accessed FROM objects WHERE hash IN ({marks})", digests))
+        named = list(self.db.execute(f"SELECT name, hash FROM names WHERE hash IN ({marks})", digests))
+        return accessed, named
+
     # -- eviction memory ----------------------------------------------------------------
     def remember_evicted(self, digests: Iterable[str], now: int) -> None:
         self.db.executemany("INSERT OR REPLACE INTO evicted VALUES (?, ?)",

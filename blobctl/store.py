@@ -24,7 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from blobctl import codec, keys, racehooks
+from blobctl import codec, keys, pins, racehooks
 from blobctl.config import Config
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError,
                             UsageError, from_os_error, warn)
@@ -767,10 +767,13 @@ class Store:
     def info(self, key: str) -> KeyInfo:
         resolved = self.resolve(key)
         size, stored, accessed = self.describe(resolved.digest)
-        names = tuple(n for (n,) in self.index.db.execute(
-            "SELECT name FROM names WHERE hash = ? ORDER BY name", (resolved.digest,)))
+        names = tuple(self.index.names_of(resolved.digest))
         return KeyInfo(key, resolved.digest, size is not None or stored is not None,
                        size, stored, accessed, names)
+
+    def zero_counters(self) -> None:
+        with self.index.transaction():
+            self.index.zero_counters()
 
     def summary(self) -> StoreSummary:
         totals = self.index.totals()
@@ -791,11 +794,14 @@ class Store:
                 self.index.remove_name(resolved.name)
             self._prune_empty_dirs(path.parent, self.refs_dir)
             return Removed(key, "name", resolved.digest)
-        users = [n for (n,) in self.index.db.execute(
-            "SELECT name FROM names WHERE hash = ? LIMIT 3", (resolved.digest,))]
+        users = self.index.names_of(resolved.digest, limit=3)
         if users and not force:
             raise UsageError(f"object {resolved.digest[:12]} is still named by {', '.join(users)}",
                              "remove the names first, or pass --force")
+        pin = self.pins_dir / resolved.digest
+        if not force and pins.is_pinned(self.pins_dir, resolved.digest, time.time_ns()):
+            raise UsageError(f"object {resolved.digest[:12]} is pinned",
+                             f"unpin it first (blobctl unpin {resolved.digest[:12]}), or pass --force")
         path = self.object_path(resolved.digest)
         with self.index.transaction():
             try:
@@ -803,6 +809,7 @@ class Store:
             except FileNotFoundError:
                 raise NotFoundError(f"object {resolved.digest} is not in the store") from None
             self.index.forget(resolved.digest)
+            discard_file(pin)  # a pin of an object that is gone would protect nothing
         self.syncer.sync_dir_later(path.parent)
         return Removed(key, "object", resolved.digest)
 

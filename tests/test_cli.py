@@ -611,3 +611,26 @@ def test_a_repeated_sigterm_waits_for_the_clean_up(monkeypatch):
     cli._terminated[0] -= cli.SIGTERM_REPEAT_SECONDS + 1  # a user insisting later
     cli._on_sigterm(signal.SIGTERM, None)
     assert killed == [signal.SIGTERM]
+
+
+def test_options_that_would_be_ignored_are_refused(blobctl, files):
+    """An option that cannot apply is an error, not silently dropped."""
+    blobctl("put", "--name", "x", files["small"], check=True)
+    assert blobctl("put", "-z", files["small"]).code == EXIT_USAGE
+    assert blobctl("stat", "--zero", "x").code == EXIT_USAGE
+    assert blobctl("ls", "--objects", "not-hex").code == EXIT_USAGE
+    digest = sha(files["small"].read_bytes())
+    blobctl("put", files["medium"], check=True)
+    listed = json.loads(blobctl("ls", "--objects", digest[:6], "--json", check=True).out)
+    assert [row["hash"] for row in listed] == [digest]
+    zeroed = json.loads(blobctl("stat", "--zero", "--json", check=True).out)
+    assert zeroed["objects"] == 2 and set(zeroed["counters"].values()) == {0}
+
+
+def test_rm_of_a_pinned_object_needs_force_and_takes_the_pin(blobctl, files, store_dir):
+    digest = blobctl("put", files["small"], check=True).text.strip()
+    blobctl("pin", digest, check=True)
+    refused = blobctl("rm", digest)
+    assert refused.code == EXIT_USAGE and "is pinned" in refused.err
+    blobctl("rm", "--force", digest, check=True)
+    assert not (store_dir / "pins" / digest).exists()

@@ -150,6 +150,7 @@ def fsck(
                      [[p.kind, p.key, p.detail] + (["yes" if p.repaired else "no"] if repair else [])
                       for p in report.problems])
     render.message(f"checked {report.objects:,} objects and {report.refs:,} refs: "
-                   f"{len(report.problems)} problems, {len(report.remaining)} remaining")
+                   f"{len(report.problems)} problem{'' if len(report.problems) == 1 else 's'}, "
+                   f"{len(report.remaining)} remaining")
     if report.remaining:
         raise typer.Exit(EXIT_INTEGRITY)

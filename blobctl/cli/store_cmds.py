@@ -77,6 +77,8 @@ def put(
 
     With several inputs, prints "HASH  PATH" lines exactly as sha256sum does."""
     paths = list(files or [])
+    if zero and not stdin_paths:
+        raise UsageError("-z applies to --stdin-paths: pass both, or neither")
     if stdin_paths:
         if paths:
             raise UsageError("--stdin-paths reads paths from stdin; do not also pass FILE arguments")
@@ -175,15 +177,19 @@ def _get_batch(store, keys_in, out) -> BlobctlError | None:
 def list_names(
     ctx: typer.Context,
     prefix: Annotated[str, typer.Argument(metavar="PREFIX", autocompletion=complete_keys,
-                                          help="Only names starting with this.")] = "",
+                                          help="Only names (with --objects, hashes) starting with this.")] = "",
     objects: Annotated[bool, typer.Option("--objects", help="List every object, named or not.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """List names with their sizes, or every object with --objects."""
     with open_store(ctx) as store:
         if objects:
+            if prefix and not all(c in "0123456789abcdef" for c in prefix):
+                raise UsageError(f"invalid hash prefix {prefix!r}: with --objects, PREFIX is hex digits")
             rows = []
             for digest in store.iter_objects():
+                if not digest.startswith(prefix):
+                    continue
                 size, stored, accessed = store.describe(digest)
                 rows.append({"hash": digest, "size": size, "stored": stored,
                              "accessed_ns": accessed})
@@ -209,12 +215,12 @@ def rm(
     ctx: typer.Context,
     keys_: Annotated[list[str], typer.Argument(metavar="KEY", autocompletion=complete_keys,
                                                help="Names or objects to remove.")],
-    force: Annotated[bool, typer.Option("--force", "-f", help="Remove an object even if names point at it.")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Remove an object even if names point at it or it is pinned.")] = False,
 ) -> None:
     """Remove names or unnamed objects.
 
-    A removed name's object stays until gc; an object that names still point at is removed
-    only with --force."""
+    A removed name's object stays until gc; an object that names still point at, or that
+    is pinned, is removed only with --force (its pin goes with it)."""
     failure = None
     with open_store(ctx) as store:
         for key in keys_:
@@ -243,18 +249,18 @@ def stat(
     keys_: Annotated[Optional[list[str]], typer.Argument(metavar="KEY", autocompletion=complete_keys,
                                                          help="Keys to describe.")] = None,
     as_json: JsonOption = False,
-    zero: Annotated[bool, typer.Option("--zero", help="Reset the hit/miss counters.")] = False,
+    zero: Annotated[bool, typer.Option("--zero", help="Reset the hit/miss counters, then show the summary.")] = False,
 ) -> None:
     """Summarise the store, or describe keys.
 
     The summary shows sizes, compression and the hit/miss counters; with KEYs, one row per
     key."""
+    if zero and keys_:
+        raise UsageError("--zero resets the store's counters; it takes no KEY")
     with open_store(ctx) as store:
         if zero:
-            with store.index.transaction():
-                store.index.zero_counters()
+            store.zero_counters()
             render.message("counters reset")
-            return
         if keys_:
             infos, failure = [], None
             for key in keys_:
