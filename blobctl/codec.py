@@ -12,8 +12,8 @@ Encoding hashes and compresses in one read pass; decoding verifies the SHA-256 w
 streams. Both work in fixed-size chunks, so memory stays bounded whatever the size — and
 whatever a damaged or hostile object claims about itself. zstd and SHA-256 release the
 GIL, so large objects keep more than one core busy: reading, hashing and compressing run
-in separate threads, and decoding hands its output to a writer thread while it
-decompresses and hashes the next chunk.
+in separate threads, and decoding runs decompressing, hashing and writing each in a
+thread of its own (_Pipeline), chunk after chunk.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from blobctl.errors import IntegrityError, UsageError
 CHUNK_SIZE = 1 << 20
 MIN_BUFFER_SIZE = 64 << 10
 #: Inputs at least this large are segmented and compressed by worker threads, and decoded
-#: objects this large are written out by a second thread.
+#: objects this large are hashed and written out by threads of their own (_Pipeline).
 MULTITHREAD_MIN_SIZE = 4 << 20
 #: Input per compressed frame: large enough that the ratio matches one long frame (zstd's
 #: own worker jobs restart their history as often), small enough to bound memory.

@@ -1,5 +1,6 @@
 """Settings in one place: known keys, their types and defaults, and the precedence
-flags > environment (BLOBCTL_*) > store config.toml > user config.toml > defaults.
+a command's own options > environment (BLOBCTL_*) > store config.toml > user config.toml >
+defaults.
 
 TOML is read with tomllib and written with tomli-w. Every error names the file and line.
 Mounts live in the store's config.toml as an ordered `[[mounts]]` array.
@@ -272,10 +273,9 @@ class Config:
     store_path: Path
     user_file: ConfigFile
     store_file: ConfigFile
-    flags: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, store: str | None = None, flags: dict[str, Any] | None = None) -> Config:
+    def load(cls, store: str | None = None) -> Config:
         """Resolve the store directory first (--store > BLOBCTL_STORE > user config > default),
         then read its config."""
         user_file = ConfigFile.load(user_config_path(), allow_mounts=False)
@@ -291,14 +291,13 @@ class Config:
         if "store" in store_file.values:
             raise store_file.error("store", "'store' cannot be set in a store's own config",
                                    "set it in the user config or BLOBCTL_STORE")
-        return cls(store_path, user_file, store_file, dict(flags or {}))
+        return cls(store_path, user_file, store_file)
 
     def lookup(self, key: str) -> tuple[Any, str]:
-        """(parsed value, origin) for a known key; origin is 'flag', 'env:VAR', a path or 'default'."""
+        """(parsed value, origin) for a known key; origin is 'env:VAR', a path or 'default'.
+        (A command's own options, such as gc --max-size, override these where it reads them.)"""
         setting = SETTINGS[key]
-        if self.flags.get(key) is not None:
-            raw, origin, source = self.flags[key], "flag", None
-        elif env_var(key) in os.environ:
+        if env_var(key) in os.environ:
             raw, origin, source = os.environ[env_var(key)], f"env:{env_var(key)}", None
         elif key in self.store_file.values:
             raw, origin, source = self.store_file.values[key], str(self.store_file.path), self.store_file

@@ -87,8 +87,7 @@ class Store:
         self.pins_dir = self.root / "pins"
         self.tmp_dir = self.root / "tmp"
         self.syncer = Syncer(config.get("durability") == "on")
-        self.level = config.get("compression_level")
-        self._encoder = Encoder(self.tmp_dir, str(self.objects_dir), self.level, self.syncer)
+        self._encoder = Encoder(self.tmp_dir, str(self.objects_dir), config.get("compression_level"), self.syncer)
         self._index: Index | None = None
         self._overlay: Overlay | None = None
         self._counters: dict[str, int] = {}
@@ -359,12 +358,6 @@ class Store:
     def discard(staged: Iterable[Pending]) -> None:
         for item in staged:
             item.discard()
-
-    def stored_size(self, digest: str) -> int | None:
-        try:
-            return self.object_path(digest).stat().st_size
-        except FileNotFoundError:
-            return None
 
     def put_paths(self, paths: Iterable[str], jobs: int | None = None
                   ) -> Iterator[PutResult | BlobctlError]:

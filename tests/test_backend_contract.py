@@ -103,15 +103,6 @@ class TestBackendContract:
         with pytest.raises(NotFoundError):
             backend.open_read("objects/ab")  # a "directory" is not a key
 
-    def test_delete_removes_the_key_and_missing_is_fine(self, backend):
-        put(backend, "objects/ab/x", b"x")
-        put(backend, "objects/ab/y", b"y")
-        backend.delete("objects/ab/x")
-        assert backend.exists("objects/ab/x") is False
-        assert read_all(backend, "objects/ab/y") == b"y"
-        backend.delete("objects/ab/x")
-        backend.delete("never/there")
-
     @pytest.mark.parametrize("size", [5, LARGE], ids=["small", "large"])
     def test_if_absent_keeps_the_original(self, backend, size):
         original = payload(size)
@@ -185,8 +176,6 @@ class TestBackendContract:
             put(read_only, "refs/main", b"changed\n")
         with pytest.raises(ReadOnlyError):
             put(read_only, "refs/new", b"new\n", if_absent=True)
-        with pytest.raises(ReadOnlyError):
-            read_only.delete("refs/main")
         assert read_only.read_bytes("refs/main") == b"kept\n"
         assert writable.exists("refs/new") is False
 
@@ -347,15 +336,6 @@ def test_http_write_refused_by_server_says_check_permissions(static_site: Static
     assert not (static_site.root / "refs" / "main").exists()
 
 
-def test_http_never_deletes_a_collection(webdav_remote, request):
-    backend = open_backend(webdav_remote.url, webdav_remote.settings)
-    request.addfinalizer(backend.close)
-    put(backend, "objects/ab/x", b"x")
-    with pytest.raises(UsageError, match="collection"):
-        backend.delete("objects/")
-    assert backend.exists("objects/ab/x")
-
-
 # -- directory ---------------------------------------------------------------------------
 def test_directory_refuses_keys_escaping_through_a_symlink(tmp_path):
     root, outside = tmp_path / "remote", tmp_path / "outside"
@@ -365,7 +345,7 @@ def test_directory_refuses_keys_escaping_through_a_symlink(tmp_path):
     (root / "objects").symlink_to(outside)
     backend = open_backend(f"file://{root}", RemoteSettings())
     for action in (lambda: backend.open_read("objects/secret"), lambda: backend.exists("objects/secret"),
-                   lambda: put(backend, "objects/new", b"x"), lambda: backend.delete("objects/secret"),
+                   lambda: put(backend, "objects/new", b"x"),
                    lambda: list(backend.list("objects/"))):
         with pytest.raises(RemoteError, match="outside the remote"):
             action()

@@ -24,8 +24,6 @@ def test_defaults_and_precedence(store_dir, user_config, monkeypatch):
     assert config.get("max_size") == 10**9
     monkeypatch.setenv("BLOBCTL_COMPRESSION_LEVEL", "9")
     assert Config.load(str(store_dir)).lookup("compression_level") == (9, "env:BLOBCTL_COMPRESSION_LEVEL")
-    flagged = Config.load(str(store_dir), flags={"compression_level": 11})
-    assert flagged.lookup("compression_level") == (11, "flag")
 
 
 def test_store_location_precedence(tmp_path, user_config, monkeypatch):

@@ -76,7 +76,8 @@ def test_a_large_put_and_get_o_hand_their_data_to_writeback_before_the_final_syn
     monkeypatch.setattr(fsutil, "_start_writeback", lambda fd, offset, length: handed.append(length))
     source = tmp_path / "random"
     source.write_bytes(os.urandom(12 << 20))  # incompressible: ~12 MiB of object
-    with Store(Config.load(str(tmp_path / "store"), flags={"durability": "on"})) as store:
+    monkeypatch.setenv("BLOBCTL_DURABILITY", "on")
+    with Store(Config.load(str(tmp_path / "store"))) as store:
         result = store.put_path(str(source))
         assert sum(handed) >= result.stored - (1 << 20)
         handed.clear()

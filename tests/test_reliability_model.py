@@ -126,7 +126,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert digest not in protected
             del self.objects[digest]
         STEPS["evicted"] += len(outcome.evicted)
-        protected_stored = sum(self.store.stored_size(d) or 0 for d in protected)
+        protected_stored = sum(self.store.describe(d)[1] or 0 for d in protected)
         assert self.store.index.totals().stored <= max(max_size, protected_stored)
 
     @rule()

@@ -90,11 +90,6 @@ class Backend(abc.ABC):
         self._check_writable(key)
         return self._write(key, source, size, if_absent=if_absent)
 
-    def delete(self, key: str) -> None:
-        """Remove the key; a missing key is not an error."""
-        self._check_writable(key)
-        self._delete(key)
-
     def _check_writable(self, key: str) -> None:
         if self.read_only:
             raise ReadOnlyError(f"cannot write {key} to {self.url}: the remote is read-only",
@@ -102,9 +97,6 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def _write(self, key: str, source: BinaryIO, size: int, *, if_absent: bool) -> bool: ...
-
-    @abc.abstractmethod
-    def _delete(self, key: str) -> None: ...
 
     def close(self) -> None:
         """Release connections; the default has none."""

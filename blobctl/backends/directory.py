@@ -141,13 +141,3 @@ class DirectoryBackend(Backend):
     def _fill(handle: BinaryIO, source: BinaryIO, size: int) -> None:
         for chunk in iter_exact(source, size):
             handle.write(chunk)
-
-    def _delete(self, key: str) -> None:
-        path = self._path(key)
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise _failure(exc, "delete", f"{key} in {self.url}") from None
-        syncer = Syncer(enabled=True)
-        syncer.sync_dir_later(path.parent)
-        syncer.flush()

@@ -190,13 +190,6 @@ class HttpBackend(Backend):
         self._check_status("PUT", key, self._simple("PUT", key, source=source, size=size))
         return True
 
-    def _delete(self, key: str) -> None:
-        if not key or key.endswith("/"):  # nginx deletes a whole tree for DELETE /dir/
-            raise UsageError(f"refusing to DELETE {self._key_url(key)}: it names a collection, not a key")
-        response = self._simple("DELETE", key)
-        if response.status != 404:
-            self._check_status("DELETE", key, response)
-
 
 def is_collection(response: http.client.HTTPResponse, key: str) -> bool:
     """A directory's URL: servers redirect .../key to .../key/ (nginx answers 301)."""

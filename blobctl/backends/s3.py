@@ -201,16 +201,6 @@ class S3Backend(Backend):
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, "write", key) from None
 
-    def _delete(self, key: str) -> None:
-        import obstore
-
-        try:
-            obstore.delete(self._store, key)  # S3 DELETE of a missing key succeeds
-        except FileNotFoundError:
-            return
-        except Exception as exc:  # noqa: BLE001
-            raise self._error(exc, "delete", key) from None
-
 
 def s3_code(text: str) -> str:
     """The S3 error code ('SignatureDoesNotMatch', 'AccessDenied') or the HTTP status."""
