@@ -310,6 +310,24 @@ def decode(source: BinaryIO, emit: Callable[[memoryview], object], expected: str
     return offset
 
 
+def verify_stream_into(source: BinaryIO, sink: BinaryIO, digest: str, label: str) -> int:
+    """Copy a compressed object from `source` into `sink` while decoding and hashing it;
+    IntegrityError (nothing usable in sink) if it is damaged, truncated or has trailing
+    bytes. Returns the original size."""
+
+    class Tee:
+        def read(self, size: int = -1) -> bytes:
+            data = source.read(size)
+            sink.write(data)
+            return data
+
+    tee = Tee()
+    size = decode(tee, lambda chunk: None, digest, label=label)
+    if tee.read(1):
+        raise _damaged(label, "bytes follow its zstd frame")
+    return size
+
+
 def _damaged(label: str, what: str) -> IntegrityError:
     """The one error every kind of damage found while decoding becomes."""
     return IntegrityError(f"object {label} is damaged: {what}",
@@ -368,7 +386,7 @@ class _Pipeline:
             self._free.put(bytearray(buffer_size))
         self._queues = [queue.Queue() for _ in stages] if threaded else []
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
-                                          name=f"blobctl-decode-{i}")
+                                          name=f"blobctl-stage-{i}")
                          for i in range(len(stages))] if threaded else []
         self._error: BaseException | None = None
 

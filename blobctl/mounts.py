@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from blobctl import codec, gc, keys, packed_refs
+from blobctl import gc, keys, packed_refs
 from blobctl.backends import Backend, open_backend
 from blobctl.backends.common import CHUNK_SIZE, HeldBody, buffered
 from blobctl.config import Mount, covering_mounts, normalize_prefix
@@ -475,22 +475,3 @@ def _read_remote_ref(backend: Backend, mount: Mount, name: str) -> _Entry:
     """(name, the hash its ref on `mount` holds, mount)."""
     key = keys.ref_key(remote_name(mount, name))
     return name, keys.parse_ref(backend.read_bytes(key), f"{key!r} on {backend.url}"), mount
-
-
-def verify_stream_into(source: BinaryIO, sink: BinaryIO, digest: str, label: str) -> int:
-    """Copy a compressed object from `source` into `sink` while decoding and hashing it;
-    IntegrityError (nothing usable in sink) if it is damaged, truncated or has trailing
-    bytes. Returns the original size."""
-
-    class Tee:
-        def read(self, size: int = -1) -> bytes:
-            data = source.read(size)
-            sink.write(data)
-            return data
-
-    tee = Tee()
-    size = codec.decode(tee, lambda chunk: None, digest, label=label)
-    if tee.read(1):
-        raise IntegrityError(f"object {label} is damaged: bytes follow its zstd frame")
-    return size
-

@@ -343,10 +343,8 @@ class Store:
             size = codec.verify_whole(source, digest, label=label)
             temp, stored = self._encoder.write_temp(source), len(source)
         else:
-            from blobctl.mounts import verify_stream_into
-
             temp, (size, stored) = self._encoder.fill_temp(
-                lambda sink: (verify_stream_into(source, sink, digest, label), sink.tell()))
+                lambda sink: (codec.verify_stream_into(source, sink, digest, label), sink.tell()))
         return Pending(temp, codec.Encoded(digest, size, stored), label)
 
     def publish(self, staged: list[Pending]) -> None:
