@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from blobctl import codec, keys
+from blobctl import codec
 from blobctl.errors import BlobctlError, IntegrityError
 from blobctl.gc import name_protection
 
@@ -48,25 +47,6 @@ class FsckReport:
     @property
     def remaining(self) -> tuple[Problem, ...]:
         return tuple(p for p in self.problems if not p.repaired)
-
-
-def _walk_objects(store) -> Iterator[tuple[str, Path, str | None]]:
-    """(kind, path, hash) for every entry under objects/, never following a symlink:
-    kind is 'object' (a regular file named by a full hash), 'symlink' or 'stray_file'."""
-    for shard in sorted(os.scandir(store.objects_dir), key=lambda e: e.name):
-        if shard.is_symlink():
-            yield "symlink", Path(shard.path), None
-        elif not shard.is_dir() or len(shard.name) != 2:
-            yield "stray_file", Path(shard.path), None
-        else:
-            for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
-                digest = shard.name + entry.name
-                if entry.is_symlink():
-                    yield "symlink", Path(entry.path), None
-                elif keys.is_full_hash(digest) and entry.is_file(follow_symlinks=False):
-                    yield "object", Path(entry.path), digest
-                else:
-                    yield "stray_file", Path(entry.path), None
 
 
 def _relative(store, path: Path) -> str:
@@ -94,7 +74,7 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
             to_refetch.append((len(problems), refetch))
         problems.append(Problem(kind, key, detail))
 
-    entries = list(_walk_objects(store))
+    entries = list(store.walk_objects())
     if progress is not None:
         progress.start("checking objects", len(entries))
     rows = {row.hash: row for row in store.index.by_access()}

@@ -82,7 +82,8 @@ def parse_ref(content: bytes, where: str) -> str:
 
 
 def object_key(digest: str) -> str:
-    """The layout path of an object, shared by the local store and every remote."""
+    """An object's path in the store layout (docs/FORMAT.md), below the store's directory
+    and below every remote's root: the one place that says how objects are sharded."""
     return f"objects/{digest[:2]}/{digest[2:]}"
 
 

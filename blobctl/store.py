@@ -87,7 +87,7 @@ class Store:
         self.pins_dir = self.root / "pins"
         self.tmp_dir = self.root / "tmp"
         self.syncer = Syncer(config.get("durability") == "on")
-        self._encoder = Encoder(self.tmp_dir, str(self.objects_dir), config.get("compression_level"), self.syncer)
+        self._encoder = Encoder(self.tmp_dir, str(self.root), config.get("compression_level"), self.syncer)
         self._index: Index | None = None
         self._overlay: Overlay | None = None
         self._counters: dict[str, int] = {}
@@ -212,11 +212,11 @@ class Store:
     def object_path(self, digest: str) -> Path:
         """Where an object lives; refuses a shard directory that is a symlink (it could
         lead outside the store)."""
-        shard = self.objects_dir / digest[:2]
-        if shard.is_symlink():
-            raise IntegrityError(f"refusing to use {shard}: it is a symlink",
+        path = self.root / keys.object_key(digest)
+        if path.parent.is_symlink():
+            raise IntegrityError(f"refusing to use {path.parent}: it is a symlink",
                                  "replace it with a real directory ('blobctl fsck' reports these)")
-        return shard / digest[2:]
+        return path
 
     def ref_path(self, name: str) -> Path:
         return self.refs_dir / keys.validate_name(name)
@@ -264,7 +264,7 @@ class Store:
             with self.index.transaction():
                 for position, item in enumerate(batch):
                     shard = self._writable_shard(item.encoded.digest)
-                    dest = f"{shard}/{item.encoded.digest[2:]}"
+                    dest = f"{self.root}/{keys.object_key(item.encoded.digest)}"  # in `shard`
                     stored = regular_file_size(dest)  # a planted symlink gets replaced
                     if stored is None and item.temp is None:
                         try:
@@ -743,17 +743,30 @@ class Store:
 
     def iter_objects(self) -> Iterator[str]:
         """Hashes of the object files present, in hash order (walks the tree)."""
+        return (digest for kind, _, digest in self.walk_objects() if kind == "object")
+
+    def walk_objects(self) -> Iterator[tuple[str, Path, str | None]]:
+        """(kind, path, hash) for every entry under objects/, in order, never following a
+        symlink: kind is 'object' (a regular file named by a full hash in its shard),
+        'symlink' or 'stray_file' (anything else, for fsck)."""
         try:
-            shards = sorted(os.listdir(self.objects_dir))
+            shards = sorted(os.scandir(self.objects_dir), key=lambda e: e.name)
         except FileNotFoundError:
             return
         for shard in shards:
-            shard_path = self.objects_dir / shard
-            if len(shard) != 2 or shard_path.is_symlink() or not shard_path.is_dir():
-                continue
-            for entry in sorted(os.listdir(shard_path)):
-                if keys.is_full_hash(shard + entry):
-                    yield shard + entry
+            if shard.is_symlink():
+                yield "symlink", Path(shard.path), None
+            elif not shard.is_dir() or len(shard.name) != 2:
+                yield "stray_file", Path(shard.path), None
+            else:
+                for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
+                    digest = shard.name + entry.name
+                    if entry.is_symlink():
+                        yield "symlink", Path(entry.path), None
+                    elif keys.is_full_hash(digest) and entry.is_file(follow_symlinks=False):
+                        yield "object", Path(entry.path), digest
+                    else:
+                        yield "stray_file", Path(entry.path), None
 
     def info(self, key: str) -> KeyInfo:
         resolved = self.resolve(key)
