@@ -177,14 +177,18 @@ class Store:
 
     def close(self) -> None:
         """Commit counters and access times, and make everything this command wrote
-        durable."""
+        durable. Statistics never fail a command whose work is done: a store this user
+        may only read (another user's, a read-only file system) still serves gets."""
         try:
             if self._overlay is not None:
                 self._overlay.close()
             if self._counters or self._accesses:
-                with self.index.transaction():
-                    self.index.bump(self._counters)
-                    self._commit_accesses()
+                try:
+                    with self.index.transaction():
+                        self.index.bump(self._counters)
+                        self._commit_accesses()
+                except BlobctlError as exc:
+                    warn(f"counters and access times not recorded: {exc.message}")
                 self._counters = {}
             self.syncer.flush()
         finally:

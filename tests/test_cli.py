@@ -317,6 +317,28 @@ def test_disk_full_leaves_nothing_partial(tmp_path, files):
         subprocess.run(["umount", "-l", str(mountpoint)])
 
 
+def test_get_from_a_store_on_a_read_only_file_system(tmp_path, files):
+    """Only statistics need writing for a get: they are skipped with a warning, and the
+    data with exit 0 (it printed the data and then failed with exit 1)."""
+    source, view = tmp_path / "store", tmp_path / "read-only"
+    subprocess.run(blobctl_executable() + ["--store", str(source), "put", "--name", "n", files["small"]],
+                   check=True, capture_output=True)
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(source), str(view)]).returncode:
+        if os.environ.get("CI"):
+            pytest.fail("cannot bind-mount for the read-only store test")
+        pytest.skip("cannot bind-mount (needs root)")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+        got = subprocess.run(blobctl_executable() + ["--store", str(view), "get", "n"], capture_output=True)
+        assert got.returncode == 0 and got.stdout == files["small"].read_bytes()
+        assert "counters and access times not recorded" in got.stderr.decode()
+        listed = subprocess.run(blobctl_executable() + ["--store", str(view), "ls"], capture_output=True)
+        assert listed.returncode == 1 and "needs write access" in listed.stderr.decode()
+    finally:
+        subprocess.run(["umount", "-l", str(view)])
+
+
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 def test_interrupted_put_cleans_temp_files(store_dir, tmp_path, signum, code):
     """Ctrl-C or SIGTERM in the middle of a put from a slow pipe: exit 130 or 143 and no
