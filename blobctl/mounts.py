@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from blobctl import gc, keys, packed_refs
+from blobctl import codec, gc, keys, packed_refs
 from blobctl.backends import Backend, open_backend
 from blobctl.backends.common import CHUNK_SIZE, HeldBody, buffered
 from blobctl.config import Mount, covering_mounts, normalize_prefix
@@ -257,14 +257,34 @@ class Overlay:
         return report
 
     def _upload_object(self, backend: Backend, digest: str) -> tuple[bool, int]:
-        """Upload one local object unless the remote has it: (uploaded?, stored bytes)."""
+        """Upload one local object unless the remote has it: (uploaded?, stored bytes).
+        A remote copy of another size than ours is downloaded and verified (another
+        compression level gives another size too), and replaced if it is damaged: a
+        name must not be marked pushed over a copy that cannot be read."""
         handle = self.store.open_local(digest)
         if handle is None:
             raise NotFoundError(f"cannot push object {digest}: it is not in the local store",
                                 "run 'blobctl fsck' to find names that point at missing objects")
+        key = keys.object_key(digest)
         with handle:
             size = os.fstat(handle.fileno()).st_size
-            return backend.write(keys.object_key(digest), handle, size, if_absent=True), size
+            if backend.write(key, handle, size, if_absent=True):
+                return True, size
+            if backend.size(key) == size or self._sound_on(backend, digest):
+                return False, size
+            handle.seek(0)
+            backend.write(key, handle, size)
+            return True, size
+
+    @staticmethod
+    def _sound_on(backend: Backend, digest: str) -> bool:
+        """Whether the remote's copy of an object decodes to the content its hash names."""
+        try:
+            with backend.open_read(keys.object_key(digest)) as stream:
+                codec.decode(stream, lambda chunk: None, digest, label=f"{digest} on {backend.url}")
+        except (IntegrityError, NotFoundError):
+            return False
+        return True
 
     @staticmethod
     def _upload_ref(backend: Backend, mount: Mount, name: str, digest: str) -> None:

@@ -88,11 +88,12 @@ class TestBackendContract:
             rest = stream.read()
         assert head == data[:1000] and head + rest == data
 
-    def test_exists(self, backend):
-        assert backend.exists("objects/ab/x") is False
-        put(backend, "objects/ab/x", b"x")
-        assert backend.exists("objects/ab/x") is True
+    def test_exists_and_size(self, backend):
+        assert backend.exists("objects/ab/x") is False and backend.size("objects/ab/x") is None
+        put(backend, "objects/ab/x", b"x" * 1000)
+        assert backend.exists("objects/ab/x") is True and backend.size("objects/ab/x") == 1000
         assert backend.exists("objects/ab") is False  # a "directory" is not a key
+        assert backend.size("objects/ab") is None
 
     def test_reading_a_missing_key_is_not_found(self, backend):
         with pytest.raises(NotFoundError):

@@ -3,6 +3,7 @@ local name given what each remote is known to hold. Directory remotes: the rules
 overlay's, the same for every remote kind (test_backend_contract covers the kinds)."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,24 @@ def test_hit_and_miss_counters_add_up(blobctl, tmp_path, remotes):
     mounts = {m["prefix"]: m for m in json.loads(run("mount", "--json").out)}
     assert (mounts["team/"]["hits"], mounts["team/"]["misses"]) == (1, 1)
     assert (mounts["aaa/"]["hits"], mounts["aaa/"]["misses"]) == (0, 0)
+
+
+@pytest.mark.parametrize("damage", ["emptied", "truncated"])
+def test_push_replaces_a_damaged_remote_copy_instead_of_skipping_it(blobctl, tmp_path, remotes, damage):
+    """Otherwise the name is marked pushed over a copy nobody can read, and gc then
+    evicts the only good one."""
+    shared = remotes("shared")
+    data = os.urandom(50_000)
+    first = store_runner(blobctl, tmp_path / "first", {})
+    first("mount", "team", shared, check=True)
+    first("put", "--name", "team/y", "-", input=data, check=True)
+    first("push", check=True)
+    remote_copy = Path(shared) / "objects" / sha(data)[:2] / sha(data)[2:]
+    remote_copy.write_bytes(b"" if damage == "emptied" else remote_copy.read_bytes()[:1000])
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "team", shared, check=True)
+    run("put", "--name", "team/y", "-", input=data, check=True)
+    report = json.loads(run("push", "--json", check=True).out)
+    assert report[0]["objects"] == 1 and report[0]["skipped"] == 0
+    assert sha(data) in evict_everything(run)
+    assert run("get", "team/y", check=True).out == data

@@ -67,8 +67,12 @@ class Backend(abc.ABC):
         return data
 
     @abc.abstractmethod
+    def size(self, key: str) -> int | None:
+        """The key's size in bytes, or None if it is absent (a cheap HEAD/stat, not a
+        download); -1 if the server does not say."""
+
     def exists(self, key: str) -> bool:
-        """Whether the key is present (a cheap HEAD/stat, not a download)."""
+        return self.size(key) is not None
 
     @abc.abstractmethod
     def list(self, prefix: str) -> Iterator[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as stat_module
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,8 +77,15 @@ class DirectoryBackend(Backend):
         except OSError as exc:
             raise _failure(exc, "read", f"{key} in {self.url}") from None
 
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+    def size(self, key: str) -> int | None:
+        path = self._path(key)
+        try:
+            info = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _failure(exc, "check", f"{key} in {self.url}") from None
+        return info.st_size if stat_module.S_ISREG(info.st_mode) else None
 
     def list(self, prefix: str) -> Iterator[str]:
         """Walk only the deepest directory the prefix names; sorted, symlinks not followed."""

@@ -172,12 +172,13 @@ class HttpBackend(Backend):
 
         return buffered(chunks(), on_close=lambda: self._release(conn, response))
 
-    def exists(self, key: str) -> bool:
+    def size(self, key: str) -> int | None:
         response = self._simple("HEAD", key)
         if response.status == 404 or is_collection(response, key):
-            return False
+            return None
         self._check_status("HEAD", key, response)
-        return True
+        length = response.getheader("Content-Length")
+        return int(length) if length and length.isdigit() else -1
 
     def list(self, prefix: str) -> Iterator[str]:
         raise UsageError(f"cannot list {self.url}: plain HTTP has no listing",

@@ -142,17 +142,17 @@ class S3Backend(Backend):
 
         return buffered(chunks())
 
-    def exists(self, key: str) -> bool:
+    def size(self, key: str) -> int | None:
         import obstore
 
         try:
-            obstore.head(self._store, key)
+            meta = obstore.head(self._store, key)
         except FileNotFoundError:
             self._check_bucket()
-            return False
+            return None
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, "check", key) from None
-        return True
+        return meta["size"]
 
     lists_md5 = True
 
