@@ -216,3 +216,17 @@ def test_push_replaces_a_damaged_remote_copy_instead_of_skipping_it(blobctl, tmp
     assert report[0]["objects"] == 1 and report[0]["skipped"] == 0
     assert sha(data) in evict_everything(run)
     assert run("get", "team/y", check=True).out == data
+
+
+def test_umount_says_which_names_it_leaves_unreadable(blobctl, tmp_path, remotes):
+    shared = remotes("shared")
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "team", shared, check=True)
+    run("put", "--name", "team/kept", "-", input=b"kept locally", check=True)
+    run("push", check=True)
+    run("put", "--name", "team/evicted", "-", input=b"only on the remote", check=True)
+    run("push", check=True)
+    run("pin", "team/kept", check=True)
+    assert evict_everything(run) == [sha(b"only on the remote")]
+    unmounted = run("umount", "team", check=True)
+    assert "1 name(s) under team/ point at objects that only a remote holds, e.g. team/evicted" in unmounted.err

@@ -10,7 +10,7 @@ from blobctl import render
 from blobctl.cli import app
 from blobctl.cli.common import (JsonOption, complete_keys, complete_mount_prefixes, load_config, open_store,
                                 trim_if_over_limit)
-from blobctl.errors import NotFoundError
+from blobctl.errors import NotFoundError, warn
 from blobctl.render import Column
 
 
@@ -62,9 +62,18 @@ def _masked(url: str) -> str:
 def umount(ctx: typer.Context,
            prefix: Annotated[str, typer.Argument(metavar="PREFIX", autocompletion=complete_mount_prefixes,
                                                  help="The mounted prefix.")]) -> None:
-    """Remove a mount; local data, including unpushed names, stays."""
-    removed = load_config(ctx).remove_mount(prefix)
+    """Remove a mount; local data, including unpushed names, stays.
+
+    Names under it whose objects gc evicted (the remote had them) cannot be read once it
+    is gone, unless another mount has them: umount says how many."""
+    with open_store(ctx) as store:
+        removed = store.config.remove_mount(prefix)
+        unreadable = [name for name, digest in store.iter_refs(removed.prefix) if not store.has_object(digest)]
     render.message(f"unmounted {_masked(removed.remote)} from {removed.prefix or '(every name)'}")
+    if unreadable:
+        warn(f"{len(unreadable)} name(s) under {removed.prefix or '(every name)'} point at objects that "
+             f"only a remote holds, e.g. {unreadable[0]}: mount it again to read them, or 'blobctl pull' "
+             "them first next time")
 
 
 JobsOption = Annotated[Optional[int], typer.Option(
