@@ -14,6 +14,8 @@ HASH_LEN = 64
 MIN_PREFIX_LEN = 4
 MAX_NAME_LEN = 1024
 MAX_SEGMENT_LEN = 255
+#: Largest ref file read, locally or from a remote: refs hold one hash and a newline.
+MAX_REF_BYTES = 200
 
 _HEX_RE = re.compile(r"^[0-9a-f]+$")
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9._+=@,~-]+$")
@@ -75,7 +77,7 @@ def validate_prefix(prefix: str) -> str:
 def parse_ref(content: bytes, where: str) -> str:
     """The hash stored in a ref file (local or remote, so untrusted): '<64 hex>' + newline."""
     text = content.decode("ascii", "replace").strip()
-    if len(content) > 200 or not is_full_hash(text):
+    if len(content) > MAX_REF_BYTES or not is_full_hash(text):
         raise IntegrityError(f"ref {where} is damaged: it does not hold a SHA-256 hash",
                              "run 'blobctl fsck' or re-bind the name with 'put --name'")
     return text

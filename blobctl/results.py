@@ -57,7 +57,3 @@ class StoreSummary(NamedTuple):
     stored: int
     max_size: int | None
     counters: dict[str, int]
-
-    @property
-    def ratio(self) -> float | None:
-        return self.size / self.stored if self.stored else None

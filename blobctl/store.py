@@ -175,6 +175,12 @@ class Store:
             self._overlay = Overlay(self)
         return self._overlay
 
+    def mounted(self) -> Overlay:
+        """The overlay, for a command that needs a mount; NotFoundError if none is."""
+        if self.overlay is None:
+            raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
+        return self.overlay
+
     def close(self) -> None:
         """Commit counters and access times, and make everything this command wrote
         durable. Statistics never fail a command whose work is done: a store this user

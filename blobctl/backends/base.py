@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from blobctl.errors import ReadOnlyError
+from blobctl.keys import MAX_REF_BYTES
 
-#: Largest ref body a backend will read: refs hold one hash and a newline.
-MAX_REF_BYTES = 200
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from blobctl import render
 from blobctl.cli import app
 from blobctl.cli.common import (JsonOption, complete_keys, complete_mount_prefixes, load_config, open_store,
                                 trim_if_over_limit)
-from blobctl.errors import NotFoundError, warn
+from blobctl.errors import warn
 from blobctl.render import Column
 
 
@@ -93,10 +93,8 @@ def push(
 
     Objects go first so that a remote never holds a name whose object is missing."""
     with open_store(ctx) as store:
-        if store.overlay is None:
-            raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
         with render.progress() as progress:
-            reports = store.overlay.push(prefix, dry_run=dry_run, jobs=jobs or store.config.get("jobs"),
+            reports = store.mounted().push(prefix, dry_run=dry_run, jobs=jobs or store.config.get("jobs"),
                                          progress=progress)
     rows = [{"prefix": r.prefix, "remote": _masked(r.remote), "objects": r.objects, "bytes": r.bytes,
              "skipped": r.skipped, "refs": r.refs, "seconds": round(r.seconds, 3),
@@ -126,10 +124,8 @@ def pull(
 
     Use it before going offline: every remote name under a mount prefix, or the given keys."""
     with open_store(ctx) as store:
-        if store.overlay is None:
-            raise NotFoundError("nothing is mounted", "mount a remote first: blobctl mount PREFIX REMOTE")
         with render.progress() as progress:
-            reports = store.overlay.pull(targets, jobs=jobs or store.config.get("jobs"), progress=progress)
+            reports = store.mounted().pull(targets, jobs=jobs or store.config.get("jobs"), progress=progress)
         trim_if_over_limit(store)
     rows = [{"target": r.target, "names": r.names, "fetched": r.fetched, "bytes": r.bytes,
              "present": r.present} for r in reports]
