@@ -141,7 +141,7 @@ def man_page() -> str:
             ".TP", "\\fISTORE/config.toml\\fR", "The store's settings and mounts.",
             ".TP", "\\fISTORE/objects/ab/cdef...\\fR", "Objects: zstd data named by its SHA\\-256 (zstd \\-d reads it).",
             ".TP", "\\fISTORE/refs/NAME\\fR", "Names: each holds the hash it points at.",
-            ".TP", "\\fISTORE/index.sqlite\\fR", "Metadata index, rebuilt from the files when unreadable.",
+            ".TP", "\\fISTORE/index.sqlite\\fR", "Metadata index, rebuilt from the files when missing or unreadable.",
             ".SH EXIT STATUS"]
     for code, meaning in exit_codes():
         out += [".TP", f"\\fB{code}\\fR", roff(meaning.replace("`", ""))]
