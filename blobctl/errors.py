@@ -7,6 +7,7 @@ path, and what to do). The CLI turns them into stderr text in exactly one place.
 from __future__ import annotations
 
 # Documented exit codes (README "Exit codes").
+EXIT_OK = 0
 EXIT_FAILURE = 1  # I/O error, disk full, permission denied, anything unexpected
 EXIT_USAGE = 2  # bad arguments, invalid key/name/size, malformed config
 EXIT_NOT_FOUND = 3  # key, name, file or object does not exist
