@@ -76,6 +76,14 @@ def format_size(n: int | None) -> str:
     raise AssertionError("unreachable")
 
 
+def format_size_exact(n: int) -> str:
+    """Exact, and accepted back by parse_size: 20000000000 -> '20 GB', 1500 -> '1500 B'."""
+    for power, unit in ((15, "PB"), (12, "TB"), (9, "GB"), (6, "MB"), (3, "kB")):
+        if n and n % 10**power == 0:
+            return f"{n // 10**power} {unit}"
+    return f"{n} B"
+
+
 def format_duration(seconds: float) -> str:
     """Exact, and accepted back by parse_age: 5400 -> '1h30m', 30 -> '30s', 0.5 -> '0.5s'."""
     if seconds != int(seconds):

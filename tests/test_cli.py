@@ -547,7 +547,7 @@ def test_concurrent_processes_put_same_and_different_files(store_dir, tmp_path):
 
 def test_config_commands(blobctl, store_dir, tmp_path):
     assert blobctl("config", "set", "max_size", "5 GB").code == 0
-    assert blobctl("config", "get", "max_size").text.strip() == "5000000000"
+    assert blobctl("config", "get", "max_size").text.strip() == "5 GB"
     for key, shown in (("remote_timeout", "30s"), ("gc_grace", "1h")):  # read back as typed
         assert blobctl("config", "get", key).text.strip() == shown
         blobctl("config", "set", key, shown, check=True)

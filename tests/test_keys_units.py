@@ -105,3 +105,5 @@ def test_format_size_and_age():
     assert units.format_size(2 * 10**9) == "2.0 GB"
     assert units.format_size(None) == "-"
     assert units.format_age(90) == "1m" and units.format_age(3 * 86400) == "3d"
+    for n in (0, 999, 1500, 20 * 10**9, 123_456_789):
+        assert units.parse_size(units.format_size_exact(n)) == n
