@@ -94,12 +94,12 @@ class StoreMachine(RuleBasedStateMachine):
         STEPS["steps"] += 1
         if digest not in self.objects:
             return
-        if digest in self.names.values():
+        if digest in self.names.values() or digest in self.pinned:
             with pytest.raises(UsageError):
                 self.store.remove(digest)
             return
         self.store.remove(digest)
-        del self.objects[digest]  # a pin is on the hash: it stays, and covers a later put
+        del self.objects[digest]
 
     @rule(digest=digests)
     def pin(self, digest):
