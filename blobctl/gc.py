@@ -263,9 +263,13 @@ def _remove_empty_shards(store) -> int:
 
 def auto_trim(store) -> GcOutcome | None:
     """After a put: if the store is now over max_size (an O(1) check of the index totals)
-    and auto_gc is on, trim it to LOW_WATER of max_size. None when nothing was needed."""
+    and auto_gc is on, trim it to LOW_WATER of max_size. None when nothing was needed.
+    What this command stored or fetched is never evicted by it, whatever gc_grace says:
+    a put must not print the hash of an object that is already gone."""
     max_size = store.config.get("max_size")
     if max_size is None or not store.config.get("auto_gc") \
             or store.index.totals().stored <= max_size:
         return None
-    return execute(store, plan(store, max_size=int(max_size * LOW_WATER)))
+    since_opened = (time.time_ns() - store.opened_ns) / 1e9
+    return execute(store, plan(store, max_size=int(max_size * LOW_WATER),
+                               grace=max(store.config.get("gc_grace"), since_opened)))

@@ -82,6 +82,7 @@ class Store:
     def __init__(self, config: Config):
         self.config = config
         self.root = config.store_path
+        self.opened_ns = time.time_ns()  # when this command began using the store
         self.objects_dir = self.root / "objects"
         self.refs_dir = self.root / "refs"
         self.pins_dir = self.root / "pins"

@@ -225,6 +225,20 @@ def test_never_follows_a_symlinked_object(store, store_dir, tmp_path):
     assert outside.read_bytes() == b"precious"
 
 
+def test_auto_trim_never_evicts_what_its_own_command_stored(store_dir):
+    """Even with gc_grace 0 and a new object larger than max_size: the put that stored it
+    prints its hash, so it must still be there afterwards."""
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text('max_size = "10 kB"\ngc_grace = "0s"\n')
+    with Store(Config.load(str(store_dir))) as store:
+        older = [put_bytes(store, os.urandom(1000)) for _ in range(3)]
+        for digest in older:
+            backdate(store_dir, digest, 20)
+        new = put_bytes(store, os.urandom(12_000))
+        outcome = gc.auto_trim(store)
+        assert set(outcome.evicted) == set(older) and object_file(store_dir, new).is_file()
+
+
 def test_auto_trim_waits_for_max_size_then_trims_to_the_low_water_mark(store_dir):
     store_dir.mkdir()
     (store_dir / "config.toml").write_text('max_size = "10 kB"\n')
