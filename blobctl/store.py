@@ -730,6 +730,9 @@ class Store:
             error = from_os_error(exc, "write", dest)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 error.hint = None  # the store's own advice (gc) does not apply to this file
+            elif exc.errno in (errno.EACCES, errno.EPERM) and not os.access(target.parent, os.W_OK):
+                error.hint = (f"-o writes a temp file in {target.parent} and renames it over the file, "
+                              "so that directory must be writable; '> FILE' writes in place")
             raise error from exc
 
     # -- listing and inspection ---------------------------------------------------------

@@ -255,6 +255,23 @@ def test_unreadable_file(shared_dir):
     assert result.returncode == 1 and f"cannot read {secret}: permission denied" in err and "Traceback" not in err
 
 
+def test_get_o_into_a_directory_it_cannot_write_says_why(shared_dir):
+    """-o renames a temp file over FILE: a writable file in a read-only directory fails,
+    and the message says what to do instead."""
+    store, locked, source = shared_dir / "s", shared_dir / "locked", shared_dir / "source"
+    store.mkdir()
+    store.chmod(0o777)
+    source.write_bytes(b"data")
+    locked.mkdir()
+    (locked / "out").write_bytes(b"old")
+    (locked / "out").chmod(0o666)
+    digest = as_nobody("--store", store, "put", source, check=True).stdout.decode().strip()
+    result = as_nobody("--store", store, "get", digest, "-o", locked / "out")
+    err = result.stderr.decode()
+    assert result.returncode == 1 and "must be writable; '> FILE' writes in place" in err
+    assert (locked / "out").read_bytes() == b"old"
+
+
 def test_ambiguous_prefix_lists_candidates(blobctl, tmp_path):
     by_prefix = {}
     i = 0
