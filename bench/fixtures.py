@@ -64,7 +64,7 @@ def build_store(path: Path, n: int, size: int = 64, seed: int = 3) -> list[str]:
     rng = random.Random(seed)
     compressor = zstandard.ZstdCompressor(level=3, write_checksum=True, write_content_size=True)
     digests = []
-    with Store(Config.load(str(path), flags={"durability": "off"})) as store:
+    with Store(Config.load(str(path))) as store:  # written directly, then os.sync() below
         made = set()
         for _ in range(n):
             data = rng.randbytes(size)
