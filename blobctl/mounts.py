@@ -403,7 +403,13 @@ class Overlay:
         names clashing with a local one, go to `kept` with a warning each. Checked and
         bound under the index's write lock, so a local bind cannot slip in between.
         Returns how many names now match their remote."""
-        index, bound = self.store.index, 0
+        index, bound, refused = self.store.index, 0, set()
+
+        def refuse(name: str, exc: UsageError) -> None:
+            warn(str(exc))
+            kept.append(name)
+            refused.add(name)
+
         with index.transaction():
             binds, held = [], {}
             for name, digest, source in ready:
@@ -419,18 +425,13 @@ class Overlay:
                              f"remove it with 'blobctl rm {name}' and pull again)")
                         kept.append(name)
                         continue
-                    try:
-                        self.store.check_bindable(name, from_remote=True)
-                    except UsageError as exc:
-                        warn(str(exc))
-                        kept.append(name)
-                        continue
                     binds.append((name, digest))
                 held.setdefault(source.remote, []).append((name, digest))
-                bound += 1
-            self.store.bind_many(binds, from_remote=True)
+            self.store.bind_many(binds, from_remote=True, on_refused=refuse)
             for remote, pairs in held.items():
+                pairs = [(name, digest) for name, digest in pairs if name not in refused]
                 index.mark_on_remote(remote, pairs)
+                bound += len(pairs)
         return bound
 
     def _download(self, mount: Mount, digest: str) -> Pending:

@@ -472,12 +472,20 @@ class Store:
         """Point `name` at an object, atomically replacing an older binding."""
         self.bind_many([(name, digest)], from_remote=from_remote)
 
-    def bind_many(self, pairs: Iterable[tuple[str, str]], *, from_remote: bool = False) -> None:
-        """Bind several names with one data sync and one index transaction."""
+    def bind_many(self, pairs: Iterable[tuple[str, str]], *, from_remote: bool = False,
+                  on_refused: Callable[[str, UsageError], object] | None = None) -> None:
+        """Bind several names with one data sync and one index transaction. A name that
+        cannot be bound (see check_bindable) raises, or with `on_refused` is passed to it
+        and skipped."""
         staged: list[_StagedRef] = []
         try:
             for name, digest in pairs:
-                staged.append(self._stage_ref(name, digest, from_remote=from_remote))
+                try:
+                    staged.append(self._stage_ref(name, digest, from_remote=from_remote))
+                except UsageError as exc:
+                    if on_refused is None:
+                        raise
+                    on_refused(name, exc)
             self.syncer.sync_files([ref.temp for ref in staged])
             with self.index.transaction():
                 for ref in staged:
