@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -119,14 +120,20 @@ def test_the_first_reason_counts_when_several_apply(store, store_dir):
     assert reasons(gc.plan(store, max_size=0)) == {fresh: "named"}
 
 
+@contextmanager
+def configured_store(store_dir, config_toml: str):
+    """A new store whose config.toml holds `config_toml`."""
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text(config_toml)
+    with Store(Config.load(str(store_dir))) as opened:
+        yield opened
+
+
 @pytest.fixture
 def mounted_store(store_dir):
     """A store with a writable mount at team/ and a read-only one at vendor/."""
-    store_dir.mkdir()
-    (store_dir / "config.toml").write_text(
-        '[[mounts]]\nprefix = "team/"\nremote = "/tmp/team-remote"\n\n'
-        '[[mounts]]\nprefix = "vendor/"\nremote = "/tmp/vendor-remote"\nread_only = true\n')
-    with Store(Config.load(str(store_dir))) as opened:
+    with configured_store(store_dir, '[[mounts]]\nprefix = "team/"\nremote = "/tmp/team-remote"\n\n'
+                          '[[mounts]]\nprefix = "vendor/"\nremote = "/tmp/vendor-remote"\nread_only = true\n') as opened:
         yield opened
 
 
@@ -162,11 +169,8 @@ def test_a_name_pulled_from_a_read_only_mount_is_a_cache_entry(mounted_store, st
 
 def test_a_catch_all_mount_does_not_own_names_under_a_more_specific_one(store_dir):
     """'' is the fallback: team/x belongs to team/, so only team/'s remote counts."""
-    store_dir.mkdir()
-    (store_dir / "config.toml").write_text(
-        '[[mounts]]\nprefix = ""\nremote = "/tmp/all-remote"\nread_only = true\n\n'
-        '[[mounts]]\nprefix = "team/"\nremote = "/tmp/team-remote"\n')
-    with Store(Config.load(str(store_dir))) as store:
+    with configured_store(store_dir, '[[mounts]]\nprefix = ""\nremote = "/tmp/all-remote"\nread_only = true\n\n'
+                          '[[mounts]]\nprefix = "team/"\nremote = "/tmp/team-remote"\n') as store:
         (digest,) = aged_objects(store, store_dir, 1)
         store.bind("team/x", digest)  # allowed: the read-only '' mount does not own it
         assert reasons(gc.plan(store, max_size=0)) == {digest: "unpushed"}
@@ -228,9 +232,7 @@ def test_never_follows_a_symlinked_object(store, store_dir, tmp_path):
 def test_auto_trim_never_evicts_what_its_own_command_stored(store_dir):
     """Even with gc_grace 0 and a new object larger than max_size: the put that stored it
     prints its hash, so it must still be there afterwards."""
-    store_dir.mkdir()
-    (store_dir / "config.toml").write_text('max_size = "10 kB"\ngc_grace = "0s"\n')
-    with Store(Config.load(str(store_dir))) as store:
+    with configured_store(store_dir, 'max_size = "10 kB"\ngc_grace = "0s"\n') as store:
         older = [put_bytes(store, os.urandom(1000)) for _ in range(3)]
         for digest in older:
             backdate(store_dir, digest, 20)
@@ -240,9 +242,7 @@ def test_auto_trim_never_evicts_what_its_own_command_stored(store_dir):
 
 
 def test_auto_trim_waits_for_max_size_then_trims_to_the_low_water_mark(store_dir):
-    store_dir.mkdir()
-    (store_dir / "config.toml").write_text('max_size = "10 kB"\n')
-    with Store(Config.load(str(store_dir))) as store:
+    with configured_store(store_dir, 'max_size = "10 kB"\n') as store:
         digests = [put_bytes(store, os.urandom(1000)) for _ in range(9)]
         for position, digest in enumerate(digests):
             backdate(store_dir, digest, 20 - position)

@@ -24,17 +24,32 @@ def remotes(tmp_path):
     return make
 
 
+@pytest.fixture
+def team(blobctl, tmp_path, remotes):
+    """team(STORE): a runner for a fresh store with `team` mounted at one shared
+    directory remote (team.remote), as each member of a team would have it."""
+    def member(store: str):
+        run = store_runner(blobctl, tmp_path / store, {})
+        run("mount", "team", member.remote, check=True)
+        return run
+    member.remote = remotes("shared")
+    return member
+
+
+def publish(run, contents: dict[str, bytes]) -> None:
+    """Put each name's content in the store `run` works on, then push."""
+    for name, content in contents.items():
+        run("put", "--name", name, "-", input=content, check=True)
+    run("push", check=True)
+
+
 def evict_everything(run) -> list[str]:
     """gc with no grace and no size allowance: what it evicted."""
     return json.loads(run("gc", "--max-size", "0", "--grace", "0s", "--json", check=True).out)["evict"]["hashes"]
 
 
-def test_pull_keeps_a_local_name_that_is_not_pushed_yet(blobctl, tmp_path, remotes):
-    shared = remotes("shared")
-    alice = store_runner(blobctl, tmp_path / "alice", {})
-    bob = store_runner(blobctl, tmp_path / "bob", {})
-    for run in (alice, bob):
-        run("mount", "team", shared, check=True)
+def test_pull_keeps_a_local_name_that_is_not_pushed_yet(team):
+    alice, bob = team("alice"), team("bob")
     alice("put", "--name", "team/x", "-", input=b"v1", check=True)
     alice("put", "--name", "team/other", "-", input=b"other", check=True)
     alice("push", check=True)
@@ -57,12 +72,8 @@ def test_pull_keeps_a_local_name_that_is_not_pushed_yet(blobctl, tmp_path, remot
     assert json.loads(alice("mount", "--json").out)[0]["unpushed"] == 1
 
 
-def test_pull_replaces_a_local_name_the_remote_already_holds(blobctl, tmp_path, remotes):
-    shared = remotes("shared")
-    alice = store_runner(blobctl, tmp_path / "alice", {})
-    bob = store_runner(blobctl, tmp_path / "bob", {})
-    for run in (alice, bob):
-        run("mount", "team", shared, check=True)
+def test_pull_replaces_a_local_name_the_remote_already_holds(team):
+    alice, bob = team("alice"), team("bob")
     alice("put", "--name", "team/x", "-", input=b"v1", check=True)
     alice("push", check=True)
     bob("pull", "team/", check=True)
@@ -77,8 +88,7 @@ def test_mounting_another_remote_makes_names_unpushed_again(blobctl, tmp_path, r
     first, second = remotes("first"), remotes("second")
     run = store_runner(blobctl, tmp_path / "store", {})
     run("mount", "team", first, check=True)
-    run("put", "--name", "team/doc", "-", input=b"the only copy", check=True)
-    run("push", check=True)
+    publish(run, {"team/doc": b"the only copy"})
     run("umount", "team", check=True)
     run("mount", "team", second, check=True)
     assert json.loads(run("mount", "--json").out)[0]["unpushed"] == 1
@@ -130,15 +140,9 @@ def test_pull_of_nested_mounts_binds_each_name_as_get_resolves_it(blobctl, tmp_p
     assert run("get", "team/sub/f", check=True).out == b"inner's"
 
 
-def test_pull_binds_the_other_names_when_one_clashes(blobctl, tmp_path, remotes):
-    shared = remotes("shared")
-    source = store_runner(blobctl, tmp_path / "source", {})
-    source("mount", "team", shared, check=True)
-    for name in ("team/a/b", "team/c", "team/d"):
-        source("put", "--name", name, "-", input=name.encode(), check=True)
-    source("push", check=True)
-    run = store_runner(blobctl, tmp_path / "store", {})
-    run("mount", "team", shared, check=True)
+def test_pull_binds_the_other_names_when_one_clashes(team):
+    publish(team("source"), {name: name.encode() for name in ("team/a/b", "team/c", "team/d")})
+    run = team("store")
     run("put", "--name", "team/a", "-", input=b"a file where the remote has a directory", check=True)
     pulled = run("pull", "team/")
     assert pulled.code == EXIT_FAILURE and "team/a is already a name" in pulled.err
@@ -146,14 +150,9 @@ def test_pull_binds_the_other_names_when_one_clashes(blobctl, tmp_path, remotes)
         "team/a", "team/c", "team/d"]
 
 
-def test_rm_refuses_a_name_that_only_a_mount_has(blobctl, tmp_path, remotes):
-    shared = remotes("shared")
-    source = store_runner(blobctl, tmp_path / "source", {})
-    source("mount", "team", shared, check=True)
-    source("put", "--name", "team/y", "-", input=b"remote", check=True)
-    source("push", check=True)
-    run = store_runner(blobctl, tmp_path / "store", {})
-    run("mount", "team", shared, check=True)
+def test_rm_refuses_a_name_that_only_a_mount_has(team):
+    publish(team("source"), {"team/y": b"remote"})
+    run = team("store")
     refused = run("rm", "team/y")
     assert refused.code == 3 and "is not a local name" in refused.err
     assert run("get", "team/y", check=True).out == b"remote"
@@ -166,8 +165,7 @@ def test_a_broken_directory_remote_falls_through_to_the_next_mount(blobctl, tmp_
     digest = sha(b"served by the good one")
     source = store_runner(blobctl, tmp_path / "source", {})
     source("mount", "", good, check=True)
-    source("put", "--name", "x", "-", input=b"served by the good one", check=True)
-    source("push", check=True)
+    publish(source, {"x": b"served by the good one"})
     (Path(broken) / "objects").mkdir()
     (Path(broken) / "objects" / digest[:2]).write_text("not a directory")
     run = store_runner(blobctl, tmp_path / "store", {})
@@ -176,17 +174,13 @@ def test_a_broken_directory_remote_falls_through_to_the_next_mount(blobctl, tmp_
     assert run("get", digest, check=True).out == b"served by the good one"
 
 
-def test_hit_and_miss_counters_add_up(blobctl, tmp_path, remotes):
+def test_hit_and_miss_counters_add_up(blobctl, tmp_path, remotes, team):
     """One read of a remote name is one hit of the mount that served it; a key found
     nowhere is one miss in total, and a name's miss belongs to its own mount only."""
-    other, team = remotes("other"), remotes("team")
-    source = store_runner(blobctl, tmp_path / "source", {})
-    source("mount", "team", team, check=True)
-    source("put", "--name", "team/x", "-", input=b"x", check=True)
-    source("push", check=True)
+    publish(team("source"), {"team/x": b"x"})
     run = store_runner(blobctl, tmp_path / "store", {})
-    run("mount", "aaa", other, check=True)
-    run("mount", "team", team, check=True)
+    run("mount", "aaa", remotes("other"), check=True)
+    run("mount", "team", team.remote, check=True)
     run("get", "team/x", check=True)
     for missing in ("team/nope", "nope", "ffff", "0" * 64):
         assert run("get", missing).code == 3
@@ -198,19 +192,14 @@ def test_hit_and_miss_counters_add_up(blobctl, tmp_path, remotes):
 
 
 @pytest.mark.parametrize("damage", ["emptied", "truncated"])
-def test_push_replaces_a_damaged_remote_copy_instead_of_skipping_it(blobctl, tmp_path, remotes, damage):
+def test_push_replaces_a_damaged_remote_copy_instead_of_skipping_it(team, damage):
     """Otherwise the name is marked pushed over a copy nobody can read, and gc then
     evicts the only good one."""
-    shared = remotes("shared")
     data = os.urandom(50_000)
-    first = store_runner(blobctl, tmp_path / "first", {})
-    first("mount", "team", shared, check=True)
-    first("put", "--name", "team/y", "-", input=data, check=True)
-    first("push", check=True)
-    remote_copy = Path(shared) / "objects" / sha(data)[:2] / sha(data)[2:]
+    publish(team("first"), {"team/y": data})
+    remote_copy = Path(team.remote) / "objects" / sha(data)[:2] / sha(data)[2:]
     remote_copy.write_bytes(b"" if damage == "emptied" else remote_copy.read_bytes()[:1000])
-    run = store_runner(blobctl, tmp_path / "store", {})
-    run("mount", "team", shared, check=True)
+    run = team("store")
     run("put", "--name", "team/y", "-", input=data, check=True)
     report = json.loads(run("push", "--json", check=True).out)
     assert report[0]["objects"] == 1 and report[0]["skipped"] == 0
@@ -218,14 +207,9 @@ def test_push_replaces_a_damaged_remote_copy_instead_of_skipping_it(blobctl, tmp
     assert run("get", "team/y", check=True).out == data
 
 
-def test_umount_says_which_names_it_leaves_unreadable(blobctl, tmp_path, remotes):
-    shared = remotes("shared")
-    run = store_runner(blobctl, tmp_path / "store", {})
-    run("mount", "team", shared, check=True)
-    run("put", "--name", "team/kept", "-", input=b"kept locally", check=True)
-    run("push", check=True)
-    run("put", "--name", "team/evicted", "-", input=b"only on the remote", check=True)
-    run("push", check=True)
+def test_umount_says_which_names_it_leaves_unreadable(team):
+    run = team("store")
+    publish(run, {"team/kept": b"kept locally", "team/evicted": b"only on the remote"})
     run("pin", "team/kept", check=True)
     assert evict_everything(run) == [sha(b"only on the remote")]
     unmounted = run("umount", "team", check=True)
