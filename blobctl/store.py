@@ -148,10 +148,14 @@ class Store:
             warn(f"index {path} was unreadable ({exc}); moved to {aside} "
                  "and rebuilt from the objects")
         else:
-            if not (missing and self._holds_data()):
-                return index
-            warn(f"index {path} was missing; rebuilt from the objects")
-            index.close()
+            if missing:  # deleted? Then the files are there and it is empty (decided under its lock)
+                with index.transaction():
+                    totals = index.totals()
+                    if totals.objects == totals.names == 0 and self._holds_data():
+                        warn(f"index {path} was missing; rebuilt from the objects")
+                        self._index = index
+                        self.rebuild_index()
+            return index
         self._index = Index(path)
         self.rebuild_index()
         return self._index
@@ -867,15 +871,17 @@ class Store:
 
     def rebuild_index(self) -> int:
         """Recompute object rows and the name mirror from the files; returns objects seen.
-        An object file that cannot be opened (a planted symlink, say) gets no row: fsck
-        reports it."""
+        Done under the index's write lock, which publishing holds while it renames files
+        in, so no object or name of a concurrent command is missed or dropped. An object
+        file that cannot be opened (a planted symlink, say) gets no row: fsck reports it."""
         rows = []
-        for digest in self.iter_objects():
-            try:
-                row = self.scan_object(digest)
-            except BlobctlError:
-                continue
-            if row is not None:
-                rows.append(row)
-        self.index.replace_all(rows, self.iter_refs())
+        with self.index.transaction():
+            for digest in self.iter_objects():
+                try:
+                    row = self.scan_object(digest)
+                except BlobctlError:
+                    continue
+                if row is not None:
+                    rows.append(row)
+            self.index.replace_all(rows, self.iter_refs())
         return len(rows)

@@ -3,6 +3,7 @@
 import io
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -298,6 +299,20 @@ def test_index_is_rebuilt_when_deleted(store_dir, capsys):
     with Store(config) as store:  # an index that is there is not rebuilt again
         store.index.totals()
     assert capsys.readouterr().err == ""
+
+
+def test_an_index_that_appeared_meanwhile_is_not_rebuilt(store_dir, capsys, monkeypatch):
+    """A command that found no index may open one another command has just created and
+    filled: rebuilding it then could drop that command's rows (seen once in CI with four
+    writers on a new store). Only an index that is empty while files exist is rebuilt."""
+    config = Config.load(str(store_dir))
+    with Store(config) as first:
+        first.put_stream(io.BytesIO(b"written by the first command"))
+    real_exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda path: False if path.name == "index.sqlite" else real_exists(path))
+    with Store(config) as second:
+        assert second.index.totals().objects == 1
+    assert "rebuilt" not in capsys.readouterr().err
 
 
 def test_rebuild_keeps_newer_access_times(store):
