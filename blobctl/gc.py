@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from blobctl import pins, racehooks
+from blobctl import pins, racehooks, stats
 from blobctl.config import Mount, covering_mounts
 from blobctl.errors import IntegrityError
 from blobctl.fsutil import TEMP_SUFFIX
@@ -189,8 +189,8 @@ def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
         evicted += batch_evicted
         if progress is not None:
             progress.advance(len(batch))
-    store.count("objects_evicted", len(evicted))
-    store.count("bytes_evicted", evicted_bytes)
+    store.count(stats.OBJECTS_EVICTED, len(evicted))
+    store.count(stats.BYTES_EVICTED, evicted_bytes)
     for shard in shards:
         store.syncer.sync_dir_later(shard)
     temps_removed = _remove_temps(store, gc_plan.stale_temps)

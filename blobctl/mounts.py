@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from blobctl import codec, gc, keys, packed_refs
+from blobctl import codec, gc, keys, packed_refs, stats
 from blobctl.backends import Backend, open_backend
 from blobctl.backends.common import CHUNK_SIZE, HeldBody, buffered
 from blobctl.config import Mount, covering_mounts, normalize_prefix
@@ -76,10 +76,6 @@ class PullReport:
     fetched: int = 0
     bytes: int = 0
     present: int = 0  # already local
-
-
-def counter(mount: Mount, what: str) -> str:
-    return f"mount:{mount.prefix}:{what}"
 
 
 def remote_name(mount: Mount, name: str) -> str:
@@ -152,7 +148,7 @@ class Overlay:
         if found is None:
             owner = self.owner(name)
             if owner is not None:
-                self.store.count(counter(owner, "misses"))
+                self.store.count(stats.mount_counter(owner.prefix, stats.MOUNT_MISSES))
         return found[0] if found else None
 
     def _find_name(self, name: str) -> tuple[str, Mount] | None:
@@ -170,7 +166,7 @@ class Overlay:
             return False
         staged, mount = found
         self.store.publish([staged])
-        self.store.count(counter(mount, "hits"))
+        self.store.count(stats.mount_counter(mount.prefix, stats.MOUNT_HITS))
         return True
 
     def _stage_stream(self, mount: Mount, digest: str, source: BinaryIO | bytes | memoryview) -> Pending:
@@ -185,8 +181,8 @@ class Overlay:
             raise IntegrityError(f"{exc.message}; it was not cached",
                                  "delete that copy on the remote, then push the object again "
                                  "from a store that has it") from exc
-        self.store.count(counter(mount, "fetched_objects"))
-        self.store.count(counter(mount, "fetched_bytes"), staged.encoded.stored)
+        self.store.count(stats.mount_counter(mount.prefix, stats.MOUNT_FETCHED_OBJECTS))
+        self.store.count(stats.mount_counter(mount.prefix, stats.MOUNT_FETCHED_BYTES), staged.encoded.stored)
         return staged
 
     # -- status -------------------------------------------------------------------------
@@ -201,9 +197,12 @@ class Overlay:
 
     def status(self) -> list[MountStatus]:
         counters = self.store.index.counters()
-        return [MountStatus(m, counters.get(counter(m, "fetched_objects"), 0),
-                            counters.get(counter(m, "fetched_bytes"), 0),
-                            counters.get(counter(m, "hits"), 0), counters.get(counter(m, "misses"), 0),
+
+        def count(mount: Mount, what: str) -> int:
+            return counters.get(stats.mount_counter(mount.prefix, what), 0)
+
+        return [MountStatus(m, count(m, stats.MOUNT_FETCHED_OBJECTS), count(m, stats.MOUNT_FETCHED_BYTES),
+                            count(m, stats.MOUNT_HITS), count(m, stats.MOUNT_MISSES),
                             len({d for _, d in self.unpushed(m)})) for m in self.mounts]
 
     # -- push ---------------------------------------------------------------------------

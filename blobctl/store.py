@@ -24,7 +24,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from blobctl import codec, keys, pins, racehooks
+from blobctl import codec, keys, pins, racehooks, stats
 from blobctl.config import Config
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError,
                             UsageError, from_os_error, warn)
@@ -216,7 +216,7 @@ class Store:
     @property
     def written_objects(self) -> int:
         """Objects this command added to the store (puts and fetches from mounts)."""
-        return self._counters.get("objects_written", 0)
+        return self._counters.get(stats.OBJECTS_WRITTEN, 0)
 
     def count(self, counter: str, delta: int = 1) -> None:
         """Add to a statistics counter; committed with the command (see close())."""
@@ -298,8 +298,8 @@ class Store:
                         renamed.add(item.temp)
                         stored = item.encoded.stored
                         self.syncer.sync_dir_later(shard)
-                        self.count("objects_written")
-                        self.count("bytes_written", stored)
+                        self.count(stats.OBJECTS_WRITTEN)
+                        self.count(stats.BYTES_WRITTEN, stored)
                     digest, size = item.encoded.digest, item.encoded.size
                     rows.append((digest, size, stored, now))
                     results.append(PutResult(digest, size, stored, item.source, created))
@@ -603,7 +603,7 @@ class Store:
         try:
             return self.resolve(key)
         except NotFoundError:
-            self.count("misses_total")
+            self.count(stats.MISSES)
             raise
 
     def match_prefix(self, prefix: str) -> list[str]:
@@ -624,19 +624,19 @@ class Store:
         """A local object's file, opened for reading; NotFoundError if it is absent."""
         handle = self.open_local(digest)
         if handle is None and self.overlay is not None and self.overlay.fetch(digest):
-            self.count("remote_hits")
+            self.count(stats.REMOTE_HITS)
             handle = self.open_local(digest)
             if handle is not None:
                 return handle
         if handle is None:
             evicted = self._index_lookup(lambda index: index.was_evicted(digest))
             if evicted:
-                self.count("evicted_misses")
-            self.count("misses_total")
+                self.count(stats.EVICTED_MISSES)
+            self.count(stats.MISSES)
             raise NotFoundError(f"object {digest} is not in the store"
                                 + (" (gc evicted it earlier)" if evicted else ""),
                                 "raise max_size if this happens often" if evicted else None)
-        self.count("local_hits")
+        self.count(stats.LOCAL_HITS)
         return handle
 
     def _index_lookup(self, query: Callable[[Index], object]) -> object:
@@ -687,7 +687,7 @@ class Store:
         if held is not None or not begun:
             deliver(memoryview(held if held is not None else b""))
         self._note_access(resolved.digest, size, stored)
-        self.count("bytes_read", max(0, min(size if end is None else end, size) - start))
+        self.count(stats.BYTES_READ, max(0, min(size if end is None else end, size) - start))
         return size
 
     def _note_access(self, digest: str, size: int, stored: int) -> None:

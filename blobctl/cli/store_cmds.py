@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from blobctl import render
+from blobctl import render, stats
 from blobctl.cli import app
 from blobctl.cli.common import JsonOption, complete_keys, open_store, trim_if_over_limit
 from blobctl.errors import BlobctlError, PartialOutputError, UsageError
@@ -235,14 +235,6 @@ def rm(
         raise typer.Exit(failure.exit_code)
 
 
-COUNTER_LABELS = [
-    ("local_hits", "local hits"), ("remote_hits", "remote hits"), ("misses_total", "misses"),
-    ("evicted_misses", "misses on evicted objects"), ("objects_written", "objects written"),
-    ("bytes_written", "bytes written"), ("bytes_read", "bytes read"),
-    ("objects_evicted", "objects evicted"), ("bytes_evicted", "bytes evicted"),
-]
-
-
 @app.command()
 def stat(
     ctx: typer.Context,
@@ -277,14 +269,14 @@ def stat(
     if as_json:
         render.emit_json({"path": summary.path, "objects": summary.objects, "names": summary.names,
                           "size": summary.size, "stored": summary.stored, "max_size": summary.max_size,
-                          "counters": {k: summary.counters.get(k, 0) for k, _ in COUNTER_LABELS}})
+                          "counters": {k: summary.counters.get(k, 0) for k, _ in stats.STORE_COUNTERS}})
         return
     rows = [["store", summary.path], ["objects", f"{summary.objects:,}"], ["names", f"{summary.names:,}"],
             ["original size", render.size(summary.size)], ["stored size", render.size(summary.stored)],
             ["compression", render.ratio(summary.size, summary.stored)],
             ["size limit", render.size(summary.max_size) if summary.max_size is not None else "none"]]
     rows += [[label, f"{summary.counters.get(k, 0):,}" if "bytes" not in k
-              else render.size(summary.counters.get(k, 0))] for k, label in COUNTER_LABELS]
+              else render.size(summary.counters.get(k, 0))] for k, label in stats.STORE_COUNTERS]
     render.table([Column("field"), Column("value", "right")], rows)
 
 
