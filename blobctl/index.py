@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -55,10 +55,15 @@ END;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS evicted (hash TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS evicted_by_time ON evicted (at);
-DROP TABLE IF EXISTS pushed;
 CREATE TABLE IF NOT EXISTS remote_names (
     remote TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL,
     PRIMARY KEY (remote, name)) WITHOUT ROWID;
+-- Schema 1 kept push records by name alone: each goes to the remote of the mount its name
+-- belongs to (owner_remote, a Python function), in the transaction that upgrades.
+CREATE TABLE IF NOT EXISTS pushed (name TEXT PRIMARY KEY, hash TEXT NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO remote_names
+    SELECT owner_remote(name), name, hash FROM pushed WHERE owner_remote(name) IS NOT NULL;
+DROP TABLE pushed;
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
@@ -99,13 +104,15 @@ class Totals(NamedTuple):
 
 
 class Index:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, owner_remote: Callable[[str], str | None] = lambda name: None):
+        """`owner_remote(name)`: the remote URL of the mount a name belongs to, if any (to
+        carry schema 1's push records over when upgrading)."""
         self.path = path
         self._lock = threading.RLock()  # one connection, shared by a command's worker threads
         deadline = time.monotonic() + BUSY_TIMEOUT
         while True:
             try:
-                self.db = self._connect(path)
+                self.db = self._connect(path, owner_remote)
                 return
             except sqlite3.DatabaseError as exc:
                 code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
@@ -120,10 +127,11 @@ class Index:
                 time.sleep(0.01)
 
     @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
+    def _connect(path: Path, owner_remote: Callable[[str], str | None]) -> sqlite3.Connection:
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA synchronous = NORMAL")
+            db.create_function("owner_remote", 1, owner_remote, deterministic=True)
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.executescript(_SCHEMA)

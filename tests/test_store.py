@@ -315,6 +315,27 @@ def test_an_index_that_appeared_meanwhile_is_not_rebuilt(store_dir, capsys, monk
     assert "rebuilt" not in capsys.readouterr().err
 
 
+def test_schema_1_push_records_carry_over_to_the_mount_of_each_name(store_dir):
+    """Upgrading must not forget what was pushed: every name would look unpushed, and
+    the next push would put older values back over a teammate's newer ones."""
+    import sqlite3
+
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text('[[mounts]]\nprefix = "team/"\nremote = "/tmp/team-remote"\n')
+    config = Config.load(str(store_dir))
+    Store(config).index.close()
+    db = sqlite3.connect(store_dir / "index.sqlite", isolation_level=None)  # as schema 1 left it
+    db.execute("DROP TABLE remote_names")
+    db.execute("CREATE TABLE pushed (name TEXT PRIMARY KEY, hash TEXT NOT NULL) WITHOUT ROWID")
+    db.executemany("INSERT INTO pushed VALUES (?, ?)", [("team/x", "a" * 64), ("local/y", "b" * 64)])
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    with Store(config) as store:
+        assert store.index.remote_names() == {("/tmp/team-remote", "team/x"): "a" * 64}
+        tables = {name for (name,) in store.index.db.execute("SELECT name FROM sqlite_master")}
+        assert "pushed" not in tables
+
+
 def test_rebuild_keeps_newer_access_times(store):
     digest = store.put_stream(io.BytesIO(b"z")).digest
     before = store.index.row(digest).accessed
@@ -405,13 +426,13 @@ def test_an_index_refused_while_another_process_opens_it_is_retried(tmp_path, mo
     refusals = []
     real = Index._connect
 
-    def refused_twice(path):
+    def refused_twice(path, owner_remote):
         if len(refusals) < 2:
             refusals.append(path)
             exc = sqlite3.OperationalError("database is locked")
             exc.sqlite_errorcode = sqlite3.SQLITE_BUSY
             raise exc
-        return real(path)
+        return real(path, owner_remote)
 
     monkeypatch.setattr(Index, "_connect", staticmethod(refused_twice))
     index = Index(tmp_path / "index.sqlite")
