@@ -54,8 +54,6 @@ def validate_name(name: str) -> str:
         raise UsageError(f"invalid name {shown}: must not be an absolute path")
     if name.startswith("-"):
         raise UsageError(f"invalid name {shown}: must not start with '-'")
-    if is_full_hash(name):  # get, stat and rm would take it for the object with that hash
-        raise UsageError(f"invalid name {shown}: it reads as a hash", "add a prefix, e.g. by-hash/NAME")
     for segment in name.split("/"):
         if segment in ("", ".", ".."):
             raise UsageError(f"invalid name {shown}: empty, '.' or '..' path segment")

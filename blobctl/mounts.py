@@ -259,8 +259,11 @@ class Overlay:
         """Upload one local object unless the remote has it: (uploaded?, stored bytes).
         A remote copy of another size than ours is downloaded and verified (another
         compression level gives another size too), and replaced if it is damaged: a
-        name must not be marked pushed over a copy that cannot be read."""
+        name must not be marked pushed over a copy that cannot be read. An object gc
+        evicted because another mount holds it is fetched from there first."""
         handle = self.store.open_local(digest)
+        if handle is None and self.fetch(digest):
+            handle = self.store.open_local(digest)
         if handle is None:
             raise NotFoundError(f"cannot push object {digest}: it is not in the local store",
                                 "run 'blobctl fsck' to find names that point at missing objects")

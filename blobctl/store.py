@@ -463,10 +463,13 @@ class Store:
     # -- names --------------------------------------------------------------------------
     def check_bindable(self, name: str, *, from_remote: bool = False) -> Path:
         """The ref path for `name`, or a UsageError saying why it cannot be bound: invalid,
-        escaping through a symlink, clashing with another name, or under a read-only mount
-        (names there can only come from that remote, by pull)."""
+        a full hash (names made before this rule still work), escaping through a symlink,
+        clashing with another name, or under a read-only mount (names there can only come
+        from that remote, by pull)."""
         path = self.ref_path(name)
         self._check_inside(path, self.refs_dir, name)
+        if keys.is_full_hash(name):  # get, stat and rm would take it for the object with that hash
+            raise UsageError(f"cannot bind name {name!r}: it reads as a hash", "add a prefix, e.g. by-hash/NAME")
         for parent in path.relative_to(self.refs_dir).parents:
             if parent != Path(".") and (self.refs_dir / parent).is_file():
                 raise UsageError(f"cannot bind name {name!r}: {parent} is already a name",

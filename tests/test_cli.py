@@ -162,11 +162,17 @@ def test_rm_name_then_object(blobctl, files):
     assert blobctl("get", digest).code == EXIT_NOT_FOUND
 
 
-def test_a_name_cannot_shadow_a_hash(blobctl, files):
-    """Otherwise `rm HASH` would remove the object with that hash, not the name."""
+def test_a_name_cannot_shadow_a_hash(blobctl, files, store_dir):
+    """Otherwise `rm HASH` would remove the object with that hash, not the name. One made
+    before this rule still lists and still protects its object."""
     empty = sha(b"")
     refused = blobctl("put", "--name", empty, files["small"])
     assert refused.code == EXIT_USAGE and "reads as a hash" in one_line_error(refused)
+    digest = blobctl("put", files["small"], check=True).text.strip()
+    (store_dir / "refs" / empty).write_text(digest + "\n")
+    assert [row["name"] for row in json.loads(blobctl("ls", "--json", check=True).out)] == [empty]
+    plan = json.loads(blobctl("gc", "--max-size", "0", "--grace", "0s", "--dry-run", "--json", check=True).out)
+    assert plan["kept"]["named"]["objects"] == 1 and plan["evict"]["hashes"] == []
 
 
 @pytest.mark.parametrize("args,code,needle", [

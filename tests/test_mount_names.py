@@ -214,3 +214,17 @@ def test_umount_says_which_names_it_leaves_unreadable(team):
     assert evict_everything(run) == [sha(b"only on the remote")]
     unmounted = run("umount", "team", check=True)
     assert "1 name(s) under team/ point at objects that only a remote holds, e.g. team/evicted" in unmounted.err
+
+
+def test_push_fetches_an_object_gc_evicted_because_another_mount_holds_it(blobctl, tmp_path, remotes):
+    """team/x went to the fallback mount; once team/ has its own, the name is unpushed
+    there, yet gc may evict its object (the fallback holds it): push gets it back."""
+    fallback, team = remotes("fallback"), remotes("team")
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "", fallback, check=True)
+    publish(run, {"team/x": b"first pushed to the fallback"})
+    run("mount", "team", team, check=True)
+    assert sha(b"first pushed to the fallback") in evict_everything(run)
+    report = {r["prefix"]: r for r in json.loads(run("push", "--json", check=True).out)}
+    assert report["team/"]["objects"] == 1 and report["team/"]["refs"] == 1
+    assert (Path(team) / "refs" / "x").read_text().strip() == sha(b"first pushed to the fallback")
