@@ -142,13 +142,8 @@ class Overlay:
         return None
 
     def resolve_name(self, name: str) -> str | None:
-        """The hash a mounted remote's ref gives for `name`, or None if no mount has it
-        (a miss of the mount the name belongs to)."""
+        """The hash a mounted remote's ref gives for `name`, or None if no mount has it."""
         found = self._find_name(name)
-        if found is None:
-            owner = self.owner(name)
-            if owner is not None:
-                self.store.count(stats.mount_counter(owner.prefix, stats.MOUNT_MISSES))
         return found[0] if found else None
 
     def _find_name(self, name: str) -> tuple[str, Mount] | None:

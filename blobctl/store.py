@@ -166,15 +166,11 @@ class Store:
         return covering[0].remote if covering else None
 
     def _holds_data(self) -> bool:
-        """Whether objects/ or refs/ has any entry (an index made now would miss them)."""
-        for directory in (self.objects_dir, self.refs_dir):
-            try:
-                with os.scandir(directory) as entries:
-                    if next(entries, None) is not None:
-                        return True
-            except FileNotFoundError:
-                pass
-        return False
+        """Whether objects/ or refs/ holds any file (an index made now would miss them);
+        directories alone do not count: a first `put --name dir/x` makes refs/dir/ before
+        it opens the index."""
+        return any(files for directory in (self.objects_dir, self.refs_dir)
+                   for _, _, files in os.walk(directory))
 
     @property
     def overlay(self) -> Overlay | None:
@@ -612,6 +608,9 @@ class Store:
             return self.resolve(key)
         except NotFoundError:
             self.count(stats.MISSES)
+            owner = self.overlay.owner(key) if self.overlay is not None else None
+            if owner is not None:  # a name of its own that no mount has
+                self.count(stats.mount_counter(owner.prefix, stats.MOUNT_MISSES))
             raise
 
     def match_prefix(self, prefix: str) -> list[str]:

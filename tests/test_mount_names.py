@@ -184,6 +184,8 @@ def test_hit_and_miss_counters_add_up(blobctl, tmp_path, remotes, team):
     run("get", "team/x", check=True)
     for missing in ("team/nope", "nope", "ffff", "0" * 64):
         assert run("get", missing).code == 3
+    for command in ("stat", "rm", "pin"):  # not reads: no misses
+        assert run(command, "team/nope").code == 3
     counters = json.loads(run("stat", "--json").out)["counters"]
     assert counters["remote_hits"] == 1 and counters["misses_total"] == 4
     mounts = {m["prefix"]: m for m in json.loads(run("mount", "--json").out)}
@@ -214,6 +216,16 @@ def test_umount_says_which_names_it_leaves_unreadable(team):
     assert evict_everything(run) == [sha(b"only on the remote")]
     unmounted = run("umount", "team", check=True)
     assert "1 name(s) under team/ point at objects that only a remote holds, e.g. team/evicted" in unmounted.err
+
+
+def test_umount_is_quiet_about_names_another_mount_still_serves(blobctl, tmp_path, remotes):
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "", remotes("fallback"), check=True)
+    run("mount", "team", remotes("team"), check=True)
+    publish(run, {"team/x": b"on team's remote"})
+    assert evict_everything(run) == [sha(b"on team's remote")]
+    assert "point at objects" not in run("umount", "", check=True).err
+    assert run("get", "team/x", check=True).out == b"on team's remote"
 
 
 def test_push_fetches_an_object_gc_evicted_because_another_mount_holds_it(blobctl, tmp_path, remotes):

@@ -301,6 +301,14 @@ def test_index_is_rebuilt_when_deleted(store_dir, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_new_store_s_first_named_put_does_not_rebuild(store_dir, capsys):
+    """`put --name dir/x` makes refs/dir/ before it first opens the index: an empty
+    directory is not data the new index would miss."""
+    with Store(Config.load(str(store_dir))) as store:
+        store.put_stream(io.BytesIO(b"x"), name="dir/x")
+    assert "rebuilt" not in capsys.readouterr().err
+
+
 def test_an_index_that_appeared_meanwhile_is_not_rebuilt(store_dir, capsys, monkeypatch):
     """A command that found no index may open one another command has just created and
     filled: rebuilding it then could drop that command's rows (seen once in CI with four
