@@ -24,7 +24,7 @@ from pathlib import Path
 
 from blobctl import codec
 from blobctl.errors import BlobctlError, IntegrityError
-from blobctl.gc import name_protection
+from blobctl.gc import name_protections
 
 #: Kinds that `repair` fixes by rebuilding the index from the files.
 METADATA_KINDS = frozenset({"missing_row", "stale_row", "wrong_size", "name_mirror"})
@@ -107,14 +107,13 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
         report("stale_row", digest, "index row for an object file that is not there")
 
     refs: dict[str, str] = {}
-    on_remotes = store.index.remote_names()
+    protection = name_protections(store)
     for name, digest in store.iter_refs(
             on_damaged=lambda name, exc: report("bad_ref", name, exc.message)):
         refs[name] = digest
         if digest in good:
             continue
-        if not store.has_object(digest) and name_protection(
-                store.config.mounts, lambda *key: on_remotes.get(key), name, digest) is None:
+        if not store.has_object(digest) and protection(name, digest) is None:
             continue  # gc evicted the local copy of what a mount holds
         state = "is damaged" if store.has_object(digest) else "is not in the store"
         report("dangling_ref", name, f"its object {digest} {state}", refetch=digest)

@@ -104,6 +104,13 @@ def name_protection(mounts: Iterable[Mount], remote_hash: Callable[[str, str], s
     return "unpushed" if covering and not covering[0].read_only else "named"
 
 
+def name_protections(store) -> Callable[[str, str], str | None]:
+    """name_protection(name, digest) for many names under the store's mounts, with what
+    the remotes hold read from the index once."""
+    mounts, held = store.config.mounts, store.index.remote_names()
+    return lambda name, digest: name_protection(mounts, lambda *key: held.get(key), name, digest)
+
+
 def plan(store, *, max_size: int | None, older_than: float | None = None,
          grace: float | None = None) -> GcPlan:
     """Decide what goes. Reads the refs from their files (the truth), pins, and the index."""
@@ -116,9 +123,9 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
         if rank[reason] < rank[protected.get(digest, "not_needed")]:
             protected[digest] = reason
 
-    on_remotes = store.index.remote_names()
+    protection = name_protections(store)
     for name, digest in store.iter_refs():
-        reason = name_protection(store.config.mounts, lambda *key: on_remotes.get(key), name, digest)
+        reason = protection(name, digest)
         if reason is not None:
             protect(digest, reason)
     for digest in pins.active_pins(store.pins_dir, now):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from blobctl import codec, keys, pins, racehooks, stats
-from blobctl.config import Config, covering_mounts
+from blobctl.config import Config, Mount, covering_mounts
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError,
                             UsageError, from_os_error, warn)
 from blobctl.encoder import Encoder, InputFile, Pending, WorkerProcesses
@@ -180,6 +180,16 @@ class Store:
 
             self._overlay = Overlay(self)
         return self._overlay
+
+    def unmount(self, prefix: str) -> tuple[Mount, list[str]]:
+        """Remove a mount; returns it, and the names under it left pointing at objects
+        that gc evicted and that no remaining mount holds (reads of them will fail)."""
+        from blobctl.gc import name_protections
+
+        removed = self.config.remove_mount(prefix)
+        protection = name_protections(self)
+        return removed, [name for name, digest in self.iter_refs(removed.prefix)
+                         if not self.has_object(digest) and protection(name, digest) is not None]
 
     def mounted(self) -> Overlay:
         """The overlay, for a command that needs a mount; NotFoundError if none is."""

@@ -20,7 +20,6 @@ from blobctl.errors import ReadOnlyError
 from blobctl.keys import MAX_REF_BYTES
 
 
-
 @dataclass(frozen=True)
 class RemoteSettings:
     """Connection settings shared by all remote kinds (from config and AWS_* variables)."""

@@ -66,13 +66,8 @@ def umount(ctx: typer.Context,
 
     Names under it whose objects gc evicted (the remote had them) cannot be read once it
     is gone, unless another mount holds them: umount says how many."""
-    from blobctl.gc import name_protection
-
     with open_store(ctx) as store:
-        removed = store.config.remove_mount(prefix)
-        remaining, held = store.config.mounts, store.index.remote_names()
-        unreadable = [name for name, digest in store.iter_refs(removed.prefix) if not store.has_object(digest)
-                      and name_protection(remaining, lambda *key: held.get(key), name, digest) is not None]
+        removed, unreadable = store.unmount(prefix)
     render.message(f"unmounted {_masked(removed.remote)} from {removed.prefix or '(every name)'}")
     if unreadable:
         warn(f"{len(unreadable)} name(s) under {removed.prefix or '(every name)'} point at objects that "
