@@ -17,8 +17,8 @@ MAX_SEGMENT_LEN = 255
 #: Largest ref file read, locally or from a remote: refs hold one hash and a newline.
 MAX_REF_BYTES = 200
 
-_HEX_RE = re.compile(r"^[0-9a-f]+$")
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._+=@,~-]+$")
+_HEX_RE = re.compile(r"[0-9a-f]+\Z")
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9._+=@,~-]+\Z")  # \Z: "$" would let a final newline in
 NAME_CHARSET = "letters, digits and . _ + = @ , ~ - separated by /"
 
 

@@ -18,7 +18,7 @@ def test_valid_names(name):
 
 @pytest.mark.parametrize("name", [
     "", "/etc/passwd", "../x", "a/../b", "a/./b", "a//b", "a/", "-rf", "a\0b", "a\nb", "a b",
-    "a\\b", "%2e%2e/x", "x" * 1025, "a/" + "y" * 256, "ü",
+    "a\\b", "%2e%2e/x", "x" * 1025, "a/" + "y" * 256, "ü", "x\n", "a/b\n", "a\n/b",
 ])
 def test_invalid_names(name):
     with pytest.raises(UsageError):
@@ -40,11 +40,11 @@ def test_any_accepted_name_stays_inside_refs(name):
 def test_hash_validation_and_prefixes():
     assert keys.validate_hash(H) == H
     assert keys.validate_hash("sha256:" + H) == H
-    for bad in ["A" * 64, "a" * 63, "g" * 64, "sha256:xyz", ""]:
+    for bad in ["A" * 64, "a" * 63, "g" * 64, "sha256:xyz", "", "a" * 63 + "\n"]:
         with pytest.raises(UsageError):
             keys.validate_hash(bad)
     assert keys.is_hash_prefix("abcd") and not keys.is_hash_prefix("abc")
-    assert not keys.is_hash_prefix("ABCD")
+    assert not keys.is_hash_prefix("ABCD") and not keys.is_hash_prefix("abcd\n")
     assert keys.object_key(H) == f"objects/aa/{'a' * 62}"
 
 
