@@ -89,6 +89,9 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in [
     Setting("durability", _parse_choice("on", "off"), "on",
             "'on': data, refs and directories are synced before a command exits 0; 'off': trust the OS"),
     Setting("compression_level", _parse_int(1, 19), 3, "zstd level for new objects"),
+    Setting("verify_reads", _parse_choice("checksums", "sha256"), "checksums",
+            "how get checks a large local object: 'checksums' (zstd's and the hash in its header), "
+            "or 'sha256' (re-hash every byte, as fsck does)"),
     Setting("max_size", _parse_optional_size, None, "size limit enforced by gc, e.g. '20 GB'",
             format=units.format_size_exact),
     Setting("auto_gc", _parse_bool, True, "trim the store when a put, get or pull takes it over max_size"),

@@ -88,6 +88,8 @@ class Store:
         self.pins_dir = self.root / "pins"
         self.tmp_dir = self.root / "tmp"
         self.syncer = Syncer(config.get("durability") == "on")
+        #: Whether reads of local objects re-hash them (see codec.decode; get --verify).
+        self.rehash_reads = config.get("verify_reads") == "sha256"
         self._encoder = Encoder(self.tmp_dir, str(self.root), config.get("compression_level"), self.syncer)
         self._index: Index | None = None
         self._overlay: Overlay | None = None
@@ -666,6 +668,8 @@ class Store:
              start: int = 0, end: int | None = None, *, verify_first: bool = False,
              announce: Callable[[int], object] | None = None, progress=None) -> int:
         """Stream an object's verified bytes in [start, end) to `emit`; returns its size.
+        An object fetched from a mount was SHA-256-verified on its way in; a local one is
+        checked as `rehash_reads` says.
 
         With `verify_first`, an object of at most VERIFY_BEFORE_EMIT_SIZE is decoded and
         verified completely before `emit` sees its first byte; a larger one streams, and if
@@ -686,7 +690,8 @@ class Store:
             declared = codec.content_size(handle.read(codec.HEAD_SIZE))
             handle.seek(0)
             if announce is not None and declared is None:  # the header needs the size first
-                declared = codec.decode(handle, lambda chunk: None, resolved.digest, label=label)
+                declared = codec.decode(handle, lambda chunk: None, resolved.digest, label=label,
+                                        rehash=self.rehash_reads)
                 handle.seek(0)
             held = bytearray() if verify_first and declared is not None \
                 and declared <= VERIFY_BEFORE_EMIT_SIZE else None
@@ -694,8 +699,8 @@ class Store:
                 progress.start(f"get {resolved.name or resolved.digest[:12]}", declared)
                 emit = _counting(emit, progress.advance)
             try:
-                size = codec.decode(handle, deliver if held is None else held.extend,
-                                    resolved.digest, label=label, start=start, end=end)
+                size = codec.decode(handle, deliver if held is None else held.extend, resolved.digest,
+                                    label=label, start=start, end=end, rehash=self.rehash_reads)
             except IntegrityError as exc:
                 if begun and verify_first:
                     raise PartialOutputError(f"{exc.message}; the output is incomplete", exc.hint) from exc

@@ -77,9 +77,12 @@ def verify_whole(frame: bytes, digest: str) -> int:
     return codec.verify_whole(frame, digest, label="k")
 
 
-#: The two ways an object is checked: streamed (reads, local and remote), and whole in
+#: The ways an object is checked: streamed (reads, local and remote), streamed trusting
+#: the checksums and a segmented object's header (local reads by default), and whole in
 #: memory (small downloads); they must agree on every kind of damage.
-CHECKS = {"streamed": lambda frame, digest: len(decode(frame, digest)), "whole": verify_whole}
+CHECKS = {"streamed": lambda frame, digest: len(decode(frame, digest)),
+          "trusting": lambda frame, digest: len(decode(frame, digest, rehash=False)),
+          "whole": verify_whole}
 
 
 @pytest.mark.parametrize("data", SAMPLES, ids=lambda d: str(len(d)))
@@ -90,16 +93,20 @@ def test_whole_check_returns_the_original_size(data):
 
 @pytest.mark.parametrize("check", CHECKS)
 @pytest.mark.parametrize("data", [b"payload " * 20000, MIXED], ids=["one-frame", "segmented"])
-@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "garbage", "trailing", "other-hash"])
+@pytest.mark.parametrize("damage", ["flip", "flip-body", "truncate", "empty", "garbage", "trailing",
+                                    "other-hash", "other-large"])
 def test_damage_is_an_integrity_error(data, damage, check):
     encoded, frame = encode(data, size=len(data))
+    middle = min(codec.HEAD_SIZE + 1000, len(frame) // 2)  # MIXED: in the raw frame of a random chunk
     frames = {
-        "flip": frame[:40] + bytes([frame[40] ^ 1]) + frame[41:],
+        "flip": frame[:40] + bytes([frame[40] ^ 1]) + frame[41:],  # segmented: in the header's hash
+        "flip-body": frame[:middle] + bytes([frame[middle] ^ 1]) + frame[middle + 1:],
         "truncate": frame[: len(frame) // 2],
         "empty": b"",
         "garbage": os.urandom(len(frame)),
         "trailing": frame + b"junk",
         "other-hash": encode(b"something else")[1],
+        "other-large": encode(MIXED + b"!")[1],  # a valid object, under another's name
     }
     with pytest.raises(IntegrityError, match="object k is damaged"):
         CHECKS[check](frames[damage], encoded.digest)
@@ -190,7 +197,8 @@ def _frame_end(obj: bytes, offset: int) -> int:
 
 
 def test_incompressible_chunks_are_stored_raw_and_the_rest_compressed():
-    """Random chunks cost only a copy; text chunks are compressed; both in input order."""
+    """Random chunks cost little more than a copy; text chunks are compressed; both in
+    input order."""
     data = mixed(5)  # random, text, random, text, random, "tail"
     encoded, obj = encode(data, size=len(data))
     frames = segment_frames(obj)
@@ -236,14 +244,67 @@ def test_compressible_runs_are_grouped_into_segments():
     assert decode(obj, encoded.digest) == data
 
 
+@pytest.mark.parametrize("rehash", [True, False])
 @pytest.mark.parametrize("field", ["size", "length"])
-def test_a_segmented_header_that_lies_is_damage(field):
+def test_a_segmented_header_that_lies_is_damage(field, rehash):
     encoded, obj = encode(MIXED, size=len(MIXED))
-    magic, payload, size, length = struct.unpack_from("<IIQQ", obj)
+    magic, payload, size, length, digest = struct.unpack_from("<IIQQ32s", obj)
+    assert (payload, digest.hex()) == (48, encoded.digest)
     size, length = (size - 1, length) if field == "size" else (size, length - 10)
-    forged = struct.pack("<IIQQ", magic, payload, size, length) + obj[codec.HEAD_SIZE:]
+    forged = struct.pack("<IIQQ32s", magic, payload, size, length, digest) + obj[codec.HEAD_SIZE:]
     with pytest.raises(IntegrityError, match="object k is damaged"):
-        decode(forged, encoded.digest)
+        decode(forged, encoded.digest, rehash=rehash)
+
+
+def test_every_frame_of_a_segmented_object_has_a_checksum():
+    """What lets a local read skip the SHA-256: zstd checks each frame, raw ones too."""
+    _, obj = encode(MIXED, size=len(MIXED))
+    assert {raw for _, raw in segment_frames(obj)} == {True, False}
+    offset = codec.HEAD_SIZE
+    while offset < len(obj):
+        assert zstandard.get_frame_parameters(obj[offset:offset + 18]).has_checksum
+        offset = _frame_end(obj, offset)
+
+
+def legacy_object(data: bytes) -> bytes:
+    """`data` as blobctl wrote segmented objects before their header held the hash: a
+    16-byte header payload, and incompressible chunks as raw frames with no checksum."""
+    frames = []
+    for offset in range(0, len(data), codec.CHUNK_SIZE):
+        chunk = data[offset:offset + codec.CHUNK_SIZE]
+        blocks = [chunk[i:i + (128 << 10)] for i in range(0, len(chunk), 128 << 10)]
+        frames.append(struct.pack("<IBI", 0xFD2FB528, 0xA0, len(chunk)) + b"".join(
+            ((len(block) << 3) | (i == len(blocks) - 1)).to_bytes(3, "little") + block
+            for i, block in enumerate(blocks)))
+    body = b"".join(frames)
+    return struct.pack("<IIQQ", 0x184D2A5B, 16, len(data), 24 + len(body)) + body
+
+
+@pytest.mark.parametrize("rehash", [True, False])
+def test_objects_of_the_legacy_format_are_read_and_always_rehashed(rehash):
+    data = os.urandom(5 << 20) + b"tail"
+    digest = hashlib.sha256(data).hexdigest()
+    obj = legacy_object(data)
+    assert codec.content_size(obj[:codec.HEAD_SIZE]) == len(data)
+    assert decode(obj, digest, rehash=rehash) == data
+    assert decode(obj, digest, start=(1 << 20) - 3, end=(1 << 20) + 3, rehash=rehash) == data[(1 << 20) - 3:(1 << 20) + 3]
+    damaged = bytearray(obj)
+    damaged[len(obj) // 2] ^= 1  # raw bytes with no checksum: only the SHA-256 sees it
+    with pytest.raises(IntegrityError, match="does not match its hash"):
+        decode(bytes(damaged), digest, rehash=rehash)
+
+
+def test_only_rehashing_catches_a_forged_object():
+    """The trust a default local read places in a segmented object: a header naming the
+    expected hash over other, validly checksummed content passes unless rehashed (get
+    --verify, verify_reads = sha256, fsck)."""
+    wanted = hashlib.sha256(MIXED).hexdigest()
+    _, other = encode(MIXED[::-1], size=len(MIXED))
+    magic, payload, size, length, _ = struct.unpack_from("<IIQQ32s", other)
+    forged = struct.pack("<IIQQ32s", magic, payload, size, length, bytes.fromhex(wanted)) + other[codec.HEAD_SIZE:]
+    assert decode(forged, wanted, rehash=False) == MIXED[::-1]
+    with pytest.raises(IntegrityError, match="does not match its hash"):
+        decode(forged, wanted)
 
 
 def test_truncation_at_a_frame_boundary_is_damage():

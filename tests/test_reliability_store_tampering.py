@@ -154,6 +154,42 @@ def test_bit_rot_is_caught_naming_the_key(tmp_path):
            "a mount; fsck then clean, 1000/1000 read back")
 
 
+def test_large_objects_are_checked_by_checksums_and_header_unless_rehashing_is_asked(tmp_path):
+    """A local get of a segmented object trusts its frame checksums and the hash in its
+    header (docs/FORMAT.md): that catches a flipped byte in a raw frame and another
+    object's file under its name. A forged header over other content is caught only when
+    rehashing: `get --verify`, `verify_reads = "sha256"` and fsck."""
+    store = tmp_path / "store"
+    rng = random.Random(11)
+    contents = {}
+    for i in range(4):  # random 1 MiB chunks (raw frames) between text
+        data = b"".join(rng.randbytes(1 << 20) if j % 2 else b"line %d\n" % j * 100_000 for j in range(6))
+        (tmp_path / str(i)).write_bytes(data)
+        contents[sha(data)] = data
+    assert run_in(store, "put", *(tmp_path / str(i) for i in range(4))).code == 0
+    intact, flipped, misnamed, forged = contents
+    path = object_file(store, flipped)
+    path.write_bytes(flip(path.read_bytes()))
+    object_file(store, misnamed).write_bytes(object_file(store, intact).read_bytes())
+    other = object_file(store, intact).read_bytes()
+    object_file(store, forged).write_bytes(other[:24] + bytes.fromhex(forged) + other[56:])
+
+    assert run_in(store, "get", intact).out == contents[intact]
+    assert run_in(store, "get", intact, "--verify").out == contents[intact]
+    for digest in (flipped, misnamed):
+        result = run_in(store, "get", digest, "-o", tmp_path / "out")
+        assert result.code == EXIT_INTEGRITY and digest in result.err
+        assert not (tmp_path / "out").exists()
+    for rehashing in (["--verify"], ["--batch", "--verify"]):
+        result = run_in(store, "get", *([] if "--batch" in rehashing else [forged]), *rehashing,
+                        input=f"{forged}\n".encode())
+        assert result.code == EXIT_INTEGRITY and "does not match its hash" in result.err
+    result = run_in(store, "get", forged, env={"BLOBCTL_VERIFY_READS": "sha256"})
+    assert result.code == EXIT_INTEGRITY and "does not match its hash" in result.err
+    problems = json.loads(run_in(store, "fsck", "--json").out)["problems"]
+    assert {p["key"] for p in problems} == {flipped, misnamed, forged}
+
+
 class _Sink:
     def __init__(self, buffer: bytearray):
         self.write = buffer.extend

@@ -126,16 +126,21 @@ def get(
         "--batch", help="Read keys from stdin, one per line, and write each object to stdout as "
                         "'HASH SIZE', newline, the bytes, newline (like git cat-file --batch); "
                         "'KEY missing' for a key that cannot be delivered.")] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Re-hash large local objects too (verify_reads = sha256 for this command).")] = False,
 ) -> None:
     """Write an object's original bytes to stdout or a file.
 
-    The SHA-256 is verified while the bytes stream; objects up to 8 MiB are verified before
-    the first byte is written, and -o FILE is complete and verified or not there at all."""
+    Every byte is verified while it streams: by its SHA-256, or for a local object of 4 MiB
+    or more by zstd's checksums and the hash in its header (config verify_reads). Objects
+    up to 8 MiB are verified before the first byte is written, and -o FILE is complete
+    and verified or not there at all."""
     if batch:
         if key is not None or output is not None or byte_range is not None:
             raise UsageError("--batch reads keys from stdin and writes to stdout; "
                              "do not also pass KEY, --output or --range")
         with open_store(ctx) as store:
+            store.rehash_reads |= verify
             failure = _get_batch(store, sys.stdin.buffer, sys.stdout.buffer)
             trim_if_over_limit(store)
         if failure is not None:
@@ -145,6 +150,7 @@ def get(
         raise UsageError("nothing to get", "pass KEY, or --batch to read keys from stdin")
     start, end = _parse_range(byte_range)
     with open_store(ctx) as store, render.progress("bytes") as progress:
+        store.rehash_reads |= verify
         resolved = store.resolve_to_read(key)
         if output is None or str(output) == "-":
             store.write_to(resolved, sys.stdout.buffer, start, end, progress=progress)
