@@ -175,11 +175,16 @@ def temp_path(tmp_dir: str | Path, prefix: str = "") -> str:
 
 
 def discard_file(path: str | Path) -> None:
-    """Remove a file that may already be gone."""
+    """Remove a file that may already be gone, or never came to be: on a read-only file
+    system unlink fails with EROFS even for a missing file, and that must not hide the
+    error that kept the file from being written."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError:
+        if os.path.lexists(path):
+            raise
 
 
 def write_new_file(path: str, content: bytes) -> None:

@@ -9,6 +9,7 @@ inside `transaction()`, so neither sees the other half-done. Times are integer n
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -84,7 +85,7 @@ def index_failure(exc: sqlite3.Error, action: str, path: Path) -> BlobctlError:
                             "free space on that disk")
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
         return BlobctlError(f"cannot {action} the index {path}: {exc}",
-                            "blobctl needs write access to its store, even to read")
+                            "this needs write access to the store")
     return BlobctlError(f"cannot {action} the index {path}: {exc}")
 
 
@@ -120,6 +121,10 @@ class Index:
                 # locked database is another process at work: never set that aside.
                 if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
                     raise IndexUnreadable(str(exc)) from exc
+                if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM) \
+                        and path.exists() and not os.access(path.parent, os.W_OK):
+                    self.db = self._connect_read_only(path, exc)
+                    return
                 # Opening a WAL database while another process closes or recovers it can
                 # be refused at once, without SQLite's busy wait: wait here instead.
                 if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or time.monotonic() > deadline:
@@ -139,6 +144,32 @@ class Index:
             db.close()
             raise
         return db
+
+    @staticmethod
+    def _connect_read_only(path: Path, refused: sqlite3.Error) -> sqlite3.Connection:
+        """The index of a store this process may only read (a read-only file system,
+        another user's store), for commands that only look: writing then fails with
+        SQLITE_READONLY (see index_failure). `mode=ro` works while a writer has the WAL
+        database open (its -wal and -shm files exist); otherwise SQLite cannot set up WAL
+        read-only, and `immutable=1` reads the file as its last writer left it on close,
+        checkpointed. `refused` is the error of the read-write attempt, raised if neither
+        works."""
+        uri = path.absolute().as_uri()
+        for flags in ("mode=ro", "immutable=1"):
+            db = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                 check_same_thread=False)
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+            except sqlite3.Error:
+                db.close()
+                continue
+            if version != SCHEMA_VERSION:
+                db.close()
+                raise BlobctlError(f"cannot read the index {path}: it has schema {version}, this "
+                                   f"blobctl reads {SCHEMA_VERSION}",
+                                   "run any blobctl command once with write access to upgrade it")
+            return db
+        raise index_failure(refused, "open", path) from refused
 
     def close(self) -> None:
         self.db.close()

@@ -310,10 +310,16 @@ def test_corrupt_object_fails_naming_key_and_leaves_no_output_file(blobctl, stor
 
 
 def test_store_not_writable(blobctl, shared_dir):
-    blobctl("--store", shared_dir / "s", "stat", check=True)
+    """Another user's store: this user can look (the index is opened read-only) but not
+    change it, and is told so in one line."""
+    blobctl("--store", shared_dir / "s", "put", "--name", "theirs", "-", input=b"shared", check=True)
     result = as_nobody("--store", shared_dir / "s", "put", "-", input=b"data")
     err = result.stderr.decode()
     assert result.returncode == 1 and "permission denied" in err and "Traceback" not in err
+    listed = as_nobody("--store", shared_dir / "s", "ls", "--json")
+    assert listed.returncode == 0 and [row["name"] for row in json.loads(listed.stdout)] == ["theirs"]
+    got = as_nobody("--store", shared_dir / "s", "get", "theirs")
+    assert got.returncode == 0 and got.stdout == b"shared"
 
 
 def test_disk_full_leaves_nothing_partial(tmp_path, files):
@@ -340,9 +346,10 @@ def test_disk_full_leaves_nothing_partial(tmp_path, files):
         subprocess.run(["umount", "-l", str(mountpoint)])
 
 
-def test_get_from_a_store_on_a_read_only_file_system(tmp_path, files):
-    """Only statistics need writing for a get: they are skipped with a warning, and the
-    data with exit 0 (it printed the data and then failed with exit 1)."""
+def test_a_store_on_a_read_only_file_system_can_be_read(tmp_path, files):
+    """Commands that only look work (the index is opened read-only); a get skips its
+    statistics with a warning (it printed the data and then failed with exit 1); what
+    would change the store fails with one line naming the real cause."""
     source, view = tmp_path / "store", tmp_path / "read-only"
     subprocess.run(blobctl_executable() + ["--store", str(source), "put", "--name", "n", files["small"]],
                    check=True, capture_output=True)
@@ -351,13 +358,31 @@ def test_get_from_a_store_on_a_read_only_file_system(tmp_path, files):
         if os.environ.get("CI"):
             pytest.fail("cannot bind-mount for the read-only store test")
         pytest.skip("cannot bind-mount (needs root)")
+
+    def run(*args):
+        return subprocess.run(blobctl_executable() + ["--store", str(view), *map(str, args)], capture_output=True)
+
+    digest = sha(files["small"].read_bytes())
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
-        got = subprocess.run(blobctl_executable() + ["--store", str(view), "get", "n"], capture_output=True)
+        got = run("get", "n")
         assert got.returncode == 0 and got.stdout == files["small"].read_bytes()
         assert "counters and access times not recorded" in got.stderr.decode()
-        listed = subprocess.run(blobctl_executable() + ["--store", str(view), "ls"], capture_output=True)
-        assert listed.returncode == 1 and "needs write access" in listed.stderr.decode()
+        listed = run("ls", "--json")
+        assert listed.returncode == 0 and [row["name"] for row in json.loads(listed.stdout)] == ["n"]
+        summary = run("stat", "--json")
+        assert summary.returncode == 0 and json.loads(summary.stdout)["objects"] == 1
+        checked = run("fsck", "--json")
+        assert checked.returncode == 0 and json.loads(checked.stdout)["clean"]
+        new_file = tmp_path / "new"
+        new_file.write_bytes(b"not stored yet")
+        for args, cause in [(["put", new_file], "cannot write to store"), (["put", files["small"]], "cannot write the index"),
+                            (["rm", "n"], "cannot use")]:
+            result = run(*args)
+            err = result.stderr.decode()
+            assert result.returncode == 1 and cause in err and "read-only" in err and "Traceback" not in err
+            assert str(new_file) not in err  # the store is what failed, not the file put
+        assert run("get", digest).returncode == 0
     finally:
         subprocess.run(["umount", "-l", str(view)])
 
