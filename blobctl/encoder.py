@@ -261,6 +261,11 @@ class WorkerProcesses:
                 return future
         return self._encoder.encode_paths(paths)
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker processes have been started (see _worker_start_method)."""
+        return self._pool is not None
+
     def owns(self, future) -> bool:
         return future in self._chunks
 

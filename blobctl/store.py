@@ -36,6 +36,8 @@ from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from blobctl.mounts import Overlay
 
 FORMAT_MARKER = "blobctl-store 1\n"
@@ -67,6 +69,10 @@ def _counting(emit: Callable[[memoryview], object], advance: Callable[[int], obj
         emit(chunk)
         advance(len(chunk))
     return counted
+
+
+def _temps(batch: Iterable[Pending | BlobctlError]) -> list[str]:
+    return [item.temp for item in batch if isinstance(item, Pending) and item.temp is not None]
 
 
 def _size_hint(path: str) -> int:
@@ -269,10 +275,11 @@ class Store:
         return is_regular_file(self.object_path(digest))
 
     # -- put ----------------------------------------------------------------------------
-    def _publish(self, batch: list[Pending], name: str | None = None
+    def _publish(self, batch: list[Pending], name: str | None = None, synced: Future | None = None
                  ) -> list[PutResult | BlobctlError]:
         """Sync the batch's temp files, then move them into place under one index
         transaction, binding `name` to the (single) object in that same transaction.
+        `synced`: the batch's data sync, already started in another thread (put_paths).
 
         The transaction holds the store's write lock, so a concurrent gc cannot delete an
         object between our "it already exists" check and our access record (existing
@@ -281,13 +288,15 @@ class Store:
         read but gone by now is read from its file again; if that fails, the item's
         result is the error."""
         now = time.time_ns()
-        results, rows, renamed = [], [], set()
+        results, rows, renamed, written_bytes = [], [], set(), 0
         staged, batch = None, list(batch)
         try:  # staging the ref inside: if it fails, the batch's temp files are still removed
             if name is not None:
                 staged = self._stage_ref(name, batch[0].encoded.digest)
-            self.syncer.sync_files([item.temp for item in batch if item.temp is not None]
-                                   + ([staged.temp] if staged else []))
+            if synced is not None:
+                synced.result()
+            else:
+                self.syncer.sync_files(_temps(batch) + ([staged.temp] if staged else []))
             racehooks.pause("PUBLISH")
             with self.index.transaction():
                 for position, item in enumerate(batch):
@@ -310,9 +319,8 @@ class Store:
                             os.replace(item.temp, dest)
                         renamed.add(item.temp)
                         stored = item.encoded.stored
+                        written_bytes += stored
                         self.syncer.sync_dir_later(shard)
-                        self.count(stats.OBJECTS_WRITTEN)
-                        self.count(stats.BYTES_WRITTEN, stored)
                     digest, size = item.encoded.digest, item.encoded.size
                     rows.append((digest, size, stored, now))
                     results.append(PutResult(digest, size, stored, item.source, created))
@@ -323,6 +331,9 @@ class Store:
         except OSError as exc:
             raise from_os_error(exc, "write to store", self.objects_dir) from exc
         finally:
+            if renamed:  # counted once per batch: this loop bounds the rate of a many-file put
+                self.count(stats.OBJECTS_WRITTEN, len(renamed))
+                self.count(stats.BYTES_WRITTEN, written_bytes)
             for item in batch:
                 if item.temp not in renamed:
                     item.discard()
@@ -392,13 +403,14 @@ class Store:
 
         Files under INLINE_MAX_SIZE are encoded right here at first: for them a worker
         thread costs more in GIL hand-offs than it overlaps (10,000 files of 4 KiB: half
-        the CPU time and 1.5x the rate). Once PROCESSES_MIN_FILES of them had to be
-        compressed, the rest go in chunks to worker processes, one per CPU, which have no
-        GIL to share (10,000 files of 4 KiB on 2 cores: 1.53 -> 1.24 s); this thread
-        publishes. Files already stored are only hashed, which costs less than handing
-        them over: putting the same 10,000 files again needs no workers.
-        Larger files go to `jobs` threads, where hashing and compressing release the GIL
-        for long stretches."""
+        the CPU time and 1.5x the rate); larger files go to `jobs` threads, where hashing
+        and compressing release the GIL for long stretches. Once PROCESSES_MIN_FILES
+        small files had to be compressed, the rest, whatever their size, go in chunks to
+        worker processes, one per CPU, which have no GIL to share (10,000 files of 4 KiB
+        on 2 cores: 1.53 -> 1.24 s) and encode a large file with threads of their own;
+        this thread only publishes, which is what bounds the rate, so it does not stat
+        those files to choose. Files already stored are only hashed, which costs less
+        than handing them over: putting the same 10,000 files again needs no workers."""
         from concurrent.futures import Future, ThreadPoolExecutor  # 4 ms of imports only many-file puts need
 
         compressed_here = 0  # small files encoded here that were not stored yet
@@ -407,19 +419,17 @@ class Store:
 
         def start(path: str) -> None:
             nonlocal compressed_here
-            if _size_hint(path) >= INLINE_MAX_SIZE:
-                finish_chunk()
+            if compressed_here > PROCESSES_MIN_FILES and processes.available:
+                chunk.append(path)
+                if len(chunk) >= PROCESS_CHUNK:
+                    finish_chunk()
+            elif _size_hint(path) >= INLINE_MAX_SIZE:
                 in_flight.append(threads.submit(self._encoder.encode_paths, [path]))
-                return
-            if compressed_here <= PROCESSES_MIN_FILES or not processes.available:
+            else:
                 outcome = self._encoder.encode_paths([path])
                 in_flight.append(outcome)
                 if isinstance(outcome[0], Pending) and outcome[0].temp is not None:
                     compressed_here += 1
-                return
-            chunk.append(path)
-            if len(chunk) >= PROCESS_CHUNK:
-                finish_chunk()
 
         def finish_chunk() -> None:
             if chunk:
@@ -431,10 +441,28 @@ class Store:
                 return item
             return processes.result(item) if processes.owns(item) else item.result()
 
+        def publish(ready: list[Pending | BlobctlError]) -> Iterator[PutResult | BlobctlError]:
+            """Publish the batch before `ready`, whose data sync ran while `ready` was being
+            encoded, and start syncing `ready`'s (empty `ready`: the last one). Publishing
+            is what bounds the rate here, and a sync (~7 ms for 256 files) stalled it; but
+            a thread alive when the worker processes start would make them spawn rather
+            than fork, so until they run each batch is synced and published in turn."""
+            nonlocal syncing
+            if syncing is None and not processes.running:
+                yield from self._publish_in_order(ready)
+                return
+            previous, syncing = syncing, None
+            if ready:
+                syncing = (ready, sync_thread.submit(self.syncer.sync_files, _temps(ready)))
+            if previous is not None:
+                yield from self._publish_in_order(*previous)
+
         jobs = jobs or min(8, (os.cpu_count() or 2) + 2)
         in_flight: deque[Future | list] = deque()  # each: the outcomes of one or more paths, in order
         batch: list[Pending | BlobctlError] = []
-        with ThreadPoolExecutor(max_workers=jobs) as threads, processes:
+        syncing: tuple[list[Pending | BlobctlError], Future] | None = None  # see publish()
+        with ThreadPoolExecutor(max_workers=jobs) as threads, processes, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="blobctl-sync") as sync_thread:
             try:
                 for path in paths:
                     start(path)
@@ -442,16 +470,17 @@ class Store:
                         batch += settle(in_flight[0])  # an interruption leaves it to `finally`
                         in_flight.popleft()
                     if len(batch) >= PUBLISH_BATCH:
-                        yield from self._publish_in_order(batch)
+                        yield from publish(batch)
                         batch = []
                 finish_chunk()
                 while in_flight:
                     batch += settle(in_flight[0])
                     in_flight.popleft()
                     if len(batch) >= PUBLISH_BATCH:
-                        yield from self._publish_in_order(batch)
+                        yield from publish(batch)
                         batch = []
-                yield from self._publish_in_order(batch)
+                yield from publish(batch)
+                yield from publish([])
             finally:  # interrupted: drop queued work and the temp files of finished work
                 for item in in_flight:
                     if isinstance(item, Future):
@@ -459,12 +488,13 @@ class Store:
                 for item in in_flight:
                     if not (isinstance(item, Future) and item.cancelled()):
                         batch += settle(item)
-                for item in batch:
+                for item in batch + (syncing[0] if syncing is not None else []):
                     if isinstance(item, Pending):
                         item.discard()
 
-    def _publish_in_order(self, batch: list[Pending | BlobctlError]) -> Iterator[PutResult | BlobctlError]:
-        published = iter(self._publish([item for item in batch if isinstance(item, Pending)]))
+    def _publish_in_order(self, batch: list[Pending | BlobctlError], synced: Future | None = None
+                          ) -> Iterator[PutResult | BlobctlError]:
+        published = iter(self._publish([item for item in batch if isinstance(item, Pending)], synced=synced))
         for item in batch:
             yield item if isinstance(item, BlobctlError) else next(published)
 

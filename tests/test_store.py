@@ -3,6 +3,7 @@
 import io
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -105,8 +106,8 @@ def test_a_file_changed_after_its_object_was_removed_is_not_stored(store, tmp_pa
                          ids=["inline", "forked-workers", "spawned-workers"])
 def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, processes):
     """Small files (encoded inline, or past PROCESSES_MIN_FILES by worker processes) and
-    larger ones (worker threads) interleaved, with errors of both kinds, across several
-    publish batches."""
+    larger ones (worker threads, or once they run the worker processes, one of them
+    segmented) interleaved, with errors of both kinds, across several publish batches."""
     monkeypatch.setattr(store_module, "PUBLISH_BATCH", 7)
     chunks, started = [], []
     if processes:
@@ -120,7 +121,8 @@ def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, 
     for i in range(60):
         f = tmp_path / f"f{i}"
         # the larger files start once the workers run, so no thread is there at their fork
-        f.write_bytes(os.urandom(store_module.INLINE_MAX_SIZE + i if i % 7 == 0 and i > 20 else i * 50))
+        f.write_bytes(os.urandom(store_module.INLINE_MAX_SIZE + i if i % 7 == 0 and i > 20 else i * 50)
+                      + (b"segmented " * (500 << 10) if i == 50 else b""))
         files.append(str(f))
     files.insert(30, str(tmp_path / "missing"))
     files.insert(41, str(tmp_path))  # a directory
@@ -133,6 +135,53 @@ def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, 
         if path not in (files[30], files[41]):
             assert result.digest == sha(open(path, "rb").read()) and result.source == path
             assert read_all(store, result.digest) == open(path, "rb").read()
+    assert not list(store.tmp_dir.iterdir())
+
+
+def test_a_many_file_put_renames_each_object_after_its_own_data_sync(store, tmp_path, monkeypatch):
+    """Once the worker processes run, a batch's data sync overlaps the publishing of the
+    batch before it; still, no temp file is renamed into place before a sync covering it
+    has finished."""
+    monkeypatch.setattr(store_module, "PUBLISH_BATCH", 10)
+    monkeypatch.setattr(store_module, "PROCESSES_MIN_FILES", 5)
+    monkeypatch.setattr(store_module, "PROCESS_CHUNK", 4)
+    monkeypatch.setattr(encoder_module, "_worker_start_method", lambda: "fork")
+    events, lock = [], threading.Lock()
+    real_sync, real_replace = store.syncer.sync_files, os.replace
+
+    def sync_files(paths):
+        with lock:
+            events.append(("sync-start", set(paths)))
+        time.sleep(0.02)  # a slow disk
+        real_sync(paths)
+        with lock:
+            events.append(("sync-end", set(paths)))
+
+    def replace(src, dst):
+        with lock:
+            events.append(("rename", os.fspath(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(store.syncer, "sync_files", sync_files)
+    monkeypatch.setattr(store_module.os, "replace", replace)
+    files = []
+    for i in range(120):
+        (tmp_path / f"f{i}").write_bytes(b"file %d " % i * 30)
+        files.append(str(tmp_path / f"f{i}"))
+    results = list(store.put_paths(files))
+    assert [r.digest for r in results] == [sha((b"file %d " % i) * 30) for i in range(120)]
+    synced, syncing, overlapped = set(), set(), 0
+    for kind, what in events:
+        if kind == "sync-start":
+            syncing |= what
+        elif kind == "sync-end":
+            synced |= what
+            syncing -= what
+        else:
+            assert what in synced, "renamed before its data was synced"
+            overlapped += bool(syncing)
+    assert len([e for e in events if e[0] == "rename"]) == 120
+    assert overlapped >= 10  # renames did run while another batch was being synced
     assert not list(store.tmp_dir.iterdir())
 
 
