@@ -202,7 +202,18 @@ def test_bad_input_is_one_clear_line(blobctl, args, code, needle):
 def test_bad_jobs_value_is_a_usage_error_naming_the_option(blobctl, command, value, needle):
     result = blobctl(command, "--jobs", value, *(["x/"] if command == "pull" else []))
     assert result.code == EXIT_USAGE and result.out == b""
-    assert f"Invalid value for '--jobs' / '-j': {needle}" in result.err
+    assert f"invalid value for '--jobs' / '-j': {needle} (see 'blobctl {command} -h')" in one_line_error(result)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["pin"], "missing argument 'KEY' (see 'blobctl pin -h')"),
+    (["config", "set", "jobs"], "missing argument 'VALUE' (see 'blobctl config set -h')"),
+    (["put", "--bogus"], "no such option: --bogus (see 'blobctl put -h')"),
+    (["frobnicate"], "no such command 'frobnicate' (see 'blobctl -h')"),
+])
+def test_argument_errors_are_one_line_naming_the_help(blobctl, args, needle):
+    result = blobctl(*args)
+    assert result.code == EXIT_USAGE and needle in one_line_error(result) and result.out == b""
 
 
 def run_with_streams(args, stdin=None, stdout=subprocess.PIPE):

@@ -290,9 +290,11 @@ def test_bad_config_and_arguments_are_one_clear_line(tmp_path):
                          (["config", "set", "no_such_key", "1"], "unknown config key"),
                          (["mount", "m", "ftp://host/x"], "unknown remote URL scheme"),
                          (["put", "--name", "a", "x", "y"], "one input"),
-                         (["frobnicate"], "No such command")]:
+                         (["frobnicate"], "no such command"), (["rm"], "missing argument")]:
         result = run_in(store_dir, *args)
-        assert result.code == 2 and needle in result.err and "Traceback" not in result.err, (args, result.err)
+        lines = result.err.strip().splitlines()
+        assert result.code == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in result.err, \
+            (args, result.err)
         outcomes.append(" ".join(args))
     report(15, "bad config and arguments",
            f"{len(BAD_CONFIGS)} broken configs + {len(outcomes) - len(BAD_CONFIGS)} bad argument lists "

@@ -214,6 +214,21 @@ def _stand_in_for_closed_streams() -> None:
         sys.stdout = _ClosedStream("output")
 
 
+def _report_usage_error(exc: typer.TyperException) -> None:
+    """Click's usage errors (missing argument, unknown option...) as one line, like
+    blobctl's own, naming the help to read; a group run without a command still gets
+    its help text."""
+    from blobctl import render
+
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    if "\n" in message.strip():
+        exc.show()
+        return
+    context = getattr(exc, "ctx", None)
+    hint = f"see '{context.command_path} -h'" if context is not None else None
+    render.error_line(str(UsageError(message[:1].lower() + message[1:].rstrip("."), hint)))
+
+
 def main() -> None:
     """Entry point: run the app, mapping every failure to one line and an exit code.
 
@@ -236,7 +251,7 @@ def main() -> None:
     except KeyboardInterrupt:  # typer turns one inside a command into a silent exit 130
         code = EXIT_INTERRUPTED
     except typer.TyperException as exc:  # usage errors from argument parsing
-        exc.show()
+        _report_usage_error(exc)
         code = getattr(exc, "exit_code", EXIT_USAGE)
     except OSError as exc:  # one no layer below mapped: writing stdout to a full disk, say
         error = from_os_error(exc, "use", exc.filename) if exc.filename else \
