@@ -150,14 +150,19 @@ class Index:
         """The index of a store this process may only read (a read-only file system,
         another user's store), for commands that only look: writing then fails with
         SQLITE_READONLY (see index_failure). `mode=ro` works while a writer has the WAL
-        database open (its -wal and -shm files exist); otherwise SQLite cannot set up WAL
-        read-only, and `immutable=1` reads the file as its last writer left it on close,
-        checkpointed. `refused` is the error of the read-write attempt, raised if neither
-        works."""
+        database open (its -wal and -shm files exist). Without -shm, SQLite cannot read
+        WAL read-only; `immutable=1` then reads the file as its last writer left it on
+        close, checkpointed, which is only right if no -wal holds changes still to be
+        applied. `refused` is the error of the read-write attempt."""
         uri = path.absolute().as_uri()
-        for flags in ("mode=ro", "immutable=1"):
-            db = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=BUSY_TIMEOUT, isolation_level=None,
-                                 check_same_thread=False)
+        wal = path.with_name(path.name + "-wal")
+        pending = wal.exists() and wal.stat().st_size > 0
+        for flags in ("mode=ro",) if pending else ("mode=ro", "immutable=1"):
+            try:
+                db = sqlite3.connect(f"{uri}?{flags}", uri=True, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                     check_same_thread=False)
+            except sqlite3.Error:
+                continue
             try:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
             except sqlite3.Error:
@@ -165,11 +170,16 @@ class Index:
                 continue
             if version != SCHEMA_VERSION:
                 db.close()
-                raise BlobctlError(f"cannot read the index {path}: it has schema {version}, this "
-                                   f"blobctl reads {SCHEMA_VERSION}",
-                                   "run any blobctl command once with write access to upgrade it")
+                raise BlobctlError(
+                    f"cannot read the index {path}: it has schema {version}, this blobctl reads {SCHEMA_VERSION}",
+                    "run this blobctl once with write access to upgrade it" if version < SCHEMA_VERSION
+                    else "it was written by a newer blobctl: use that one")
             return db
-        raise index_failure(refused, "open", path) from refused
+        if pending:
+            raise BlobctlError(f"cannot read the index {path}: {wal.name} holds changes only a writer can apply",
+                               "run any blobctl command on this store once with write access") from refused
+        raise BlobctlError(f"cannot read the index {path}: {refused}",
+                           "this needs read access to the store, and write access to change it") from refused
 
     def close(self) -> None:
         self.db.close()

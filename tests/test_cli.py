@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import blobctl_executable
+from tests.conftest import Result, blobctl_executable
 from tests.reliability import sha
 from tests.workers import alive, worker_processes
 
@@ -396,6 +396,52 @@ def test_a_store_on_a_read_only_file_system_can_be_read(tmp_path, files):
         assert run("get", digest).returncode == 0
     finally:
         subprocess.run(["umount", "-l", str(view)])
+
+
+def test_a_read_only_index_with_changes_left_in_its_wal_is_not_read_stale(tmp_path, files):
+    """A writer that died left committed changes in index.sqlite-wal, and the -shm file
+    is gone (copied without it, say): read-only, SQLite could only read the main file
+    and miss them, so listing refuses with one line; a get still serves the data."""
+    source, view = tmp_path / "store", tmp_path / "read-only"
+    subprocess.run(blobctl_executable() + ["--store", str(source), "put", "--name", "n", files["small"]],
+                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", "import os, sqlite3, sys\n"
+                    "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+                    "db.execute('PRAGMA wal_autocheckpoint = 0')\n"
+                    "db.execute(\"INSERT OR REPLACE INTO counters VALUES ('x', 1)\")\n"
+                    "os._exit(0)", str(source / "index.sqlite")], check=True)
+    assert (source / "index.sqlite-wal").stat().st_size > 0
+    (source / "index.sqlite-shm").unlink()
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(source), str(view)]).returncode:
+        if os.environ.get("CI"):
+            pytest.fail("cannot bind-mount for the read-only store test")
+        pytest.skip("cannot bind-mount (needs root)")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+        listed = subprocess.run(blobctl_executable() + ["--store", str(view), "ls"], capture_output=True)
+        assert listed.returncode == 1 and listed.stdout == b""
+        assert "index.sqlite-wal holds changes only a writer can apply" in one_line_error(
+            Result(listed.returncode, listed.stdout, listed.stderr.decode()))
+        got = subprocess.run(blobctl_executable() + ["--store", str(view), "get", "n"], capture_output=True)
+        assert got.returncode == 0 and got.stdout == files["small"].read_bytes()
+    finally:
+        subprocess.run(["umount", "-l", str(view)])
+
+
+def test_an_index_this_user_cannot_read_is_one_line_and_get_still_works(shared_dir):
+    """Another user's store whose index file is private: listing fails with one line
+    saying what is missing; get needs only the objects and refs."""
+    store = shared_dir / "s"
+    subprocess.run(blobctl_executable() + ["--store", str(store), "put", "--name", "theirs", "-"],
+                   input=b"shared", check=True, capture_output=True)
+    (store / "index.sqlite").chmod(0o600)
+    listed = as_nobody("--store", store, "ls")
+    err = listed.stderr.decode()
+    assert listed.returncode == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "cannot read the index" in err and "needs read access" in err
+    got = as_nobody("--store", store, "get", "theirs")
+    assert got.returncode == 0 and got.stdout == b"shared" and "Traceback" not in got.stderr.decode()
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
