@@ -156,11 +156,17 @@ class Encoder(NamedTuple):
         finally:
             os.close(fd)
 
-    def encode_paths(self, paths: list[str]) -> list[Pending | BlobctlError]:
-        """Each path's temp file, or the error that kept it from being read, in order."""
+    def encode_paths(self, paths: list[str], stopping: Callable[[], bool] = lambda: False
+                     ) -> list[Pending | BlobctlError]:
+        """Each path's temp file, or the error that kept it from being read, in order.
+        Once `stopping()` says so, the remaining paths are not read (an interrupted put
+        in a worker process: see WorkerProcesses.stop)."""
         results: list[Pending | BlobctlError] = []
         try:
             for path in paths:
+                if stopping():
+                    results.append(BlobctlError(f"{path}: not stored, the put was interrupted"))
+                    continue
                 try:
                     results.append(self.encode_path(path))
                 except BlobctlError as exc:
@@ -182,9 +188,13 @@ def _unchanged(fd: int, before: os.stat_result) -> bool:
         (before.st_size, before.st_mtime_ns, before.st_ctime_ns)
 
 
+#: In a worker process: the flag its parent raises when the put is interrupted.
+_stop_flag = None
+
+
 def _encode_in_worker(encoder: Encoder, paths: list[str]) -> list[Pending | BlobctlError]:
     """A worker process's task: encode `paths` into temp files for the parent to publish."""
-    return encoder.encode_paths(paths)
+    return encoder.encode_paths(paths, lambda: _stop_flag.value != 0)
 
 
 def _worker_start_method() -> str:
@@ -195,16 +205,18 @@ def _worker_start_method() -> str:
     return "fork" if sys.platform.startswith("linux") and threading.active_count() == 1 else "spawn"
 
 
-def _start_worker(parent: int) -> None:
+def _start_worker(parent: int, stop_flag) -> None:
     """Ctrl-C (and SIGTERM, sent to a whole job) reach the process group: the parent alone
-    handles them, and lets the workers finish their current task so that it can remove
-    their temp files. A SIGTERM from the parent itself is obeyed at once: the pool sends
+    handles them; it raises `stop_flag`, and each worker finishes the file it is on, so
+    that the parent can remove their temp files. A SIGTERM from the parent itself is obeyed at once: the pool sends
     it to the other workers when one dies, and that one may have died holding the task
     queue's lock, which they would wait for forever. A parent killed outright would leave
     the workers waiting for tasks forever too: a watcher thread ends the worker once its
     parent is gone. (Without sigtimedwait, as on macOS, any SIGTERM ends a worker.)"""
     import signal
 
+    global _stop_flag
+    _stop_flag = stop_flag
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "sigtimedwait"):  # the watcher below takes SIGTERM instead of a handler
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -230,6 +242,7 @@ class WorkerProcesses:
     def __init__(self, encoder: Encoder):
         self._encoder = encoder
         self._pool = None
+        self._stop_flag = None  # shared with the workers: see stop()
         self._chunks: dict = {}  # future -> (its paths, its temp prefix), to redo here if the pool breaks
         self._count = min(codec.usable_cpus(), MAX_WORKER_PROCESSES)
         self.available = self._count > 1
@@ -243,8 +256,9 @@ class WorkerProcesses:
 
             try:
                 context = multiprocessing.get_context(_worker_start_method())
-                self._pool = ProcessPoolExecutor(self._count, context,
-                                                 initializer=_start_worker, initargs=(os.getpid(),))
+                self._stop_flag = context.RawValue("b", 0)  # a byte of shared memory: read per file, no lock
+                self._pool = ProcessPoolExecutor(self._count, context, initializer=_start_worker,
+                                                 initargs=(os.getpid(), self._stop_flag))
             except (OSError, ImportError, NotImplementedError):  # e.g. no working sem_open
                 self.available = False
         if self.available:
@@ -260,6 +274,12 @@ class WorkerProcesses:
                 self._chunks[future] = (paths, prefix)
                 return future
         return self._encoder.encode_paths(paths)
+
+    def stop(self) -> None:
+        """Tell the workers to skip what is left of their chunks (the put was interrupted):
+        a chunk of large files would otherwise keep the parent waiting for minutes."""
+        if self._stop_flag is not None:
+            self._stop_flag.value = 1
 
     @property
     def running(self) -> bool:

@@ -446,21 +446,22 @@ class Store:
             encoded, and start syncing `ready`'s (empty `ready`: the last one). Publishing
             is what bounds the rate here, and a sync (~7 ms for 256 files) stalled it; but
             a thread alive when the worker processes start would make them spawn rather
-            than fork, so until they run each batch is synced and published in turn."""
-            nonlocal syncing
-            if syncing is None and not processes.running:
-                yield from self._publish_in_order(ready)
+            than fork, so until they run each batch is synced and published in turn. A
+            batch stays in `syncing` until published, for `finally` to clean up."""
+            if not syncing and not processes.running:
+                if ready:
+                    yield from self._publish_in_order(ready)
                 return
-            previous, syncing = syncing, None
             if ready:
-                syncing = (ready, sync_thread.submit(self.syncer.sync_files, _temps(ready)))
-            if previous is not None:
-                yield from self._publish_in_order(*previous)
+                syncing.append((ready, sync_thread.submit(self.syncer.sync_files, _temps(ready))))
+            while len(syncing) > (1 if ready else 0):
+                yield from self._publish_in_order(*syncing[0])
+                syncing.popleft()
 
         jobs = jobs or min(8, (os.cpu_count() or 2) + 2)
         in_flight: deque[Future | list] = deque()  # each: the outcomes of one or more paths, in order
         batch: list[Pending | BlobctlError] = []
-        syncing: tuple[list[Pending | BlobctlError], Future] | None = None  # see publish()
+        syncing: deque[tuple[list[Pending | BlobctlError], Future]] = deque()  # see publish()
         with ThreadPoolExecutor(max_workers=jobs) as threads, processes, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="blobctl-sync") as sync_thread:
             try:
@@ -480,17 +481,21 @@ class Store:
                         yield from publish(batch)
                         batch = []
                 yield from publish(batch)
+                batch = []
                 yield from publish([])
             finally:  # interrupted: drop queued work and the temp files of finished work
+                if in_flight:
+                    processes.stop()
                 for item in in_flight:
                     if isinstance(item, Future):
                         item.cancel()
                 for item in in_flight:
                     if not (isinstance(item, Future) and item.cancelled()):
                         batch += settle(item)
-                for item in batch + (syncing[0] if syncing is not None else []):
-                    if isinstance(item, Pending):
-                        item.discard()
+                for unpublished in [batch, *(ready for ready, _ in syncing)]:
+                    for item in unpublished:  # a published one's temp file is already gone
+                        if isinstance(item, Pending):
+                            item.discard()
 
     def _publish_in_order(self, batch: list[Pending | BlobctlError], synced: Future | None = None
                           ) -> Iterator[PutResult | BlobctlError]:

@@ -138,6 +138,15 @@ def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, 
     assert not list(store.tmp_dir.iterdir())
 
 
+def many_small_files(directory: Path, count: int) -> list[str]:
+    directory.mkdir(exist_ok=True)
+    paths = []
+    for i in range(count):
+        (directory / f"f{i}").write_bytes(b"file %d " % i * 30)
+        paths.append(str(directory / f"f{i}"))
+    return paths
+
+
 def test_a_many_file_put_renames_each_object_after_its_own_data_sync(store, tmp_path, monkeypatch):
     """Once the worker processes run, a batch's data sync overlaps the publishing of the
     batch before it; still, no temp file is renamed into place before a sync covering it
@@ -164,11 +173,7 @@ def test_a_many_file_put_renames_each_object_after_its_own_data_sync(store, tmp_
 
     monkeypatch.setattr(store.syncer, "sync_files", sync_files)
     monkeypatch.setattr(store_module.os, "replace", replace)
-    files = []
-    for i in range(120):
-        (tmp_path / f"f{i}").write_bytes(b"file %d " % i * 30)
-        files.append(str(tmp_path / f"f{i}"))
-    results = list(store.put_paths(files))
+    results = list(store.put_paths(many_small_files(tmp_path / "in", 120)))
     assert [r.digest for r in results] == [sha((b"file %d " % i) * 30) for i in range(120)]
     synced, syncing, overlapped = set(), set(), 0
     for kind, what in events:
@@ -182,6 +187,75 @@ def test_a_many_file_put_renames_each_object_after_its_own_data_sync(store, tmp_
             overlapped += bool(syncing)
     assert len([e for e in events if e[0] == "rename"]) == 120
     assert overlapped >= 10  # renames did run while another batch was being synced
+    assert not list(store.tmp_dir.iterdir())
+
+
+def test_an_interrupted_many_file_put_stops_its_workers_between_files(store, tmp_path, monkeypatch):
+    """Ctrl-C reaches put_paths at a yield: the chunks the workers already hold are not
+    finished (chunks of large files kept the parent waiting for minutes), only the file
+    each is on, and no temp file is left."""
+    monkeypatch.setattr(store_module, "PUBLISH_BATCH", 10)
+    monkeypatch.setattr(store_module, "PROCESSES_MIN_FILES", 2)
+    monkeypatch.setattr(store_module, "PROCESS_CHUNK", 50)
+    monkeypatch.setattr(encoder_module, "_worker_start_method", lambda: "fork")
+    log = tmp_path / "encoded.log"
+    real_encode = encoder_module.Encoder.encode_path
+
+    def slow_encode(self, path, *args, **kwargs):  # runs in the forked workers too
+        with open(log, "a") as out:
+            out.write(path + "\n")
+        time.sleep(0.02)
+        return real_encode(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(encoder_module.Encoder, "encode_path", slow_encode)
+    puts = store.put_paths(many_small_files(tmp_path / "in", 600))
+    next(puts)
+    encoded_before = len(log.read_text().splitlines())
+    with pytest.raises(KeyboardInterrupt):
+        puts.throw(KeyboardInterrupt)
+    encoded_after = len(log.read_text().splitlines())
+    assert encoded_after - encoded_before < 50  # each worker finished its file, not its chunk
+    assert encoded_after < 600
+    assert not list(store.tmp_dir.iterdir())
+
+
+@pytest.mark.parametrize("where", ["submit", "publish"])
+def test_no_temp_file_is_left_when_an_interrupt_lands_between_sync_and_publish(store, tmp_path, monkeypatch,
+                                                                              where):
+    """A batch whose sync was started is owned by put_paths until it is published: an
+    interrupt in between (starting the next sync, entering _publish) removes its temp files."""
+    monkeypatch.setattr(store_module, "PUBLISH_BATCH", 10)
+    monkeypatch.setattr(store_module, "PROCESSES_MIN_FILES", 5)
+    monkeypatch.setattr(store_module, "PROCESS_CHUNK", 4)
+    monkeypatch.setattr(encoder_module, "_worker_start_method", lambda: "fork")
+    calls = []
+    if where == "publish":
+        real_publish = Store._publish
+
+        def publish(self, batch, name=None, synced=None):
+            if synced is not None:
+                calls.append(1)
+                if len(calls) == 2:
+                    raise KeyboardInterrupt
+            return real_publish(self, batch, name, synced)
+
+        monkeypatch.setattr(Store, "_publish", publish)
+    else:
+        import concurrent.futures
+
+        real_submit = concurrent.futures.ThreadPoolExecutor.submit
+
+        def submit(self, fn, *args, **kwargs):
+            if self._thread_name_prefix == "blobctl-sync":
+                calls.append(1)
+                if len(calls) == 3:
+                    raise KeyboardInterrupt
+            return real_submit(self, fn, *args, **kwargs)
+
+        monkeypatch.setattr(concurrent.futures.ThreadPoolExecutor, "submit", submit)
+    with pytest.raises(KeyboardInterrupt):
+        list(store.put_paths(many_small_files(tmp_path / "in", 120)))
+    assert len(calls) >= 2
     assert not list(store.tmp_dir.iterdir())
 
 
