@@ -24,7 +24,7 @@ from pathlib import Path
 
 from blobctl import pins, racehooks, stats
 from blobctl.config import Mount, covering_mounts
-from blobctl.errors import IntegrityError
+from blobctl.errors import BlobctlError, IntegrityError, warn
 from blobctl.fsutil import TEMP_SUFFIX
 from blobctl.index import ObjectRow
 
@@ -123,8 +123,16 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
         if rank[reason] < rank[protected.get(digest, "not_needed")]:
             protected[digest] = reason
 
+    def damaged(name: str, error: BlobctlError) -> None:
+        """A ref that is not a valid name now (made by an older blobctl, or by hand) but
+        holds a hash still keeps that object: dropping it is for the user to decide."""
+        warn(str(error))
+        digest = store.hash_in_ref_file(name)
+        if digest is not None:
+            protect(digest, "named")
+
     protection = name_protections(store)
-    for name, digest in store.iter_refs():
+    for name, digest in store.iter_refs(on_damaged=damaged):
         reason = protection(name, digest)
         if reason is not None:
             protect(digest, reason)

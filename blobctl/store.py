@@ -583,6 +583,21 @@ class Store:
             raise from_os_error(exc, f"read name {name!r} at", path) from exc
         return keys.parse_ref(data, f"{name!r} ({path})")
 
+    def hash_in_ref_file(self, relative: str) -> str | None:
+        """The hash a file under refs/ holds, whatever its name (one made by an older
+        blobctl under a rule since tightened, say), or None if it holds none. Not
+        following symlinks: the file is only read to keep its object from gc."""
+        try:
+            fd = os.open(self.refs_dir / relative, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            return keys.parse_ref(os.read(fd, keys.MAX_REF_BYTES + 1), relative)
+        except (OSError, BlobctlError):
+            return None
+        finally:
+            os.close(fd)
+
     def iter_refs(self, prefix: str = "", on_damaged: Callable[[str, BlobctlError], object]
                   | None = None) -> Iterator[tuple[str, str]]:
         """(name, hash) of every local name starting with `prefix`, sorted; damaged refs

@@ -73,6 +73,22 @@ def test_a_name_protects_its_object(store, store_dir):
     assert reasons(plan) == {named: "named"}
 
 
+@pytest.mark.parametrize("ref_name", ["made/by-an-old-build\n", "space in name"])
+def test_a_ref_file_whose_name_is_no_longer_valid_still_protects_its_object(store, store_dir, capsys, ref_name):
+    """Builds before the name rules were tightened accepted a final newline: the name is
+    not usable now (it is reported), but gc must not take its object."""
+    old, named, garbage_named = aged_objects(store, store_dir, 3)
+    (store_dir / "refs" / ref_name).parent.mkdir(parents=True, exist_ok=True)
+    (store_dir / "refs" / ref_name).write_text(named + "\n")
+    (store_dir / "refs" / "junk\n").write_text("not a hash\n")
+    plan = gc.plan(store, max_size=0)
+    assert evicted(plan) == [old, garbage_named]
+    assert reasons(plan) == {named: "named"}
+    assert "invalid name" in capsys.readouterr().err
+    gc.execute(store, plan)
+    assert object_file(store_dir, named).exists()
+
+
 def test_protection_reads_the_ref_files_not_only_the_index(store, store_dir):
     old, named = aged_objects(store, store_dir, 2)
     (store_dir / "refs" / "handmade").write_text(named + "\n")  # no index mirror row
