@@ -208,9 +208,9 @@ def _worker_start_method() -> str:
 def _start_worker(parent: int, stop_flag) -> None:
     """Ctrl-C (and SIGTERM, sent to a whole job) reach the process group: the parent alone
     handles them; it raises `stop_flag`, and each worker finishes the file it is on, so
-    that the parent can remove their temp files. A SIGTERM from the parent itself is obeyed at once: the pool sends
-    it to the other workers when one dies, and that one may have died holding the task
-    queue's lock, which they would wait for forever. A parent killed outright would leave
+    that the parent can remove their temp files. A SIGTERM from the parent itself is
+    obeyed at once: the pool sends it to the other workers when one dies, and that one
+    may have died holding the task queue's lock, which they would wait for forever. A parent killed outright would leave
     the workers waiting for tasks forever too: a watcher thread ends the worker once its
     parent is gone. (Without sigtimedwait, as on macOS, any SIGTERM ends a worker.)"""
     import signal
