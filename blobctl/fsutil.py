@@ -199,6 +199,24 @@ def write_new_file(path: str, content: bytes) -> None:
         os.close(fd)
 
 
+def descriptor_named(path: str | os.PathLike) -> int | None:
+    """The file descriptor of this process that `path` names (/dev/stdout, /dev/fd/3,
+    /proc/self/fd/1), or None. Such a path must be written through the descriptor: the
+    link behind it leads to a pipe (no file to open by name) or to a file the shell
+    opened, which must be appended to at its offset, not replaced. Follows symlinks
+    one at a time and stops at the /proc/PID/fd directory, whose entries are not real
+    symlinks."""
+    path, own = os.fspath(path), (f"/proc/{os.getpid()}/fd", "/proc/self/fd")
+    for _ in range(40):  # the kernel's limit on symlinks in one lookup
+        if os.path.realpath(os.path.dirname(path) or ".") in own:
+            name = os.path.basename(path)
+            return int(name) if name.isdigit() else None
+        if not os.path.islink(path):
+            return None
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    return None
+
+
 def make_dirs(path: Path, syncer: Syncer) -> None:
     """mkdir -p that records each created directory's parent for the end-of-command sync."""
     if path.is_dir():

@@ -29,8 +29,8 @@ from blobctl.config import Config, Mount, covering_mounts
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError,
                             UsageError, from_os_error, warn)
 from blobctl.encoder import Encoder, InputFile, Pending, WorkerProcesses
-from blobctl.fsutil import (SlicedWriter, Syncer, atomic_write, discard_file, is_regular_file, make_dirs,
-                             regular_file_size, temp_path, write_new_file)
+from blobctl.fsutil import (SlicedWriter, Syncer, atomic_write, descriptor_named, discard_file, is_regular_file,
+                             make_dirs, regular_file_size, temp_path, write_new_file)
 from blobctl.index import Index, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
@@ -795,20 +795,22 @@ class Store:
         """Write an object to a file, as `cp` would but atomically: a regular file (new or
         replaced, keeping its permissions) is complete and verified, or untouched. A
         symlink is written through, and a device or FIFO (/dev/null, a named pipe) is
-        written directly, as there is no file to replace."""
+        written directly, as there is no file to replace; so is one of this process's
+        descriptors (/dev/stdout), as `> FILE` would."""
         target = Path(os.path.realpath(dest))
+        descriptor = descriptor_named(dest)
         try:
-            info = target.stat()
+            info = target.stat() if descriptor is None else None
         except FileNotFoundError:
             info = None
         try:
-            if info is None or stat_module.S_ISREG(info.st_mode):
+            if descriptor is None and (info is None or stat_module.S_ISREG(info.st_mode)):
                 return atomic_write(target, target.parent, lambda handle: self.read(
                     resolved, handle.write, start, end, progress=progress), self.syncer,
                     mode=None if info is None else stat_module.S_IMODE(info.st_mode))
-            if stat_module.S_ISDIR(info.st_mode):
+            if info is not None and stat_module.S_ISDIR(info.st_mode):
                 raise UsageError(f"cannot write to {dest}: it is a directory")
-            with open(target, "wb") as handle:
+            with open(target if descriptor is None else os.dup(descriptor), "wb") as handle:
                 return self.read(resolved, SlicedWriter(handle).write, start, end, progress=progress)
         except OSError as exc:
             error = from_os_error(exc, "write", dest)

@@ -121,6 +121,21 @@ def test_get_output_to_what_is_already_there(blobctl, files, tmp_path):
     assert Path("/dev/null").is_char_device()
 
 
+def test_get_o_to_one_of_the_shells_descriptors_writes_through_it(files, tmp_path):
+    """-o /dev/stdout (or /dev/fd/N) is the descriptor the shell set up: into a pipe, or
+    appended to a redirected file at its offset, never a file renamed over it."""
+    small = files["small"]
+    data = small.read_bytes()
+    log = tmp_path / "log"
+    commands = (f"blobctl put --name x {small} >/dev/null && blobctl get x -o /dev/stdout | cat > {tmp_path}/piped && "
+                f"{{ echo first; blobctl get x -o /dev/stdout; echo last; }} > {log} && "
+                f"{{ echo more >&5; blobctl get x -o /dev/fd/5; }} 5>> {log}")
+    result = shell(commands)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "piped").read_bytes() == data
+    assert log.read_bytes() == b"first\n" + data + b"last\n" + b"more\n" + data
+    assert not list((tmp_path / "store" / "tmp").iterdir())
+
 def test_names_ls_and_json(blobctl, files):
     blobctl("put", "--name", "datasets/mnist.npz", files["medium"], check=True)
     blobctl("put", "--name", "models/m.bin", files["small"], check=True)

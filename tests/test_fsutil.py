@@ -94,3 +94,15 @@ def test_a_new_file_is_written_whole_and_never_over_an_existing_one(tmp_path):
     with pytest.raises(FileExistsError):
         fsutil.write_new_file(path, b"other")
     assert open(path, "rb").read() == data
+
+
+def test_descriptor_named_follows_links_to_this_process_descriptors(tmp_path):
+    link = tmp_path / "out"
+    link.symlink_to("/dev/stdout")
+    descriptor_named = fsutil.descriptor_named
+    assert descriptor_named("/dev/stdout") == 1
+    assert descriptor_named("/dev/fd/5") == 5
+    assert descriptor_named("/proc/self/fd/2") == 2
+    assert descriptor_named(link) == 1
+    assert descriptor_named(tmp_path / "file") is None
+    assert descriptor_named("/dev/null") is None
