@@ -143,7 +143,10 @@ class Store:
 
     def _open_index(self) -> Index:
         path = self.root / "index.sqlite"
-        missing = not path.exists()
+        try:  # deleted, or emptied (SQLite takes an empty file for an empty database)
+            missing = path.stat().st_size == 0
+        except FileNotFoundError:
+            missing = True
         try:
             index = Index(path, self._owner_remote)
         except IndexUnreadable as exc:
@@ -160,7 +163,7 @@ class Store:
                 with index.transaction():
                     totals = index.totals()
                     if totals.objects == totals.names == 0 and self._holds_data():
-                        warn(f"index {path} was missing; rebuilt from the objects")
+                        warn(f"index {path} was missing or empty; rebuilt from the objects")
                         self._index = index
                         self.rebuild_index()
             return index
@@ -898,16 +901,18 @@ class Store:
                 self.index.remove_name(resolved.name)
             self._prune_empty_dirs(path.parent, self.refs_dir)
             return Removed(key, "name", resolved.digest)
-        users = self.index.names_of(resolved.digest, limit=3)
-        if users and not force:
-            raise UsageError(f"object {resolved.digest[:12]} is still named by {', '.join(users)}",
-                             "remove the names first, or pass --force")
+        users = [] if force else self._names_of(resolved.digest)
         pin = self.pins_dir / resolved.digest
-        if not force and pins.is_pinned(self.pins_dir, resolved.digest, time.time_ns()):
-            raise UsageError(f"object {resolved.digest[:12]} is pinned",
-                             f"unpin it first (blobctl unpin {resolved.digest[:12]}), or pass --force")
         path = self.object_path(resolved.digest)
         with self.index.transaction():
+            if not force:  # again under the lock: a name bound or a pin made since the scan
+                users = users or self.index.names_of(resolved.digest, limit=3)
+                if users:
+                    raise UsageError(f"object {resolved.digest[:12]} is still named by {', '.join(users)}",
+                                     "remove the names first, or pass --force")
+                if pins.is_pinned(self.pins_dir, resolved.digest, time.time_ns()):
+                    raise UsageError(f"object {resolved.digest[:12]} is pinned",
+                                     f"unpin it first (blobctl unpin {resolved.digest[:12]}), or pass --force")
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -916,6 +921,23 @@ class Store:
             discard_file(pin)  # a pin of an object that is gone would protect nothing
         self.syncer.sync_dir_later(path.parent)
         return Removed(key, "object", resolved.digest)
+
+    def _names_of(self, digest: str, limit: int = 3) -> list[str]:
+        """Up to `limit` local names pointing at `digest`, read from refs/ (the truth: a
+        ref restored by hand is not in the index's mirror), counting refs whose name is
+        no longer valid, as gc does."""
+        users: list[str] = []
+
+        def damaged(name: str, _: BlobctlError) -> None:
+            if self.hash_in_ref_file(name) == digest:
+                users.append(name)
+
+        for name, target in self.iter_refs(on_damaged=damaged):
+            if target == digest:
+                users.append(name)
+            if len(users) >= limit:
+                break
+        return users[:limit]
 
     def _prune_empty_dirs(self, directory: Path, stop: Path) -> None:
         while directory != stop and stop in directory.parents:

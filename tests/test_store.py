@@ -394,6 +394,22 @@ def test_remove_name_and_object(store):
     assert not store.has_object(digest) and store.index.totals().objects == 0
 
 
+def test_remove_object_respects_names_the_index_does_not_know(store):
+    """refs/ is the truth: a ref restored or copied in by hand (so not in the index's
+    mirror), even one whose name is no longer valid, keeps rm from deleting its object."""
+    digest = store.put_stream(io.BytesIO(b"precious")).digest
+    (store.refs_dir / "restored").mkdir()
+    (store.refs_dir / "restored" / "p").write_text(digest + "\n")
+    with pytest.raises(UsageError, match="still named by restored/p"):
+        store.remove(digest[:8])
+    (store.refs_dir / "restored" / "p").unlink()
+    (store.refs_dir / "bad name").write_text(digest + "\n")
+    with pytest.raises(UsageError, match="still named by bad name"):
+        store.remove(digest)
+    assert store.has_object(digest)
+    assert store.remove(digest, force=True).kind == "object"
+
+
 def test_index_is_rebuilt_when_unreadable(store_dir):
     config = Config.load(str(store_dir))
     with Store(config) as store:
@@ -408,17 +424,22 @@ def test_index_is_rebuilt_when_unreadable(store_dir):
     assert list(store_dir.glob("index.sqlite.broken-*"))
 
 
-def test_index_is_rebuilt_when_deleted(store_dir, capsys):
-    """Deleting index.sqlite must not make stat report an empty store, or gc skip max_size."""
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_index_is_rebuilt_when_deleted_or_emptied(store_dir, capsys, damage):
+    """Deleting index.sqlite, or truncating it to nothing (which SQLite would take for an
+    empty database), must not make stat report an empty store, gc skip max_size, or rm
+    miss the names of an object."""
     config = Config.load(str(store_dir))
     with Store(config) as store:
         store.bind("n", store.put_stream(io.BytesIO(b"payload")).digest)
     for leftover in store_dir.glob("index.sqlite*"):
         leftover.unlink()
+    if damage == "emptied":
+        (store_dir / "index.sqlite").write_bytes(b"")
     with Store(config) as store:
         totals = store.index.totals()
         assert (totals.objects, totals.size, totals.names) == (1, 7, 1)
-    assert "was missing; rebuilt" in capsys.readouterr().err
+    assert "was missing or empty; rebuilt" in capsys.readouterr().err
     with Store(config) as store:  # an index that is there is not rebuilt again
         store.index.totals()
     assert capsys.readouterr().err == ""
