@@ -251,11 +251,13 @@ class Overlay:
         return report
 
     def _upload_object(self, backend: Backend, digest: str) -> tuple[bool, int]:
-        """Upload one local object unless the remote has it: (uploaded?, stored bytes).
-        A remote copy of another size than ours is downloaded and verified (another
-        compression level gives another size too), and replaced if it is damaged: a
-        name must not be marked pushed over a copy that cannot be read. An object gc
-        evicted because another mount holds it is fetched from there first."""
+        """Upload one local object unless the remote has a sound copy: (uploaded?, stored
+        bytes). The local object is checked first (as a local get checks it), since the
+        remote's copy is what every other store will read. A copy the remote already has
+        is downloaded and verified, whatever its size (bit rot keeps the size), and
+        replaced if it is damaged: a name must not be marked pushed over a copy that
+        cannot be read, or gc would evict the only good one. An object gc evicted
+        because another mount holds it is fetched from there first."""
         handle = self.store.open_local(digest)
         if handle is None and self.fetch(digest):
             handle = self.store.open_local(digest)
@@ -265,9 +267,11 @@ class Overlay:
         key = keys.object_key(digest)
         with handle:
             size = os.fstat(handle.fileno()).st_size
+            codec.decode(handle, lambda chunk: None, digest, label=digest, rehash=self.store.rehash_reads)
+            handle.seek(0)
             if backend.write(key, handle, size, if_absent=True):
                 return True, size
-            if backend.size(key) == size or self._sound_on(backend, digest):
+            if self._sound_on(backend, digest):
                 return False, size
             handle.seek(0)
             backend.write(key, handle, size)

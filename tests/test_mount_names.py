@@ -33,6 +33,7 @@ def team(blobctl, tmp_path, remotes):
         run("mount", "team", member.remote, check=True)
         return run
     member.remote = remotes("shared")
+    member.store_dir = lambda store: tmp_path / store
     return member
 
 
@@ -193,20 +194,48 @@ def test_hit_and_miss_counters_add_up(blobctl, tmp_path, remotes, team):
     assert (mounts["aaa/"]["hits"], mounts["aaa/"]["misses"]) == (0, 0)
 
 
-@pytest.mark.parametrize("damage", ["emptied", "truncated"])
+def damaged_copy(content: bytes, damage: str) -> bytes:
+    """An object file's bytes after some damage: the same size (a bit flipped) or not."""
+    if damage == "emptied":
+        return b""
+    if damage == "truncated":
+        return content[:1000]
+    flipped = bytearray(content)
+    flipped[len(flipped) // 2] ^= 0x40
+    return bytes(flipped)
+
+
+@pytest.mark.parametrize("damage", ["emptied", "truncated", "bit flipped"])
 def test_push_replaces_a_damaged_remote_copy_instead_of_skipping_it(team, damage):
     """Otherwise the name is marked pushed over a copy nobody can read, and gc then
-    evicts the only good one."""
+    evicts the only good one. A copy of the right size is read back too: bit rot keeps
+    the size."""
     data = os.urandom(50_000)
     publish(team("first"), {"team/y": data})
     remote_copy = Path(team.remote) / "objects" / sha(data)[:2] / sha(data)[2:]
-    remote_copy.write_bytes(b"" if damage == "emptied" else remote_copy.read_bytes()[:1000])
+    remote_copy.write_bytes(damaged_copy(remote_copy.read_bytes(), damage))
     run = team("store")
     run("put", "--name", "team/y", "-", input=data, check=True)
     report = json.loads(run("push", "--json", check=True).out)
     assert report[0]["objects"] == 1 and report[0]["skipped"] == 0
     assert sha(data) in evict_everything(run)
     assert run("get", "team/y", check=True).out == data
+
+
+@pytest.mark.parametrize("size", [50_000, 6 << 20])  # one frame; segmented (header hash)
+def test_push_refuses_a_damaged_local_object(team, size):
+    """A damaged local object must not become the copy every other store reads: push
+    fails for it (exit 4, naming the object) and publishes neither it nor its name."""
+    data = os.urandom(size)
+    run = team("store")
+    run("put", "--name", "team/x", "-", input=data, check=True)
+    local = team.store_dir("store") / "objects" / sha(data)[:2] / sha(data)[2:]
+    local.write_bytes(damaged_copy(local.read_bytes(), "bit flipped"))
+    refused = run("push")
+    assert refused.code == 4 and sha(data) in refused.err and "fsck --repair" in refused.err
+    assert not (Path(team.remote) / "objects" / sha(data)[:2] / sha(data)[2:]).exists()
+    assert not (Path(team.remote) / "refs" / "x").exists()
+    assert json.loads(run("mount", "--json").out)[0]["unpushed"] == 1
 
 
 def test_umount_says_which_names_it_leaves_unreadable(team):
