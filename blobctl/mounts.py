@@ -182,13 +182,16 @@ class Overlay:
 
     # -- status -------------------------------------------------------------------------
     def unpushed(self, mount: Mount, within: str = "") -> list[tuple[str, str]]:
-        """(name, hash) of local names under a writable mount that the remote lacks."""
+        """(name, hash) of local names under a writable mount that the remote lacks; with
+        `within`, only the name it spells and those below it, by whole segments as mount
+        prefixes go ('team' is not 'teamwork')."""
         if mount.read_only:
             return []
         on_remotes = self.store.index.remote_names()
-        start = within if within.startswith(mount.prefix) else mount.prefix
-        return [(name, digest) for name, digest in self.store.iter_refs(start)
-                if self.owner(name) is mount and on_remotes.get((mount.remote, name)) != digest]
+        within = within.rstrip("/")
+        return [(name, digest) for name, digest in self.store.iter_refs(mount.prefix)
+                if (not within or name == within or name.startswith(within + "/"))
+                and self.owner(name) is mount and on_remotes.get((mount.remote, name)) != digest]
 
     def status(self) -> list[MountStatus]:
         counters = self.store.index.counters()

@@ -112,6 +112,23 @@ def test_the_most_specific_mount_owns_a_name(blobctl, tmp_path, remotes):
     assert not (Path(fallback) / "refs" / "team").exists()
 
 
+def test_push_prefix_matches_whole_segments(blobctl, tmp_path, remotes):
+    """'push team' is the names under team/, as a mount prefix is, not 'teamwork/x'; a
+    prefix that spells a name pushes that name, not 'team/yz'."""
+    fallback, team = remotes("fallback"), remotes("team")
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "", fallback, check=True)
+    run("mount", "team", team, check=True)
+    for name in ("team/y", "team/yz", "teamwork/x", "other/z"):
+        run("put", "--name", name, "-", input=name.encode(), check=True)
+    assert run("push", "--dry-run", "team").text.split() == ["team/y", "team/yz"]
+    assert run("push", "--dry-run", "team/y").text.split() == ["team/y"]
+    run("push", "team", check=True)
+    assert sorted(p.name for p in (Path(team) / "refs").iterdir()) == ["y", "yz"]
+    assert not (Path(fallback) / "refs").exists()
+    assert run("push", "--dry-run").text.split() == ["other/z", "teamwork/x"]
+
+
 def test_a_read_only_catch_all_mount_neither_blocks_nor_fails_a_push(blobctl, tmp_path, remotes):
     mirror, team = remotes("mirror"), remotes("team")
     run = store_runner(blobctl, tmp_path / "store", {})

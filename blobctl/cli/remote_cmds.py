@@ -83,7 +83,8 @@ JobsOption = Annotated[Optional[int], typer.Option(
 def push(
     ctx: typer.Context,
     prefix: Annotated[Optional[str], typer.Argument(metavar="PREFIX", autocompletion=complete_mount_prefixes,
-                                                    help="Only names under this prefix.")] = None,
+                                                    help="Only this name and the names under it "
+                                                         "('team' is not 'teamwork').")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be pushed.")] = False,
     jobs: JobsOption = None,
     as_json: JsonOption = False,
