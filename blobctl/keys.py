@@ -22,8 +22,13 @@ _SEGMENT_RE = re.compile(r"[A-Za-z0-9._+=@,~-]+\Z")  # \Z: "$" would let a final
 NAME_CHARSET = "letters, digits and . _ + = @ , ~ - separated by /"
 
 
+def is_hex(text: str) -> bool:
+    """Lower-case hex digits only (and at least one)."""
+    return bool(_HEX_RE.match(text))
+
+
 def is_full_hash(text: str) -> bool:
-    return len(text) == HASH_LEN and bool(_HEX_RE.match(text))
+    return len(text) == HASH_LEN and is_hex(text)
 
 
 def strip_hash_scheme(text: str) -> str:
@@ -32,14 +37,15 @@ def strip_hash_scheme(text: str) -> str:
 
 
 def is_hash_prefix(text: str) -> bool:
-    return MIN_PREFIX_LEN <= len(text) <= HASH_LEN and bool(_HEX_RE.match(text))
+    return MIN_PREFIX_LEN <= len(text) <= HASH_LEN and is_hex(text)
 
 
 def validate_hash(text: str) -> str:
-    """A full lower-case SHA-256 hex digest, or UsageError."""
-    digest = strip_hash_scheme(text)
+    """A full SHA-256 hex digest typed by a user (either case: some tools print upper
+    case), in lower case; or UsageError."""
+    digest = strip_hash_scheme(text).lower()
     if not is_full_hash(digest):
-        raise UsageError(f"invalid hash {text[:80]!r}", "expected 64 lower-case hex characters")
+        raise UsageError(f"invalid hash {text[:80]!r}", "expected 64 hex characters")
     return digest
 
 

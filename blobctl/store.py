@@ -649,8 +649,11 @@ class Store:
             digest = self.read_ref(key)
             if digest is not None:
                 return Resolved(digest, key)
-        if keys.is_hash_prefix(key):
-            matches = self.match_prefix(key)
+        hex_key = key.lower()  # not a name: an upper-case hash or prefix, as some tools print them
+        if keys.is_full_hash(hex_key):
+            return Resolved(hex_key)
+        if keys.is_hash_prefix(hex_key):
+            matches = self.match_prefix(hex_key)
             if len(matches) == 1:
                 return Resolved(matches[0])
             if len(matches) > 1:
@@ -661,10 +664,12 @@ class Store:
             digest = self.overlay.resolve_name(key)
             if digest is not None:
                 return Resolved(digest, key)
-        if name_error is not None and not keys.is_hash_prefix(key):
+        if name_error is not None and not keys.is_hash_prefix(hex_key):
             raise name_error
-        raise NotFoundError(f"no object or name matches {key!r}",
-                            "list names with 'blobctl ls' and objects with 'blobctl ls --objects'")
+        hint = "list names with 'blobctl ls' and objects with 'blobctl ls --objects'"
+        if len(key) < keys.MIN_PREFIX_LEN and keys.is_hex(hex_key):
+            hint = f"a hash prefix needs at least {keys.MIN_PREFIX_LEN} hex digits; {hint}"
+        raise NotFoundError(f"no object or name matches {key!r}", hint)
 
     def resolve_to_read(self, key: str) -> Resolved:
         """resolve() for a read: a key found nowhere counts as a miss (a hash that is not

@@ -40,7 +40,8 @@ def test_any_accepted_name_stays_inside_refs(name):
 def test_hash_validation_and_prefixes():
     assert keys.validate_hash(H) == H
     assert keys.validate_hash("sha256:" + H) == H
-    for bad in ["A" * 64, "a" * 63, "g" * 64, "sha256:xyz", "", "a" * 63 + "\n"]:
+    assert keys.validate_hash("A" * 64) == "a" * 64 and keys.validate_hash("sha256:" + H.upper()) == H
+    for bad in ["a" * 63, "g" * 64, "sha256:xyz", "", "a" * 63 + "\n", "A" * 63 + "\n"]:
         with pytest.raises(UsageError):
             keys.validate_hash(bad)
     assert keys.is_hash_prefix("abcd") and not keys.is_hash_prefix("abc")

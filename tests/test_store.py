@@ -290,6 +290,21 @@ def test_resolve_prefix_and_ambiguity(store):
         store.resolve("sha256:xyz")
 
 
+def test_resolve_takes_upper_case_hashes_after_names(store):
+    """Some tools print hashes in upper case: a key that is not a name resolves as the
+    hash (or prefix) in lower case; a name spelt that way still wins."""
+    digest = store.put_stream(io.BytesIO(b"upper")).digest
+    assert store.resolve(digest.upper()).digest == digest
+    assert store.resolve(digest[:8].upper()).digest == digest
+    assert store.resolve("sha256:" + digest.upper()).digest == digest
+    other = store.put_stream(io.BytesIO(b"other")).digest
+    store.bind(digest[:8].upper(), other)
+    assert store.resolve(digest[:8].upper()) == (other, digest[:8].upper())
+    with pytest.raises(NotFoundError) as short:
+        store.resolve(digest[:3])
+    assert "at least 4 hex digits" in short.value.hint
+
+
 def test_damaged_object_is_an_integrity_error(store):
     digest = store.put_stream(io.BytesIO(b"important" * 1000)).digest
     path = store.object_path(digest)
