@@ -367,3 +367,14 @@ def test_directory_write_leaves_no_temp_files(tmp_path):
     put(backend, "objects/ab/x", b"y", if_absent=True)
     put(backend, "refs/main", b"z")
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_s3_error_text_keeps_the_s3_code_not_the_xml():
+    """A listing's error arrives as one line ending in the XML body's first line."""
+    from blobctl.backends.s3 import s3_code, short_reason
+
+    text = ('Generic S3 error: Error performing list request - Server returned non-2xx status code: '
+            '400 Bad Request: <?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidBucketName</Code>'
+            '<Message>The specified bucket is not valid.</Message></Error>')
+    assert short_reason(text) == "Server returned non-2xx status code: 400 Bad Request (InvalidBucketName)"
+    assert s3_code(text) == "InvalidBucketName"

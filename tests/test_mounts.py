@@ -194,9 +194,13 @@ def test_s3_wrong_credentials_and_missing_bucket(blobctl, tmp_path, s3_remote):
     endpoint = s3_remote.settings.s3_endpoint
     user = store_runner(blobctl, tmp_path / "user", s3_env(endpoint, secret="wrong-secret-abcdef"))
     user("mount", "s", s3_remote.url, check=True)
-    result = user("get", "s/anything")
-    assert result.code == EXIT_REMOTE and "wrong-secret-abcdef" not in result.err + result.text
-    assert "credentials" in result.err
+    for command in (("get", "s/anything"), ("pull", "s/")):  # a HEAD, and a listing with an XML body
+        result = user(*command)
+        assert result.code == EXIT_REMOTE and "wrong-secret-abcdef" not in result.err + result.text
+        assert "credentials" in result.err and "<?xml" not in result.err, result.err
+    user("put", "--name", "s/x", "-", input=b"x", check=True)
+    result = user("push")
+    assert result.code == EXIT_REMOTE and "credentials" in result.err and "<?xml" not in result.err, result.err
     other = store_runner(blobctl, tmp_path / "other", s3_env(endpoint))
     other("mount", "s", "s3://no-such-bucket-here/x", check=True)
     result = other("get", "s/anything")

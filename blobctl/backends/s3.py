@@ -95,7 +95,7 @@ class S3Backend(Backend):
                                "create the bucket or fix the remote URL")
         if isinstance(exc, FileNotFoundError):
             return NotFoundError(f"{key} not found in {self.url}")
-        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
+        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or s3_code(text) in _REFUSED_CODES:
             return RemoteError(f"cannot {action} {key} in {self.url}: access denied ({s3_code(text)})",
                                "check the S3 credentials and the bucket's permissions")
         reason = redact(short_reason(text), *self._secrets)
@@ -208,10 +208,19 @@ def s3_code(text: str) -> str:
     return match.group(1) if match else "refused"
 
 
+#: S3 error codes that mean "these credentials may not do this", whatever exception
+#: type obstore gave (a listing's 403 arrives as a generic error with the XML body).
+_REFUSED_CODES = frozenset({"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId",
+                            "ExpiredToken", "InvalidToken"})
+
+
 def short_reason(text: str) -> str:
-    """obstore's message is a page of Rust debug output: keep its first line's last clause."""
+    """obstore's message is a page of Rust debug output: keep its first line's last clause,
+    without the XML body it may end with, but with that body's S3 error code."""
     first_line = text.split("\n", 1)[0]
-    return first_line.rpartition(" - ")[2].strip() or first_line
+    reason = (first_line.rpartition(" - ")[2].strip() or first_line).split(": <?xml", 1)[0]
+    code = re.search(r"<Code>([^<]+)</Code>", text)
+    return f"{reason} ({code.group(1)})" if code else reason
 
 
 def _md5_of_etag(etag: str | None) -> str | None:
