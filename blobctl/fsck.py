@@ -1,7 +1,7 @@
 """Integrity check of a store: every object decodes to the content its name promises, every
 ref points at an object, and the index agrees with the files. `repair` moves what is
-damaged or foreign out of objects/ into STORE/quarantine/ (nothing is deleted) and
-rebuilds the index from the files.
+damaged or foreign out of objects/ and refs/ into STORE/quarantine/ (nothing is
+deleted) and rebuilds the index from the files.
 
 Problem kinds (stable, for --json):
   bad_object    an object that does not decode, or whose content has another hash
@@ -108,8 +108,13 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
 
     refs: dict[str, str] = {}
     protection = name_protections(store)
-    for name, digest in store.iter_refs(
-            on_damaged=lambda name, exc: report("bad_ref", name, exc.message)):
+    def bad_ref(name: str, exc: BlobctlError) -> None:
+        """A ref holding no hash goes to quarantine; one holding a hash under a name that
+        is no longer valid keeps its object (gc honours it) until its owner renames it."""
+        holds_none = store.hash_in_ref_file(name) is None
+        report("bad_ref", name, exc.message, store.refs_dir / name if holds_none else None)
+
+    for name, digest in store.iter_refs(on_damaged=bad_ref):
         refs[name] = digest
         if digest in good:
             continue
@@ -138,7 +143,10 @@ def _repair(store, problems: list[Problem], to_quarantine: list[tuple[int, Path]
     quarantine.mkdir(exist_ok=True)
     stamp = time.time_ns()
     for position, path in to_quarantine:
-        flat = str(path.relative_to(store.objects_dir)).replace(os.sep, "")
+        if path.is_relative_to(store.objects_dir):  # an object keeps its hash as its name
+            flat = str(path.relative_to(store.objects_dir)).replace(os.sep, "")
+        else:
+            flat = "ref-" + str(path.relative_to(store.refs_dir)).replace(os.sep, "%")
         try:
             with store.index.transaction():  # a concurrent put sees the object or nothing
                 os.replace(path, quarantine / f"{flat}.{stamp}")

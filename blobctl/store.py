@@ -894,13 +894,22 @@ class Store:
 
     # -- removal ------------------------------------------------------------------------
     def remove(self, key: str, *, force: bool = False) -> Removed:
-        """Remove a name (its object stays until gc), or an object that no name uses."""
-        resolved = self.resolve(key)
+        """Remove a name (its object stays until gc), or an object that no name uses. A
+        damaged ref is removed as a name: removing it needs no hash."""
+        try:
+            resolved = self.resolve(key)
+            local = resolved.name is not None and self.read_ref(resolved.name) is not None
+        except IntegrityError:
+            path = self.ref_path(key)
+            self._check_inside(path, self.refs_dir, key)  # never a file a symlink leads to
+            if regular_file_size(path) is None:
+                raise
+            resolved, local = Resolved(None, key), True
         if resolved.name is not None:
-            if self.read_ref(resolved.name) is None:
+            path = self.ref_path(resolved.name)
+            if not local:
                 raise NotFoundError(f"{key!r} is not a local name: it comes from a mount",
                                     "rm removes local names; a remote's names change only by push")
-            path = self.ref_path(resolved.name)
             with self.index.transaction():
                 path.unlink(missing_ok=True)
                 self.index.remove_name(resolved.name)

@@ -88,6 +88,23 @@ def test_dangling_and_damaged_refs(blobctl, objects, store_dir):
     assert ("dangling_ref", "ghost") in problems and ("bad_ref", "garbled") in problems
 
 
+def test_repair_quarantines_a_ref_holding_no_hash_and_rm_removes_one(blobctl, objects, store_dir):
+    """A ref holding garbage is moved to quarantine/ by --repair (it protects nothing); one
+    holding a hash under a name no longer valid stays, as it keeps its object from gc.
+    `rm NAME` removes a damaged ref too: removing a name needs no hash."""
+    (store_dir / "refs" / "sub").mkdir()
+    (store_dir / "refs" / "sub" / "garbled").write_text("not a hash\n")
+    (store_dir / "refs" / "old name").write_text(objects["n0"] + "\n")
+    code, problems, report = fsck(blobctl, "--repair")
+    assert code == 4 and problems == [("bad_ref", "old name"), ("bad_ref", "sub/garbled")]
+    assert {p["key"]: p["repaired"] for p in report["problems"]} == {"old name": False, "sub/garbled": True}
+    assert not (store_dir / "refs" / "sub" / "garbled").exists() and (store_dir / "refs" / "old name").exists()
+    assert [p.read_text() for p in (store_dir / "quarantine").glob("ref-sub%garbled.*")] == ["not a hash\n"]
+    (store_dir / "refs" / "n1").write_text("garbage again\n")
+    assert blobctl("rm", "n1").code == 0 and not (store_dir / "refs" / "n1").exists()
+    assert blobctl("rm", "n1").code == 3
+
+
 def test_symlinks_and_stray_files_are_reported_and_moved_aside(blobctl, objects, store_dir, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
