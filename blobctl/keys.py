@@ -70,6 +70,11 @@ def validate_name(name: str) -> str:
     return name
 
 
+def parent_names(name: str) -> list[str]:
+    """The directories a name lives in, as names: 'a/b/c' -> ['a', 'a/b']."""
+    return [name[:i] for i, char in enumerate(name) if char == "/"]
+
+
 def validate_prefix(prefix: str) -> str:
     """A mount or listing prefix: '' (everything), or a name optionally ending in '/'."""
     if prefix == "":

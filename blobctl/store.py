@@ -19,7 +19,7 @@ import os
 import stat as stat_module
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Set as AbstractSet
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
@@ -52,6 +52,14 @@ INLINE_MAX_SIZE = 32 << 10  # measured crossover: inline wins at 16 KiB, threads
 PROCESSES_MIN_FILES = 1024
 #: Small files per task sent to a worker process.
 PROCESS_CHUNK = 64
+
+
+class _BatchNames(NamedTuple):
+    """The names staged so far in one bind_many, and the directories they need: a name
+    may not be both ('a' and 'a/b'), which check_bindable cannot see in refs/ yet."""
+
+    names: AbstractSet[str]
+    directories: AbstractSet[str]
 
 
 class _StagedRef(NamedTuple):
@@ -507,20 +515,22 @@ class Store:
             yield item if isinstance(item, BlobctlError) else next(published)
 
     # -- names --------------------------------------------------------------------------
-    def check_bindable(self, name: str, *, from_remote: bool = False) -> Path:
+    def check_bindable(self, name: str, *, from_remote: bool = False,
+                       batch: _BatchNames = _BatchNames(frozenset(), frozenset())) -> Path:
         """The ref path for `name`, or a UsageError saying why it cannot be bound: invalid,
         a full hash (names made before this rule still work), escaping through a symlink,
-        clashing with another name, or under a read-only mount (names there can only come
-        from that remote, by pull)."""
+        clashing with another name (also one staged in the same `batch`, not in place
+        yet), or under a read-only mount (names there can only come from that remote, by
+        pull)."""
         path = self.ref_path(name)
         self._check_inside(path, self.refs_dir, name)
         if keys.is_full_hash(name):  # get, stat and rm would take it for the object with that hash
             raise UsageError(f"cannot bind name {name!r}: it reads as a hash", "add a prefix, e.g. by-hash/NAME")
-        for parent in path.relative_to(self.refs_dir).parents:
-            if parent != Path(".") and (self.refs_dir / parent).is_file():
+        for parent in keys.parent_names(name):
+            if parent in batch.names or (self.refs_dir / parent).is_file():
                 raise UsageError(f"cannot bind name {name!r}: {parent} is already a name",
                                  f"remove it first with: blobctl rm {parent}")
-        if path.is_dir():
+        if name in batch.directories or path.is_dir():
             raise UsageError(f"cannot bind name {name!r}: other names live under it")
         if not from_remote and self.overlay is not None:
             self.overlay.writable_mount_for(name)
@@ -536,10 +546,13 @@ class Store:
         cannot be bound (see check_bindable) raises, or with `on_refused` is passed to it
         and skipped."""
         staged: list[_StagedRef] = []
+        batch = _BatchNames(set(), set())
         try:
             for name, digest in pairs:
                 try:
-                    staged.append(self._stage_ref(name, digest, from_remote=from_remote))
+                    staged.append(self._stage_ref(name, digest, from_remote=from_remote, batch=batch))
+                    batch.names.add(name)
+                    batch.directories.update(keys.parent_names(name))
                 except UsageError as exc:
                     if on_refused is None:
                         raise
@@ -552,10 +565,11 @@ class Store:
             for ref in staged:
                 discard_file(ref.temp)
 
-    def _stage_ref(self, name: str, digest: str, *, from_remote: bool = False) -> _StagedRef:
+    def _stage_ref(self, name: str, digest: str, *, from_remote: bool = False,
+                   batch: _BatchNames = _BatchNames(frozenset(), frozenset())) -> _StagedRef:
         """Write a ref's content to a temp file (the caller syncs it), ready to be renamed
         into place."""
-        path = self.check_bindable(name, from_remote=from_remote)
+        path = self.check_bindable(name, from_remote=from_remote, batch=batch)
         temp = temp_path(self.tmp_dir)
         try:
             write_new_file(temp, f"{digest}\n".encode())

@@ -14,7 +14,7 @@ import pytest
 from blobctl import packed_refs
 from blobctl.backends import Backend
 from blobctl.backends.common import HeldBody
-from blobctl.errors import IntegrityError
+from blobctl.errors import BlobctlError, IntegrityError
 from blobctl.config import Config
 from blobctl.store import Store
 from tests.reliability import sha
@@ -190,3 +190,17 @@ def test_a_damaged_object_held_in_memory_is_not_cached(open_store):
     for name in ("n0", "n1", "n3"):
         assert bob.read_ref(f"team/{name}") == sha(contents[name])
     assert not list(bob.tmp_dir.iterdir())
+
+
+def test_a_pull_of_names_that_clash_binds_one_and_refuses_the_other(open_store):
+    """Two pushes from two stores leave refs/x and refs/x/y in the bucket (S3 has no
+    directories). A pull binds x, refuses x/y with a warning (pull exits 1), and leaves
+    no directory where the name x must be a file."""
+    push_names(open_store("alice"), {"x": b"x", "good": b"good"})
+    push_names(open_store("bob"), {"x/y": b"x/y"})
+    carol = open_store("carol")
+    with pytest.raises(BlobctlError, match=r"did not bind 1 remote name\(s\): team/x/y") as refused:
+        carol.overlay.pull(["team/"])
+    assert refused.value.exit_code == 1
+    assert carol.read_ref("team/x") == sha(b"x") and carol.read_ref("team/good") == sha(b"good")
+    assert (carol.refs_dir / "team" / "x").is_file()

@@ -425,6 +425,20 @@ def test_remove_object_respects_names_the_index_does_not_know(store):
     assert store.remove(digest, force=True).kind == "object"
 
 
+def test_bind_many_refuses_a_name_clashing_with_another_of_the_same_batch(store):
+    """A remote may hold both refs/x and refs/x/y (S3 has no directories): the first is
+    bound, the other refused (pull warns and exits 1), and no empty directory is left
+    where the name x must be a file; in either order."""
+    digest = store.put_stream(io.BytesIO(b"x")).digest
+    for pairs, kept in (([("x", digest), ("x/y", digest)], "x"), ([("p/q", digest), ("p", digest)], "p/q")):
+        refused = []
+        store.bind_many(pairs, on_refused=lambda name, exc: refused.append((name, str(exc))))
+        assert [name for name, _ in refused] == [n for n, _ in pairs if n != kept]
+        assert "already a name" in refused[0][1] or "other names live under it" in refused[0][1]
+        assert store.read_ref(kept) == digest and store.index.all_names()[kept] == digest
+    assert (store.refs_dir / "x").is_file() and not (store.refs_dir / "p").is_file()
+
+
 def test_index_is_rebuilt_when_unreadable(store_dir):
     config = Config.load(str(store_dir))
     with Store(config) as store:
