@@ -128,6 +128,15 @@ class Mount(NamedTuple):
     def covers(self, name: str) -> bool:
         return name.startswith(self.prefix)
 
+    def remote_name(self, name: str) -> str:
+        """The name on the remote for a local name this mount covers ('team/x' -> 'x')."""
+        return name[len(self.prefix):]
+
+
+def mount_of(mounts: Iterable[Mount], remote: str, name: str) -> Mount | None:
+    """The most specific of the mounts of `remote` that cover `name`, if any."""
+    return next((m for m in covering_mounts(mounts, name) if m.remote == remote), None)
+
 
 def covering_mounts(mounts: Iterable[Mount], name: str) -> list[Mount]:
     """The mounts whose prefix covers `name`, most specific (longest prefix) first, as

@@ -97,9 +97,10 @@ def name_protection(mounts: Iterable[Mount], remote_hash: Callable[[str, str], s
                     name: str, digest: str) -> str | None:
     """Why a local name keeps its object, or None: a name whose current hash a mount
     covering it is known to hold (pushed there, or pulled from there) leaves an ordinary
-    cache entry, fetched again on demand. `remote_hash(remote, name)` is that record."""
+    cache entry, fetched again on demand. `remote_hash(remote, ref)` is that record, a ref
+    being the name on the remote."""
     covering = covering_mounts(mounts, name)
-    if any(remote_hash(mount.remote, name) == digest for mount in covering):
+    if any(remote_hash(mount.remote, mount.remote_name(name)) == digest for mount in covering):
         return None
     return "unpushed" if covering and not covering[0].read_only else "named"
 
@@ -107,7 +108,7 @@ def name_protection(mounts: Iterable[Mount], remote_hash: Callable[[str, str], s
 def name_protections(store) -> Callable[[str, str], str | None]:
     """name_protection(name, digest) for many names under the store's mounts, with what
     the remotes hold read from the index once."""
-    mounts, held = store.config.mounts, store.index.remote_names()
+    mounts, held = store.config.mounts, store.index.remote_refs()
     return lambda name, digest: name_protection(mounts, lambda *key: held.get(key), name, digest)
 
 

@@ -13,14 +13,15 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+from blobctl.config import Mount, covering_mounts, mount_of
 from blobctl.errors import BlobctlError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Seconds a command waits for another one holding the index (SQLite busy timeout).
 BUSY_TIMEOUT = 120
 #: How many recently evicted hashes are remembered, to count misses that gc caused.
@@ -56,15 +57,26 @@ END;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS evicted (hash TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS evicted_by_time ON evicted (at);
+-- What each remote holds: its ref `ref` (the name on the remote) has hash `hash`.
+CREATE TABLE IF NOT EXISTS remote_refs (
+    remote TEXT NOT NULL, ref TEXT NOT NULL, hash TEXT NOT NULL,
+    PRIMARY KEY (remote, ref)) WITHOUT ROWID;
+-- Schema 1 kept push records by local name alone: each goes to the remote of the mount
+-- its name belongs to (owner_remote, a Python function). Schema 2 kept them by remote
+-- and local name: each goes to the name on the remote under the mount of that remote
+-- covering it now (ref_on), or is dropped; it replaces a record of schema 3, as only an
+-- older blobctl, opening this index since, can have written it. Both in the transaction
+-- that upgrades.
+CREATE TABLE IF NOT EXISTS pushed (name TEXT PRIMARY KEY, hash TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS remote_names (
     remote TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL,
     PRIMARY KEY (remote, name)) WITHOUT ROWID;
--- Schema 1 kept push records by name alone: each goes to the remote of the mount its name
--- belongs to (owner_remote, a Python function), in the transaction that upgrades.
-CREATE TABLE IF NOT EXISTS pushed (name TEXT PRIMARY KEY, hash TEXT NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO remote_names
     SELECT owner_remote(name), name, hash FROM pushed WHERE owner_remote(name) IS NOT NULL;
+INSERT OR REPLACE INTO remote_refs
+    SELECT remote, ref_on(remote, name), hash FROM remote_names WHERE ref_on(remote, name) IS NOT NULL;
 DROP TABLE pushed;
+DROP TABLE remote_names;
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
@@ -105,15 +117,15 @@ class Totals(NamedTuple):
 
 
 class Index:
-    def __init__(self, path: Path, owner_remote: Callable[[str], str | None] = lambda name: None):
-        """`owner_remote(name)`: the remote URL of the mount a name belongs to, if any (to
-        carry schema 1's push records over when upgrading)."""
+    def __init__(self, path: Path, mounts: Sequence[Mount] = ()):
+        """`mounts`: the store's, to carry older schemas' records of what remotes hold
+        over when upgrading."""
         self.path = path
         self._lock = threading.RLock()  # one connection, shared by a command's worker threads
         deadline = time.monotonic() + BUSY_TIMEOUT
         while True:
             try:
-                self.db = self._connect(path, owner_remote)
+                self.db = self._connect(path, mounts)
                 return
             except sqlite3.DatabaseError as exc:
                 code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
@@ -132,11 +144,21 @@ class Index:
                 time.sleep(0.01)
 
     @staticmethod
-    def _connect(path: Path, owner_remote: Callable[[str], str | None]) -> sqlite3.Connection:
+    def _connect(path: Path, mounts: Sequence[Mount]) -> sqlite3.Connection:
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+
+        def owner_remote(name: str) -> str | None:
+            covering = covering_mounts(mounts, name)
+            return covering[0].remote if covering else None
+
+        def ref_on(remote: str, name: str) -> str | None:
+            mount = mount_of(mounts, remote, name)
+            return mount.remote_name(name) if mount is not None else None
+
         try:
             db.execute("PRAGMA synchronous = NORMAL")
             db.create_function("owner_remote", 1, owner_remote, deterministic=True)
+            db.create_function("ref_on", 2, ref_on, deterministic=True)
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.executescript(_SCHEMA)
@@ -290,20 +312,22 @@ class Index:
 
     # -- what remotes hold --------------------------------------------------------------
     def mark_on_remote(self, remote: str, pairs: Iterable[tuple[str, str]]) -> None:
-        """Record that `remote` (a mount's URL) holds these local (name, hash) pairs:
-        pushed there, or pulled from there."""
-        self.db.executemany("INSERT OR REPLACE INTO remote_names VALUES (?, ?, ?)",
-                            [(remote, name, digest) for name, digest in pairs])
+        """Record that `remote` (a mount's URL) holds these (ref, hash) pairs, a ref being
+        the name on the remote (Mount.remote_name): pushed there, or pulled from there.
+        Kept by the remote's name, not the local one, so that mounting the remote at
+        another prefix does not make local names look pushed that are not there."""
+        self.db.executemany("INSERT OR REPLACE INTO remote_refs VALUES (?, ?, ?)",
+                            [(remote, ref, digest) for ref, digest in pairs])
 
-    def remote_hash(self, remote: str, name: str) -> str | None:
-        found = self.db.execute("SELECT hash FROM remote_names WHERE remote = ? AND name = ?",
-                                (remote, name)).fetchone()
+    def remote_hash(self, remote: str, ref: str) -> str | None:
+        found = self.db.execute("SELECT hash FROM remote_refs WHERE remote = ? AND ref = ?",
+                                (remote, ref)).fetchone()
         return found[0] if found else None
 
-    def remote_names(self) -> dict[tuple[str, str], str]:
-        """(remote, name) -> hash for every pair recorded."""
-        return {(remote, name): digest for remote, name, digest
-                in self.db.execute("SELECT remote, name, hash FROM remote_names")}
+    def remote_refs(self) -> dict[tuple[str, str], str]:
+        """(remote, ref) -> hash for every pair recorded."""
+        return {(remote, ref): digest for remote, ref, digest
+                in self.db.execute("SELECT remote, ref, hash FROM remote_refs")}
 
     # -- rebuild ------------------------------------------------------------------------
     def replace_all(self, objects: Iterable[ObjectRow], names: Iterable[tuple[str, str]]) -> None:

@@ -78,11 +78,6 @@ class PullReport:
     present: int = 0  # already local
 
 
-def remote_name(mount: Mount, name: str) -> str:
-    """The name on the remote for a local name under the mount's prefix."""
-    return name[len(mount.prefix):]
-
-
 class Overlay:
     def __init__(self, store: Store):
         self.store = store
@@ -187,11 +182,12 @@ class Overlay:
         prefixes go ('team' is not 'teamwork')."""
         if mount.read_only:
             return []
-        on_remotes = self.store.index.remote_names()
+        on_remotes = self.store.index.remote_refs()
         within = within.rstrip("/")
         return [(name, digest) for name, digest in self.store.iter_refs(mount.prefix)
                 if (not within or name == within or name.startswith(within + "/"))
-                and self.owner(name) is mount and on_remotes.get((mount.remote, name)) != digest]
+                and self.owner(name) is mount
+                and on_remotes.get((mount.remote, mount.remote_name(name))) != digest]
 
     def status(self) -> list[MountStatus]:
         counters = self.store.index.counters()
@@ -246,9 +242,10 @@ class Overlay:
             # Every object is on the remote: only now may refs point at them.
             list(pool.map(lambda item: self._upload_ref(backend, mount, *item), todo))
         if backend.lists_md5:  # then pulls can check the pack's entries against the listing
-            packed_refs.merge_into(backend, {remote_name(mount, name): digest for name, digest in todo})
+            packed_refs.merge_into(backend, {mount.remote_name(name): digest for name, digest in todo})
         with self.store.index.transaction():
-            self.store.index.mark_on_remote(mount.remote, todo)
+            self.store.index.mark_on_remote(mount.remote, [(mount.remote_name(name), digest)
+                                                           for name, digest in todo])
         report.refs = len(todo)
         report.seconds = time.monotonic() - started
         return report
@@ -293,7 +290,7 @@ class Overlay:
     @staticmethod
     def _upload_ref(backend: Backend, mount: Mount, name: str, digest: str) -> None:
         data = f"{digest}\n".encode()
-        backend.write(keys.ref_key(remote_name(mount, name)), io.BytesIO(data), len(data))
+        backend.write(keys.ref_key(mount.remote_name(name)), io.BytesIO(data), len(data))
 
     # -- pull ---------------------------------------------------------------------------
     def pull(self, targets: Iterable[str], *, jobs: int = 8, progress=None) -> list[PullReport]:
@@ -430,11 +427,11 @@ class Overlay:
                         kept.append(name)
                         continue
                     binds.append((name, digest))
-                held.setdefault(source.remote, []).append((name, digest))
+                held.setdefault(source, []).append((name, digest))
             self.store.bind_many(binds, from_remote=True, on_refused=refuse)
-            for remote, pairs in held.items():
-                pairs = [(name, digest) for name, digest in pairs if name not in refused]
-                index.mark_on_remote(remote, pairs)
+            for source, pairs in held.items():
+                pairs = [(source.remote_name(name), digest) for name, digest in pairs if name not in refused]
+                index.mark_on_remote(source.remote, pairs)
                 bound += len(pairs)
         return bound
 
@@ -498,5 +495,5 @@ def _known(name: str, digest: str, mount: Mount) -> _Entry:
 
 def _read_remote_ref(backend: Backend, mount: Mount, name: str) -> _Entry:
     """(name, the hash its ref on `mount` holds, mount)."""
-    key = keys.ref_key(remote_name(mount, name))
+    key = keys.ref_key(mount.remote_name(name))
     return name, keys.parse_ref(backend.read_bytes(key), f"{key!r} on {backend.url}"), mount

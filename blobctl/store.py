@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from blobctl import codec, keys, pins, racehooks, stats
-from blobctl.config import Config, Mount, covering_mounts
+from blobctl.config import Config, Mount
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError,
                             UsageError, from_os_error, warn)
 from blobctl.encoder import Encoder, InputFile, Pending, WorkerProcesses
@@ -156,7 +156,7 @@ class Store:
         except FileNotFoundError:
             missing = True
         try:
-            index = Index(path, self._owner_remote)
+            index = Index(path, self.config.mounts)
         except IndexUnreadable as exc:
             aside = f"index.sqlite.broken-{time.time_ns()}"
             for suffix in ("", "-wal", "-shm"):  # the journal belongs to the broken file
@@ -175,14 +175,9 @@ class Store:
                         self._index = index
                         self.rebuild_index()
             return index
-        self._index = Index(path, self._owner_remote)
+        self._index = Index(path, self.config.mounts)
         self.rebuild_index()
         return self._index
-
-    def _owner_remote(self, name: str) -> str | None:
-        """The remote of the mount `name` belongs to, if any (see Index)."""
-        covering = covering_mounts(self.config.mounts, name)
-        return covering[0].remote if covering else None
 
     def _holds_data(self) -> bool:
         """Whether objects/ or refs/ holds any file (an index made now would miss them);

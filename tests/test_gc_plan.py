@@ -160,9 +160,10 @@ def test_names_under_a_writable_mount_protect_only_until_pushed(mounted_store, s
                          ("team/stale", stale_push), ("vendor/ro", read_only)]:
         store.bind(name, digest, from_remote=name.startswith("vendor/"))  # as pull binds it
     with store.index.transaction():
-        store.index.mark_on_remote("/tmp/team-remote", [("team/pushed", pushed),
-                                                        ("team/stale", unpushed)])  # an older version
-        store.index.mark_on_remote("/tmp/elsewhere", [("team/unpushed", unpushed)])  # not this mount's
+        store.index.mark_on_remote("/tmp/team-remote", [("pushed", pushed),  # names on the remote
+                                                        ("stale", unpushed),  # an older version
+                                                        ("team/unpushed", unpushed)])  # another mount's
+        store.index.mark_on_remote("/tmp/elsewhere", [("unpushed", unpushed)])  # not this mount's
     plan = gc.plan(store, max_size=0)
     assert evicted(plan) == [pushed]
     assert reasons(plan) == {unpushed: "unpushed", stale_push: "unpushed", read_only: "named"}
@@ -177,7 +178,7 @@ def test_a_name_pulled_from_a_read_only_mount_is_a_cache_entry(mounted_store, st
     store.bind("vendor/pulled", pulled, from_remote=True)
     store.bind("vendor/local", named, from_remote=True)
     with store.index.transaction():
-        store.index.mark_on_remote("/tmp/vendor-remote", [("vendor/pulled", pulled)])
+        store.index.mark_on_remote("/tmp/vendor-remote", [("pulled", pulled)])
     plan = gc.plan(store, max_size=0)
     assert evicted(plan) == [pulled]
     assert reasons(plan) == {named: "named"}

@@ -129,6 +129,29 @@ def test_push_prefix_matches_whole_segments(blobctl, tmp_path, remotes):
     assert run("push", "--dry-run").text.split() == ["other/z", "teamwork/x"]
 
 
+def test_a_remote_mounted_again_at_another_prefix_has_the_names_it_holds_there(blobctl, tmp_path, remotes):
+    """team/x pushed through 'team' is the remote's refs/x. Mounted at '' instead, team/x
+    is the remote's refs/team/x, which it lacks: unpushed again (README), pushed there by
+    the next push, and readable through '' by a fresh store."""
+    shared = remotes("shared")
+    run = store_runner(blobctl, tmp_path / "store", {})
+    run("mount", "team", shared, check=True)
+    run("put", "--name", "team/x", "-", input=b"x", check=True)
+    run("push", check=True)
+    run("umount", "team", check=True)
+    run("mount", "", shared, check=True)
+    assert run("push", "--dry-run").text.split() == ["team/x"]
+    assert json.loads(run("mount", "--json").out)[0]["unpushed"] == 1
+    run("push", check=True)
+    assert (Path(shared) / "refs" / "team" / "x").is_file()
+    fresh = store_runner(blobctl, tmp_path / "fresh", {})
+    fresh("mount", "", shared, check=True)
+    assert fresh("get", "team/x", check=True).out == b"x"
+    run("umount", "", check=True)
+    run("mount", "team", shared, check=True)  # back where it was: refs/x holds it still
+    assert run("push", "--dry-run").text.split() == []
+
+
 def test_a_read_only_catch_all_mount_neither_blocks_nor_fails_a_push(blobctl, tmp_path, remotes):
     mirror, team = remotes("mirror"), remotes("team")
     run = store_runner(blobctl, tmp_path / "store", {})

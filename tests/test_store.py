@@ -506,15 +506,43 @@ def test_schema_1_push_records_carry_over_to_the_mount_of_each_name(store_dir):
     config = Config.load(str(store_dir))
     Store(config).index.close()
     db = sqlite3.connect(store_dir / "index.sqlite", isolation_level=None)  # as schema 1 left it
-    db.execute("DROP TABLE remote_names")
+    db.execute("DROP TABLE remote_refs")
     db.execute("CREATE TABLE pushed (name TEXT PRIMARY KEY, hash TEXT NOT NULL) WITHOUT ROWID")
     db.executemany("INSERT INTO pushed VALUES (?, ?)", [("team/x", "a" * 64), ("local/y", "b" * 64)])
     db.execute("PRAGMA user_version = 1")
     db.close()
     with Store(config) as store:
-        assert store.index.remote_names() == {("/tmp/team-remote", "team/x"): "a" * 64}
+        assert store.index.remote_refs() == {("/tmp/team-remote", "x"): "a" * 64}
         tables = {name for (name,) in store.index.db.execute("SELECT name FROM sqlite_master")}
-        assert "pushed" not in tables
+        assert "pushed" not in tables and "remote_names" not in tables
+
+
+def test_schema_2_records_go_to_the_name_on_the_remote_under_the_mount_covering_them(store_dir):
+    """Schema 2 kept records by local name; schema 3 by the name on the remote (so that
+    mounting a remote at another prefix does not make names look pushed). Each record
+    goes to the mount of its remote covering the name now; the others are dropped (those
+    names look unpushed: the next push checks the remote again)."""
+    import sqlite3
+
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text('[[mounts]]\nprefix = "team/"\nremote = "/tmp/team-remote"\n\n'
+                                           '[[mounts]]\nprefix = ""\nremote = "/tmp/all-remote"\n')
+    config = Config.load(str(store_dir))
+    Store(config).index.close()
+    db = sqlite3.connect(store_dir / "index.sqlite", isolation_level=None)  # as schema 2 left it
+    db.execute("DROP TABLE remote_refs")
+    db.execute("CREATE TABLE remote_names (remote TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL, "
+               "PRIMARY KEY (remote, name)) WITHOUT ROWID")
+    db.executemany("INSERT INTO remote_names VALUES (?, ?, ?)", [
+        ("/tmp/team-remote", "team/x", "a" * 64), ("/tmp/all-remote", "team/x", "b" * 64),
+        ("/tmp/all-remote", "misc/y", "c" * 64), ("/tmp/team-remote", "misc/y", "d" * 64),
+        ("/tmp/gone-remote", "team/z", "e" * 64)])
+    db.execute("PRAGMA user_version = 2")
+    db.close()
+    with Store(config) as store:
+        assert store.index.remote_refs() == {("/tmp/team-remote", "x"): "a" * 64,
+                                             ("/tmp/all-remote", "team/x"): "b" * 64,
+                                             ("/tmp/all-remote", "misc/y"): "c" * 64}
 
 
 def test_rebuild_keeps_newer_access_times(store):
