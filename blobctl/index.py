@@ -279,8 +279,9 @@ class Index:
     def counters(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT name, value FROM counters"))
 
-    def zero_counters(self) -> None:
-        self.db.execute("DELETE FROM counters")
+    def zero_counters(self, prefix: str = "") -> None:
+        """Forget the counters whose names start with `prefix` (all by default)."""
+        self.db.execute("DELETE FROM counters WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))
 
     # -- name mirror --------------------------------------------------------------------
     def names_of(self, digest: str, limit: int = -1) -> list[str]:

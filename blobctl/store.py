@@ -196,11 +196,14 @@ class Store:
         return self._overlay
 
     def unmount(self, prefix: str) -> tuple[Mount, list[str]]:
-        """Remove a mount; returns it, and the names under it left pointing at objects
-        that gc evicted and that no remaining mount holds (reads of them will fail)."""
+        """Remove a mount and its counters (a mount made there later is another remote's);
+        returns it, and the names under it left pointing at objects that gc evicted and
+        that no remaining mount holds (reads of them will fail)."""
         from blobctl.gc import name_protections
 
         removed = self.config.remove_mount(prefix)
+        with self.index.transaction():
+            self.index.zero_counters(stats.mount_counter(removed.prefix, ""))
         protection = name_protections(self)
         return removed, [name for name, digest in self.iter_refs(removed.prefix)
                          if not self.has_object(digest) and protection(name, digest) is not None]

@@ -287,6 +287,24 @@ def test_umount_says_which_names_it_leaves_unreadable(team):
     assert "1 name(s) under team/ point at objects that only a remote holds, e.g. team/evicted" in unmounted.err
 
 
+def test_umount_forgets_the_mount_counters(blobctl, tmp_path, remotes, team):
+    """A mount made again at the same prefix starts from zero: it may be another remote."""
+    publish(team("source"), {"team/a": b"a"})
+    run = team("store")
+    run("get", "team/a", check=True)
+    assert run("get", "team/nope").code == 3
+    other = store_runner(blobctl, tmp_path / "store", {})
+    other("mount", "other", remotes("other"), check=True)
+    other("get", "other/nope")
+    run("umount", "team", check=True)
+    run("mount", "team", remotes("empty"), check=True)
+    mounts = {m["prefix"]: m for m in json.loads(run("mount", "--json").out)}
+    assert [mounts["team/"][k] for k in ("fetched_objects", "fetched_bytes", "hits", "misses")] == [0, 0, 0, 0]
+    assert mounts["other/"]["misses"] == 1
+    counters = json.loads(run("stat", "--json").out)["counters"]
+    assert counters["remote_hits"] == 1 and counters["misses_total"] == 2  # the store's own stay
+
+
 def test_umount_is_quiet_about_names_another_mount_still_serves(blobctl, tmp_path, remotes):
     run = store_runner(blobctl, tmp_path / "store", {})
     run("mount", "", remotes("fallback"), check=True)
