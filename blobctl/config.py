@@ -177,7 +177,12 @@ class ConfigFile:
         if raw_mounts is not None:
             if not allow_mounts:
                 raise config.error("mounts", "mounts belong in a store's config, not the user's")
-            config.mounts = [config._parse_mount(entry) for entry in _as_list(raw_mounts, config)]
+            for position, entry in enumerate(_as_list(raw_mounts, config)):
+                mount = config._parse_mount(entry, position)
+                if any(m.prefix == mount.prefix for m in config.mounts):
+                    raise config.error("mounts", f"{mount.prefix or '(empty prefix)'!s} is mounted twice",
+                                       "remove one of the two entries", line=config._mount_line(position))
+                config.mounts.append(mount)
         for key, value in _flatten(data):
             setting = SETTINGS.get(key)
             if setting is None:
@@ -189,23 +194,35 @@ class ConfigFile:
             config.values[key] = value
         return config
 
-    def _parse_mount(self, entry: Any) -> Mount:
+    def _parse_mount(self, entry: Any, position: int) -> Mount:
         from blobctl import keys
         from blobctl.backends import check_url
 
         if not isinstance(entry, dict) or set(entry) - {"prefix", "remote", "read_only"} \
                 or not isinstance(entry.get("prefix"), str) or not isinstance(entry.get("remote"), str):
             raise self.error("mounts", "malformed [[mounts]] entry",
-                             "each needs prefix = \"...\" and remote = \"...\" (and optional read_only)")
+                             "each needs prefix = \"...\" and remote = \"...\" (and optional read_only)",
+                             line=self._mount_line(position))
         try:
             prefix = normalize_prefix(keys.validate_prefix(entry["prefix"]))
             return Mount(prefix, check_url(entry["remote"]), _parse_bool(entry.get("read_only", False)))
         except BlobctlError as exc:
-            raise self.error("mounts", f"mount {entry['prefix']!r}: {exc}") from exc
+            raise self.error("mounts", f"mount {entry['prefix']!r}: {exc}", line=self._mount_line(position)) from exc
 
-    def error(self, key: str, message: str, hint: str | None = None) -> ConfigError:
-        """A ConfigError naming this file and the line where `key` is set."""
-        line = self.line_of(key)
+    def _mount_line(self, position: int) -> int | None:
+        """The line where the mount entry at `position` starts: its `[[mounts]]` header,
+        or, in the inline form `mounts = [{...}, ...]` (as `mount` writes it), the line of
+        its `prefix`."""
+        headers = [m.start() for m in re.finditer(r"^[ \t]*\[\[[ \t]*mounts[ \t]*\]\]", self.text, re.MULTILINE)]
+        if not headers:
+            inline = re.search(r"^[ \t]*mounts[ \t]*=", self.text, re.MULTILINE)
+            headers = [m.start() for m in re.finditer(r"\bprefix[ \t]*=", self.text[inline.start():])] if inline else []
+            headers = [inline.start() + offset for offset in headers]
+        return self.text.count("\n", 0, headers[position]) + 1 if position < len(headers) else None
+
+    def error(self, key: str, message: str, hint: str | None = None, *, line: int | None = None) -> ConfigError:
+        """A ConfigError naming this file and the line where `key` is set (or `line`)."""
+        line = line or self.line_of(key)
         where = f"{self.path}:{line}" if line else str(self.path)
         return ConfigError(f"{where}: {message}", hint)
 

@@ -97,6 +97,23 @@ def test_mounts_parse_and_validate(store_dir):
         Config.load(str(store_dir))
 
 
+@pytest.mark.parametrize("text, line, needle", [
+    ('max_size = "1 GB"\n\n[[mounts]]\nprefix = "team"\nremote = "/r"\n\n[[mounts]]\nprefix = "o"\n'
+     'remote = "ftp://x"\n', 7, "mount 'o'"),
+    ('[[mounts]]\nprefix = "team"\nremote = "/r"\n[[mounts]]\nprefix = "team/"\nremote = "/q"\n', 4,
+     "team/ is mounted twice"),
+    ('mounts = [\n    { prefix = "a/", remote = "/r" },\n    { prefix = "b/", remote = "ftp://x" },\n]\n', 3,
+     "mount 'b/'"),
+])
+def test_a_bad_mount_entry_is_named_at_its_own_line(store_dir, text, line, needle):
+    """Each entry of several, in either TOML form (`mount` writes the inline one); two
+    entries for one prefix are refused as `mount` refuses a second one."""
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text(text)
+    with pytest.raises(ConfigError, match=rf"config.toml:{line}: {needle}"):
+        Config.load(str(store_dir))
+
+
 def test_mounts_are_refused_in_user_config(tmp_path):
     path = tmp_path / "u.toml"
     path.write_text('[[mounts]]\nprefix = "a"\nremote = "/x"\n')
