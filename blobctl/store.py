@@ -661,27 +661,33 @@ class Store:
             digest = self.read_ref(key)
             if digest is not None:
                 return Resolved(digest, key)
-        hex_key = key.lower()  # not a name: an upper-case hash or prefix, as some tools print them
-        if keys.is_full_hash(hex_key):
-            return Resolved(hex_key)
-        if keys.is_hash_prefix(hex_key):
-            matches = self.match_prefix(hex_key)
-            if len(matches) == 1:
-                return Resolved(matches[0])
-            if len(matches) > 1:
-                shown = ", ".join(m[:12] for m in matches[:5]) + (" …" if len(matches) > 5 else "")
-                raise UsageError(f"hash prefix {key!r} is ambiguous: {len(matches)} objects match "
-                                 f"({shown})", "give more hex digits")
+        if keys.is_hash_prefix(key) and (found := self._resolve_prefix(key)) is not None:
+            return found
         if name_error is None and self.overlay is not None:
             digest = self.overlay.resolve_name(key)
             if digest is not None:
                 return Resolved(digest, key)
+        hex_key = key.lower()  # no name spells it: an upper-case hash or prefix, as some tools print them
+        if hex_key != key and keys.is_full_hash(hex_key):
+            return Resolved(hex_key)
+        if hex_key != key and keys.is_hash_prefix(hex_key) and (found := self._resolve_prefix(hex_key)) is not None:
+            return found
         if name_error is not None and not keys.is_hash_prefix(hex_key):
             raise name_error
         hint = "list names with 'blobctl ls' and objects with 'blobctl ls --objects'"
         if len(key) < keys.MIN_PREFIX_LEN and keys.is_hex(hex_key):
             hint = f"a hash prefix needs at least {keys.MIN_PREFIX_LEN} hex digits; {hint}"
         raise NotFoundError(f"no object or name matches {key!r}", hint)
+
+    def _resolve_prefix(self, prefix: str) -> Resolved | None:
+        """The local object whose hash starts with `prefix`, None if none does; UsageError
+        if several do."""
+        matches = self.match_prefix(prefix)
+        if len(matches) > 1:
+            shown = ", ".join(m[:12] for m in matches[:5]) + (" …" if len(matches) > 5 else "")
+            raise UsageError(f"hash prefix {prefix!r} is ambiguous: {len(matches)} objects match "
+                             f"({shown})", "give more hex digits")
+        return Resolved(matches[0]) if matches else None
 
     def resolve_to_read(self, key: str) -> Resolved:
         """resolve() for a read: a key found nowhere counts as a miss (a hash that is not

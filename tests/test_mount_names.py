@@ -152,6 +152,23 @@ def test_a_remote_mounted_again_at_another_prefix_has_the_names_it_holds_there(b
     assert run("push", "--dry-run").text.split() == []
 
 
+def test_a_mounted_name_in_upper_case_hex_is_a_name_not_a_hash(blobctl, tmp_path, remotes):
+    """Upper-case hex resolves as a hash only when no name spells it, on a mount too."""
+    shared = remotes("shared")
+    run = store_runner(blobctl, tmp_path / "store", {})
+    local = sha(b"local content")
+    run("put", "-", input=b"local content", check=True)
+    source = store_runner(blobctl, tmp_path / "source", {})
+    source("mount", "", shared, check=True)
+    publish(source, {local[:6].upper(): b"remote short", local.upper(): b"remote full"})
+    run("mount", "", shared, check=True)
+    assert run("get", local[:6].upper(), check=True).out == b"remote short"
+    assert run("get", local.upper(), check=True).out == b"remote full"
+    refused = run("rm", local[:6].upper())
+    assert refused.code == 3 and "comes from a mount" in refused.err
+    assert run("get", local[:8].upper(), check=True).out == b"local content"  # no name spells this one
+
+
 def test_a_read_only_catch_all_mount_neither_blocks_nor_fails_a_push(blobctl, tmp_path, remotes):
     mirror, team = remotes("mirror"), remotes("team")
     run = store_runner(blobctl, tmp_path / "store", {})
