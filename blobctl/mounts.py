@@ -184,7 +184,8 @@ class Overlay:
             return []
         on_remotes = self.store.index.remote_refs()
         within = within.rstrip("/")
-        return [(name, digest) for name, digest in self.store.iter_refs(mount.prefix)
+        start = within if within.startswith(mount.prefix) else mount.prefix  # reads fewer refs
+        return [(name, digest) for name, digest in self.store.iter_refs(start)
                 if (not within or name == within or name.startswith(within + "/"))
                 and self.owner(name) is mount
                 and on_remotes.get((mount.remote, mount.remote_name(name))) != digest]

@@ -113,6 +113,7 @@ class Store:
         self._accesses: dict[str, tuple[int, int, int]] = {}
         self._shards_ready: dict[str, str] = {}
         self._real_dirs: dict[Path, str] = {}  # see _check_inside
+        self._ref_users: dict[str, list[str]] | None = None  # see _names_of
         self._ensure_layout()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -931,6 +932,8 @@ class Store:
             with self.index.transaction():
                 path.unlink(missing_ok=True)
                 self.index.remove_name(resolved.name)
+            if self._ref_users is not None and resolved.name in self._ref_users.get(resolved.digest, []):
+                self._ref_users[resolved.digest].remove(resolved.name)
             self._prune_empty_dirs(path.parent, self.refs_dir)
             return Removed(key, "name", resolved.digest)
         users = [] if force else self._names_of(resolved.digest)
@@ -957,19 +960,20 @@ class Store:
     def _names_of(self, digest: str, limit: int = 3) -> list[str]:
         """Up to `limit` local names pointing at `digest`, read from refs/ (the truth: a
         ref restored by hand is not in the index's mirror), counting refs whose name is
-        no longer valid, as gc does."""
-        users: list[str] = []
+        no longer valid, as gc does. refs/ is read once per command (`rm` of many
+        hashes), and remove() keeps what it read current."""
+        if self._ref_users is None:
+            users: dict[str, list[str]] = {}
 
-        def damaged(name: str, _: BlobctlError) -> None:
-            if self.hash_in_ref_file(name) == digest:
-                users.append(name)
+            def damaged(name: str, _: BlobctlError) -> None:
+                found = self.hash_in_ref_file(name)
+                if found is not None:
+                    users.setdefault(found, []).append(name)
 
-        for name, target in self.iter_refs(on_damaged=damaged):
-            if target == digest:
-                users.append(name)
-            if len(users) >= limit:
-                break
-        return users[:limit]
+            for name, target in self.iter_refs(on_damaged=damaged):
+                users.setdefault(target, []).append(name)
+            self._ref_users = users
+        return self._ref_users.get(digest, [])[:limit]
 
     def _prune_empty_dirs(self, directory: Path, stop: Path) -> None:
         while directory != stop and stop in directory.parents:

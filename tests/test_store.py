@@ -419,10 +419,21 @@ def test_remove_object_respects_names_the_index_does_not_know(store):
         store.remove(digest[:8])
     (store.refs_dir / "restored" / "p").unlink()
     (store.refs_dir / "bad name").write_text(digest + "\n")
-    with pytest.raises(UsageError, match="still named by bad name"):
+    with Store(store.config) as later:  # refs/ is read once per command
+        with pytest.raises(UsageError, match="still named by bad name"):
+            later.remove(digest)
+        assert later.has_object(digest)
+        assert later.remove(digest, force=True).kind == "object"
+
+
+def test_remove_reads_refs_once_and_sees_the_names_it_removed(store):
+    """`rm NAME HASH` in one command: the name removed first no longer keeps the object."""
+    digest = store.put_stream(io.BytesIO(b"named once")).digest
+    store.bind("only/name", digest)
+    with pytest.raises(UsageError, match="still named by only/name"):
         store.remove(digest)
-    assert store.has_object(digest)
-    assert store.remove(digest, force=True).kind == "object"
+    assert store.remove("only/name").kind == "name"
+    assert store.remove(digest).kind == "object"
 
 
 def test_bind_many_refuses_a_name_clashing_with_another_of_the_same_batch(store):
