@@ -21,8 +21,9 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import quote
 
-from blobctl import codec
+from blobctl import codec, keys
 from blobctl.errors import BlobctlError, IntegrityError
 from blobctl.gc import name_protections
 
@@ -110,9 +111,9 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
     protection = name_protections(store)
     def bad_ref(name: str, exc: BlobctlError) -> None:
         """A ref holding no hash goes to quarantine; one holding a hash under a name that
-        is no longer valid keeps its object (gc honours it) until its owner renames it."""
-        holds_none = store.hash_in_ref_file(name) is None
-        report("bad_ref", name, exc.message, store.refs_dir / name if holds_none else None)
+        is no longer valid keeps its object (gc honours it) until its owner renames it,
+        and one that cannot be read stays too."""
+        report("bad_ref", name, exc.message, store.refs_dir / name if _holds_no_hash(store, name) else None)
 
     for name, digest in store.iter_refs(on_damaged=bad_ref):
         refs[name] = digest
@@ -146,10 +147,14 @@ def _repair(store, problems: list[Problem], to_quarantine: list[tuple[int, Path]
         if path.is_relative_to(store.objects_dir):  # an object keeps its hash as its name
             flat = str(path.relative_to(store.objects_dir)).replace(os.sep, "")
         else:
-            flat = "ref-" + str(path.relative_to(store.refs_dir)).replace(os.sep, "%")
+            flat = "ref-" + quote(str(path.relative_to(store.refs_dir)), safe="")
         try:
-            with store.index.transaction():  # a concurrent put sees the object or nothing
-                os.replace(path, quarantine / f"{flat}.{stamp}")
+            with store.index.transaction():  # a concurrent put or bind sees the file or nothing
+                if path.is_relative_to(store.refs_dir) and not _holds_no_hash(store, problems[position].key):
+                    problems[position] = replace(problems[position],
+                                                 detail=f"{problems[position].detail}; bound again since")
+                    continue
+                os.replace(path, _free_name(quarantine / f"{flat}.{stamp}"))
         except OSError as exc:
             problems[position] = replace(problems[position],
                                          detail=f"{problems[position].detail}; not moved: {exc}")
@@ -161,6 +166,35 @@ def _repair(store, problems: list[Problem], to_quarantine: list[tuple[int, Path]
     for position, problem in enumerate(problems):
         if problem.kind in METADATA_KINDS:
             problems[position] = replace(problem, repaired=True)
+
+
+def _holds_no_hash(store, name: str) -> bool:
+    """Whether the file refs/`name` (not followed if a symlink) could be read and holds no
+    hash: only then may fsck move it aside."""
+    try:
+        fd = os.open(store.refs_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        content = os.read(fd, keys.MAX_REF_BYTES + 1)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    try:
+        keys.parse_ref(content, name)
+    except BlobctlError:
+        return True
+    return False
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `path` with a number added if that is taken: quarantine deletes nothing."""
+    candidate, number = path, 0
+    while os.path.lexists(candidate):
+        number += 1
+        candidate = path.with_name(f"{path.name}.{number}")
+    return candidate
 
 
 def _refetch(store, problems: list[Problem], to_refetch: list[tuple[int, str]]) -> None:

@@ -99,7 +99,13 @@ def test_repair_quarantines_a_ref_holding_no_hash_and_rm_removes_one(blobctl, ob
     assert code == 4 and problems == [("bad_ref", "old name"), ("bad_ref", "sub/garbled")]
     assert {p["key"]: p["repaired"] for p in report["problems"]} == {"old name": False, "sub/garbled": True}
     assert not (store_dir / "refs" / "sub" / "garbled").exists() and (store_dir / "refs" / "old name").exists()
-    assert [p.read_text() for p in (store_dir / "quarantine").glob("ref-sub%garbled.*")] == ["not a hash\n"]
+    assert [p.read_text() for p in (store_dir / "quarantine").glob("ref-sub%2Fgarbled.*")] == ["not a hash\n"]
+    (store_dir / "refs" / "a").mkdir()  # two refs whose flattened names could meet: both kept
+    (store_dir / "refs" / "a" / "b").write_text("one\n")
+    (store_dir / "refs" / "a%2Fb").write_text("two\n")
+    (store_dir / "refs" / "a%b").write_text("three\n")
+    assert fsck(blobctl, "--repair")[0] == 4  # 'old name' remains
+    assert sorted(p.read_text() for p in (store_dir / "quarantine").glob("ref-a*")) == ["one\n", "three\n", "two\n"]
     (store_dir / "refs" / "n1").write_text("garbage again\n")
     assert blobctl("rm", "n1").code == 0 and not (store_dir / "refs" / "n1").exists()
     assert blobctl("rm", "n1").code == 3
@@ -132,3 +138,23 @@ def test_table_output_and_exit_code(blobctl, objects, store_dir):
     assert result.code == 4
     assert "bad_object" in result.text and objects["n2"] in result.text
     assert "2 problems, 2 remaining" in result.err
+
+
+def test_repair_leaves_a_ref_bound_again_after_the_check(store_dir, objects, monkeypatch):
+    """The check reads refs/ long before the repair moves anything: a name fixed by its
+    owner meanwhile (rm, then put --name) must not be quarantined."""
+    from blobctl import fsck as fsck_module
+
+    (store_dir / "refs" / "fixed").write_text("not a hash\n")
+    with Store(Config.load(str(store_dir))) as store:
+        real_all_names = store.index.all_names
+
+        def rebound_meanwhile():  # runs after the refs were read
+            (store_dir / "refs" / "fixed").write_text(objects["n2"] + "\n")
+            return real_all_names()
+
+        monkeypatch.setattr(store.index, "all_names", rebound_meanwhile)
+        report = fsck_module.check(store, repair=True)
+    (problem,) = [p for p in report.problems if p.kind == "bad_ref"]
+    assert not problem.repaired and "bound again since" in problem.detail
+    assert (store_dir / "refs" / "fixed").read_text() == objects["n2"] + "\n"
