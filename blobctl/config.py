@@ -211,14 +211,13 @@ class ConfigFile:
 
     def _mount_line(self, position: int) -> int | None:
         """The line where the mount entry at `position` starts: its `[[mounts]]` header,
-        or, in the inline form `mounts = [{...}, ...]` (as `mount` writes it), the line of
-        its `prefix`."""
-        headers = [m.start() for m in re.finditer(r"^[ \t]*\[\[[ \t]*mounts[ \t]*\]\]", self.text, re.MULTILINE)]
-        if not headers:
-            inline = re.search(r"^[ \t]*mounts[ \t]*=", self.text, re.MULTILINE)
-            headers = [m.start() for m in re.finditer(r"\bprefix[ \t]*=", self.text[inline.start():])] if inline else []
-            headers = [inline.start() + offset for offset in headers]
-        return self.text.count("\n", 0, headers[position]) + 1 if position < len(headers) else None
+        or, in the inline form `mounts = [{...}, ...]` (as `mount` writes it), its `{`."""
+        starts = [m.start() for m in re.finditer(r"^[ \t]*\[\[[ \t]*mounts[ \t]*\]\]", self.text, re.MULTILINE)]
+        inline = re.search(r"^[ \t]*mounts[ \t]*=", self.text, re.MULTILINE)
+        if not starts and inline:
+            starts = [inline.start() + m.end() - 1
+                      for m in re.finditer(r"[\[,]\s*\{", self.text[inline.start():])]
+        return self.text.count("\n", 0, starts[position]) + 1 if position < len(starts) else None
 
     def error(self, key: str, message: str, hint: str | None = None, *, line: int | None = None) -> ConfigError:
         """A ConfigError naming this file and the line where `key` is set (or `line`)."""

@@ -104,6 +104,8 @@ def test_mounts_parse_and_validate(store_dir):
      "team/ is mounted twice"),
     ('mounts = [\n    { prefix = "a/", remote = "/r" },\n    { prefix = "b/", remote = "ftp://x" },\n]\n', 3,
      "mount 'b/'"),
+    ('mounts = [\n    { remote = "/r" },\n    { prefix = "b/", remote = "/q" },\n]\n', 2,
+     "malformed"),
 ])
 def test_a_bad_mount_entry_is_named_at_its_own_line(store_dir, text, line, needle):
     """Each entry of several, in either TOML form (`mount` writes the inline one); two
