@@ -254,7 +254,8 @@ class Overlay:
     def _upload_object(self, backend: Backend, digest: str) -> tuple[bool, int]:
         """Upload one local object unless the remote has a sound copy: (uploaded?, stored
         bytes). The local object is checked first (as a local get checks it), since the
-        remote's copy is what every other store will read. A copy the remote already has
+        remote's copy is what every other store will read; a damaged one fails the push
+        unless the remote has a sound copy already. A copy the remote already has
         is downloaded and verified, whatever its size (bit rot keeps the size), and
         replaced if it is damaged: a name must not be marked pushed over a copy that
         cannot be read, or gc would evict the only good one. An object gc evicted
@@ -268,7 +269,13 @@ class Overlay:
         key = keys.object_key(digest)
         with handle:
             size = os.fstat(handle.fileno()).st_size
-            codec.decode(handle, lambda chunk: None, digest, label=digest, rehash=self.store.rehash_reads)
+            try:
+                codec.decode(handle, lambda chunk: None, digest, label=digest, rehash=self.store.rehash_reads)
+            except IntegrityError as exc:
+                if not (backend.exists(key) and self._sound_on(backend, digest)):
+                    raise
+                warn(f"{exc.message}; {backend.url} has a sound copy, which 'blobctl fsck --repair' fetches")
+                return False, size
             handle.seek(0)
             if backend.write(key, handle, size, if_absent=True):
                 return True, size

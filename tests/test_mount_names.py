@@ -293,6 +293,12 @@ def test_push_refuses_a_damaged_local_object(team, size):
     assert not (Path(team.remote) / "objects" / sha(data)[:2] / sha(data)[2:]).exists()
     assert not (Path(team.remote) / "refs" / "x").exists()
     assert json.loads(run("mount", "--json").out)[0]["unpushed"] == 1
+    publish(team("other"), {"team/y": data})  # now the remote has a sound copy: push goes on
+    pushed = run("push", "--json")
+    assert pushed.code == 0 and "sound copy" in pushed.err
+    assert json.loads(pushed.out)[0]["skipped"] == 1 and (Path(team.remote) / "refs" / "x").is_file()
+    run("fsck", "--repair", check=True)
+    assert run("get", "team/x", check=True).out == data
 
 
 def test_umount_says_which_names_it_leaves_unreadable(team):
