@@ -86,6 +86,11 @@ class IndexUnreadable(Exception):
     """The index file is not a usable SQLite database (the store rebuilds it)."""
 
 
+class IndexReadOnly(BlobctlError):
+    """The index cannot be written by this user (a read-only file system, another
+    user's store): commands that only read go on."""
+
+
 def index_failure(exc: sqlite3.Error, action: str, path: Path) -> BlobctlError:
     """One clear line for an SQLite failure on the index: busy, full, unwritable or else."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
@@ -96,8 +101,8 @@ def index_failure(exc: sqlite3.Error, action: str, path: Path) -> BlobctlError:
         return BlobctlError(f"cannot {action} the index {path}: no space left on device",
                             "free space on that disk")
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
-        return BlobctlError(f"cannot {action} the index {path}: {exc}",
-                            "this needs write access to the store")
+        return IndexReadOnly(f"cannot {action} the index {path}: {exc}",
+                             "this needs write access to the store")
     return BlobctlError(f"cannot {action} the index {path}: {exc}")
 
 

@@ -31,7 +31,7 @@ from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, Partial
 from blobctl.encoder import Encoder, InputFile, Pending, WorkerProcesses
 from blobctl.fsutil import (SlicedWriter, Syncer, atomic_write, descriptor_named, discard_file, is_regular_file,
                              make_dirs, regular_file_size, temp_path, write_new_file)
-from blobctl.index import Index, IndexUnreadable, ObjectRow
+from blobctl.index import Index, IndexReadOnly, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
 
@@ -218,7 +218,8 @@ class Store:
     def close(self) -> None:
         """Commit counters and access times, and make everything this command wrote
         durable. Statistics never fail a command whose work is done: a store this user
-        may only read (another user's, a read-only file system) still serves gets."""
+        may only read (another user's, a read-only file system) still serves gets, and
+        says nothing of the statistics it cannot keep (no gc runs there either)."""
         try:
             if self._overlay is not None:
                 self._overlay.close()
@@ -227,6 +228,8 @@ class Store:
                     with self.index.transaction():
                         self.index.bump(self._counters)
                         self._commit_accesses()
+                except IndexReadOnly:
+                    pass
                 except BlobctlError as exc:
                     warn(f"counters and access times not recorded: {exc.message}")
                 self._counters = {}
