@@ -383,6 +383,11 @@ class Config:
         if any(m.prefix == mount.prefix for m in self.mounts):
             raise UsageError(f"{mount.prefix or '(empty prefix)'!s} is already mounted",
                              f"unmount it first: blobctl umount '{mount.prefix}'")
+        same = next((m for m in self.mounts if m.remote.rstrip("/") == mount.remote.rstrip("/")), None)
+        if same is not None:  # 'team/x' under team/ and 'x' under '' would be one remote ref
+            raise UsageError(f"{mount.remote} is already mounted at {same.prefix or repr('')}",
+                             "its refs/ cannot hold the names of two prefixes apart; "
+                             f"unmount it first: blobctl umount '{same.prefix}'")
         self.store_file.mounts.append(mount)
         self.store_file.save()
         return mount

@@ -217,6 +217,8 @@ def test_mount_errors(blobctl, store_dir):
     assert blobctl("mount", "../x", "/tmp").code == EXIT_USAGE
     blobctl("mount", "x", "/tmp/somewhere", check=True)
     assert blobctl("mount", "x/", "/tmp/other").code == EXIT_USAGE  # already mounted
+    twice = blobctl("mount", "y", "/tmp/somewhere/")  # one remote's refs/ cannot serve two prefixes
+    assert twice.code == EXIT_USAGE and "already mounted at x/" in twice.err
     assert blobctl("umount", "nope").code == EXIT_NOT_FOUND
     assert blobctl("umount", "x", check=True).code == 0
     assert blobctl("push").code == EXIT_NOT_FOUND  # nothing mounted
