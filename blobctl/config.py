@@ -216,7 +216,7 @@ class ConfigFile:
         inline = re.search(r"^[ \t]*mounts[ \t]*=", self.text, re.MULTILINE)
         if not starts and inline:
             starts = [inline.start() + m.end() - 1
-                      for m in re.finditer(r"[\[,]\s*\{", self.text[inline.start():])]
+                      for m in re.finditer(r"[\[,](?:\s|#[^\n]*)*\{", self.text[inline.start():])]
         return self.text.count("\n", 0, starts[position]) + 1 if position < len(starts) else None
 
     def error(self, key: str, message: str, hint: str | None = None, *, line: int | None = None) -> ConfigError:
@@ -377,15 +377,16 @@ class Config:
     def add_mount(self, prefix: str, remote: str, *, read_only: bool) -> Mount:
         """Record a mount in the store's config (after the existing ones: mount order)."""
         from blobctl import keys
-        from blobctl.backends import check_url
+        from blobctl.backends import check_url, remote_identity
+        from blobctl.backends.common import mask_url
 
         mount = Mount(normalize_prefix(keys.validate_prefix(prefix)), check_url(remote), read_only)
         if any(m.prefix == mount.prefix for m in self.mounts):
             raise UsageError(f"{mount.prefix or '(empty prefix)'!s} is already mounted",
                              f"unmount it first: blobctl umount '{mount.prefix}'")
-        same = next((m for m in self.mounts if m.remote.rstrip("/") == mount.remote.rstrip("/")), None)
+        same = next((m for m in self.mounts if remote_identity(m.remote) == remote_identity(mount.remote)), None)
         if same is not None:  # 'team/x' under team/ and 'x' under '' would be one remote ref
-            raise UsageError(f"{mount.remote} is already mounted at {same.prefix or repr('')}",
+            raise UsageError(f"{mask_url(mount.remote)} is already mounted at {same.prefix or repr('')}",
                              "its refs/ cannot hold the names of two prefixes apart; "
                              f"unmount it first: blobctl umount '{same.prefix}'")
         self.store_file.mounts.append(mount)

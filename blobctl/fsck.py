@@ -17,6 +17,7 @@ Problem kinds (stable, for --json):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, replace
@@ -146,13 +147,16 @@ def _repair(store, problems: list[Problem], to_quarantine: list[tuple[int, Path]
     for position, path in to_quarantine:
         if path.is_relative_to(store.objects_dir):  # an object keeps its hash as its name
             flat = str(path.relative_to(store.objects_dir)).replace(os.sep, "")
-        else:
-            flat = "ref-" + quote(str(path.relative_to(store.refs_dir)), safe="")
+        else:  # '%' always encoded, so the name is the ref's; too long for a file name: hashed
+            flat = "ref-" + quote(str(path.relative_to(store.refs_dir)), safe="=+@,")
+            if len(flat.encode()) > 200:
+                flat = "ref-" + hashlib.sha256(flat.encode()).hexdigest()
         try:
             with store.index.transaction():  # a concurrent put or bind sees the file or nothing
                 if path.is_relative_to(store.refs_dir) and not _holds_no_hash(store, problems[position].key):
-                    problems[position] = replace(problems[position],
-                                                 detail=f"{problems[position].detail}; bound again since")
+                    gone = not os.path.lexists(path)
+                    problems[position] = replace(problems[position], repaired=gone, detail=(
+                        f"{problems[position].detail}; {'removed' if gone else 'bound again'} since"))
                     continue
                 os.replace(path, _free_name(quarantine / f"{flat}.{stamp}"))
         except OSError as exc:
@@ -169,10 +173,13 @@ def _repair(store, problems: list[Problem], to_quarantine: list[tuple[int, Path]
 
 
 def _holds_no_hash(store, name: str) -> bool:
-    """Whether the file refs/`name` (not followed if a symlink) could be read and holds no
-    hash: only then may fsck move it aside."""
+    """Whether refs/`name` is a symlink (a damaged one: iter_refs reads the good ones) or
+    a file that could be read and holds no hash: only then may fsck move it aside."""
+    path = store.refs_dir / name
+    if path.is_symlink():
+        return True
     try:
-        fd = os.open(store.refs_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:

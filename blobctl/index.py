@@ -87,8 +87,8 @@ class IndexUnreadable(Exception):
 
 
 class IndexReadOnly(BlobctlError):
-    """The index cannot be written by this user (a read-only file system, another
-    user's store): commands that only read go on."""
+    """The index was opened read-only (a read-only file system, another user's store):
+    commands that only read go on."""
 
 
 def index_failure(exc: sqlite3.Error, action: str, path: Path) -> BlobctlError:
@@ -101,8 +101,8 @@ def index_failure(exc: sqlite3.Error, action: str, path: Path) -> BlobctlError:
         return BlobctlError(f"cannot {action} the index {path}: no space left on device",
                             "free space on that disk")
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
-        return IndexReadOnly(f"cannot {action} the index {path}: {exc}",
-                             "this needs write access to the store")
+        kind = IndexReadOnly if getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_READONLY else BlobctlError
+        return kind(f"cannot {action} the index {path}: {exc}", "this needs write access to the store")
     return BlobctlError(f"cannot {action} the index {path}: {exc}")
 
 

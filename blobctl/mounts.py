@@ -272,7 +272,11 @@ class Overlay:
             try:
                 codec.decode(handle, lambda chunk: None, digest, label=digest, rehash=self.store.rehash_reads)
             except IntegrityError as exc:
-                if not (backend.exists(key) and self._sound_on(backend, digest)):
+                try:
+                    sound = backend.exists(key) and self._sound_on(backend, digest)
+                except RemoteError:  # the damage here is what to report
+                    sound = False
+                if not sound:
                     raise
                 warn(f"{exc.message}; {backend.url} has a sound copy, which 'blobctl fsck --repair' fetches")
                 return False, size

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from blobctl import codec, keys, pins, racehooks, stats
 from blobctl.config import Config, Mount
-from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError,
+from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError, RemoteError,
                             UsageError, from_os_error, warn)
 from blobctl.encoder import Encoder, InputFile, Pending, WorkerProcesses
 from blobctl.fsutil import (SlicedWriter, Syncer, atomic_write, descriptor_named, discard_file, is_regular_file,
@@ -667,11 +667,16 @@ class Store:
                 return Resolved(digest, key)
         if keys.is_hash_prefix(key) and (found := self._resolve_prefix(key)) is not None:
             return found
+        hex_key = key.lower()  # if no name spells it: an upper-case hash or prefix, as some tools print them
         if name_error is None and self.overlay is not None:
-            digest = self.overlay.resolve_name(key)
+            try:
+                digest = self.overlay.resolve_name(key)
+            except RemoteError:
+                if not keys.is_hash_prefix(hex_key):
+                    raise
+                digest = None  # an unreachable mount does not stop a local hash
             if digest is not None:
                 return Resolved(digest, key)
-        hex_key = key.lower()  # no name spells it: an upper-case hash or prefix, as some tools print them
         if hex_key != key and keys.is_full_hash(hex_key):
             return Resolved(hex_key)
         if hex_key != key and keys.is_hash_prefix(hex_key) and (found := self._resolve_prefix(hex_key)) is not None:
@@ -943,8 +948,9 @@ class Store:
         pin = self.pins_dir / resolved.digest
         path = self.object_path(resolved.digest)
         with self.index.transaction():
-            if not force:  # again under the lock: a name bound or a pin made since the scan
-                users = users or self.index.names_of(resolved.digest, limit=3)
+            if not force:  # again under the lock: a name bound, moved or removed since the scan
+                users = [name for name in users if self.hash_in_ref_file(name) == resolved.digest] \
+                    or self.index.names_of(resolved.digest, limit=3)
                 if users:
                     raise UsageError(f"object {resolved.digest[:12]} is still named by {', '.join(users)}",
                                      "remove the names first, or pass --force")

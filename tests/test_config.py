@@ -106,6 +106,8 @@ def test_mounts_parse_and_validate(store_dir):
      "mount 'b/'"),
     ('mounts = [\n    { remote = "/r" },\n    { prefix = "b/", remote = "/q" },\n]\n', 2,
      "malformed"),
+    ('mounts = [\n  # shared ones\n  {prefix = "a", remote = "/x"},  # team\n  {prefix = "b", remote = "/y", typo = 1},\n]\n',
+     4, "malformed"),
 ])
 def test_a_bad_mount_entry_is_named_at_its_own_line(store_dir, text, line, needle):
     """Each entry of several, in either TOML form (`mount` writes the inline one); two

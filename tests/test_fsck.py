@@ -158,3 +158,35 @@ def test_repair_leaves_a_ref_bound_again_after_the_check(store_dir, objects, mon
     (problem,) = [p for p in report.problems if p.kind == "bad_ref"]
     assert not problem.repaired and "bound again since" in problem.detail
     assert (store_dir / "refs" / "fixed").read_text() == objects["n2"] + "\n"
+
+
+def test_repair_moves_symlinked_and_long_named_bad_refs(blobctl, objects, store_dir, tmp_path):
+    """A ref that is a symlink leading out of refs/ (or nowhere) is damaged: it goes to
+    quarantine, not followed; a long valid name still fits a quarantine file name."""
+    outside = tmp_path / "outside"
+    outside.write_text("not ours\n")
+    (store_dir / "refs" / "evil").symlink_to(outside)
+    (store_dir / "refs" / "dangling").symlink_to(tmp_path / "nothing")
+    long_name = "data/" + ",".join(["k=v"] * 40)
+    (store_dir / "refs" / "data").mkdir()
+    (store_dir / "refs" / long_name).write_text("garbage\n")
+    code, problems, report = fsck(blobctl, "--repair")
+    assert [p["repaired"] for p in report["problems"] if p["kind"] == "bad_ref"] == [True, True, True]
+    assert fsck(blobctl)[0] == 0 and outside.read_text() == "not ours\n"
+    assert len(list((store_dir / "quarantine").glob("ref-*"))) == 3
+
+
+def test_repair_counts_a_bad_ref_removed_after_the_check_as_repaired(store_dir, objects, monkeypatch):
+    from blobctl import fsck as fsck_module
+
+    (store_dir / "refs" / "gone").write_text("not a hash\n")
+    with Store(Config.load(str(store_dir))) as store:
+        real_all_names = store.index.all_names
+
+        def removed_meanwhile():
+            (store_dir / "refs" / "gone").unlink()
+            return real_all_names()
+
+        monkeypatch.setattr(store.index, "all_names", removed_meanwhile)
+        report = fsck_module.check(store, repair=True)
+    assert [(p.key, p.repaired) for p in report.problems if p.kind == "bad_ref"] == [("gone", True)]

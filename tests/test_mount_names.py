@@ -167,6 +167,11 @@ def test_a_mounted_name_in_upper_case_hex_is_a_name_not_a_hash(blobctl, tmp_path
     refused = run("rm", local[:6].upper())
     assert refused.code == 3 and "comes from a mount" in refused.err
     assert run("get", local[:8].upper(), check=True).out == b"local content"  # no name spells this one
+    down = store_runner(blobctl, tmp_path / "offline", {})
+    down("put", "-", input=b"local content", check=True)
+    down("mount", "", "http://127.0.0.1:9/nothing-listens-here", check=True)
+    assert down("get", local.upper(), check=True).out == b"local content"  # a dead mount does not hide it
+    assert down("get", "Plain").code == 5  # not hex: only a name, and the mount that may hold it is down
 
 
 def test_a_read_only_catch_all_mount_neither_blocks_nor_fails_a_push(blobctl, tmp_path, remotes):

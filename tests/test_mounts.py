@@ -217,8 +217,13 @@ def test_mount_errors(blobctl, store_dir):
     assert blobctl("mount", "../x", "/tmp").code == EXIT_USAGE
     blobctl("mount", "x", "/tmp/somewhere", check=True)
     assert blobctl("mount", "x/", "/tmp/other").code == EXIT_USAGE  # already mounted
-    twice = blobctl("mount", "y", "/tmp/somewhere/")  # one remote's refs/ cannot serve two prefixes
-    assert twice.code == EXIT_USAGE and "already mounted at x/" in twice.err
+    for spelling in ("/tmp/somewhere/", "file:///tmp/somewhere", "/tmp/../tmp/somewhere"):
+        twice = blobctl("mount", "y", spelling)  # one remote's refs/ cannot serve two prefixes
+        assert twice.code == EXIT_USAGE and "already mounted at x/" in twice.err
+    blobctl("mount", "web", "https://user:s3cret@example.com/r/", check=True)
+    twice = blobctl("mount", "web2", "https://EXAMPLE.com/r")
+    assert twice.code == EXIT_USAGE and "already mounted at web/" in twice.err and "s3cret" not in twice.err
+    blobctl("umount", "web", check=True)
     assert blobctl("umount", "nope").code == EXIT_NOT_FOUND
     assert blobctl("umount", "x", check=True).code == 0
     assert blobctl("push").code == EXIT_NOT_FOUND  # nothing mounted

@@ -426,6 +426,20 @@ def test_remove_object_respects_names_the_index_does_not_know(store):
         assert later.remove(digest, force=True).kind == "object"
 
 
+def test_remove_checks_the_names_it_read_again_under_the_lock(store):
+    """refs/ is read once per command; a name another command removed meanwhile no
+    longer keeps the object, and one bound meanwhile does."""
+    first, second, third = (store.put_stream(io.BytesIO(data)).digest for data in (b"1", b"2", b"3"))
+    store.bind("n2", second)
+    assert store.remove(first).kind == "object"  # reads refs/ now
+    with Store(store.config) as other:
+        other.remove("n2")
+        other.bind("n3", third)
+    assert store.remove(second).kind == "object"
+    with pytest.raises(UsageError, match="still named by n3"):
+        store.remove(third)
+
+
 def test_remove_reads_refs_once_and_sees_the_names_it_removed(store):
     """`rm NAME HASH` in one command: the name removed first no longer keeps the object."""
     digest = store.put_stream(io.BytesIO(b"named once")).digest

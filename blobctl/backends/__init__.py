@@ -45,6 +45,20 @@ def check_url(url: str) -> str:
     return url
 
 
+def remote_identity(url: str) -> str:
+    """What a remote URL names, so that two spellings of one remote compare equal: a
+    directory by its real path (plain or file://), any other by scheme, host (no
+    credentials, lower case) and path (no trailing '/')."""
+    import urllib.parse
+
+    scheme = url_scheme(url)
+    if scheme in ("", "file"):
+        path = url if scheme == "" else urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+        return os.path.realpath(os.path.expanduser(path))
+    parts = urllib.parse.urlsplit(url)
+    return f"{scheme}://{parts.netloc.rpartition('@')[2].lower()}{parts.path.rstrip('/')}"
+
+
 def open_backend(url: str, settings: RemoteSettings, *, read_only: bool = False) -> Backend:
     """The backend for `url`; UsageError for an unknown scheme."""
     module_name, class_name = _REGISTRY[url_scheme(check_url(url))]
