@@ -175,19 +175,11 @@ def _repair(store, problems: list[Problem], to_quarantine: list[tuple[int, Path]
 def _holds_no_hash(store, name: str) -> bool:
     """Whether refs/`name` is a symlink (a damaged one: iter_refs reads the good ones) or
     a file that could be read and holds no hash: only then may fsck move it aside."""
-    path = store.refs_dir / name
-    if path.is_symlink():
+    if (store.refs_dir / name).is_symlink():
         return True
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+    content = store.ref_file_content(name)
+    if content is None:
         return False
-    try:
-        content = os.read(fd, keys.MAX_REF_BYTES + 1)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
     try:
         keys.parse_ref(content, name)
     except BlobctlError:

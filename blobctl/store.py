@@ -602,20 +602,30 @@ class Store:
             raise from_os_error(exc, f"read name {name!r} at", path) from exc
         return keys.parse_ref(data, f"{name!r} ({path})")
 
-    def hash_in_ref_file(self, relative: str) -> str | None:
-        """The hash a file under refs/ holds, whatever its name (one made by an older
-        blobctl under a rule since tightened, say), or None if it holds none. Not
-        following symlinks: the file is only read to keep its object from gc."""
+    def ref_file_content(self, relative: str) -> bytes | None:
+        """The bytes of a file under refs/ (up to one more than a ref may hold), whatever
+        its name, or None if it cannot be read. Not following symlinks: such a file is
+        read only to keep its object from gc, or to move it aside (fsck)."""
         try:
             fd = os.open(self.refs_dir / relative, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return None
         try:
-            return keys.parse_ref(os.read(fd, keys.MAX_REF_BYTES + 1), relative)
-        except (OSError, BlobctlError):
+            return os.read(fd, keys.MAX_REF_BYTES + 1)
+        except OSError:
             return None
         finally:
             os.close(fd)
+
+    def hash_in_ref_file(self, relative: str) -> str | None:
+        """The hash a file under refs/ holds, whatever its name (one made by an older
+        blobctl under a rule since tightened, say), or None if it holds none or cannot
+        be read (see ref_file_content)."""
+        content = self.ref_file_content(relative)
+        try:
+            return None if content is None else keys.parse_ref(content, relative)
+        except BlobctlError:
+            return None
 
     def iter_refs(self, prefix: str = "", on_damaged: Callable[[str, BlobctlError], object]
                   | None = None) -> Iterator[tuple[str, str]]:
