@@ -399,6 +399,8 @@ def test_counters_and_totals(store):
 
 
 def test_remove_name_and_object(store):
+    """In one command (one Store, which reads refs/ once): the name removed first no
+    longer keeps the object."""
     digest = store.put_stream(io.BytesIO(b"abc")).digest
     store.bind("a/b", digest)
     with pytest.raises(UsageError, match="still named"):
@@ -438,16 +440,6 @@ def test_remove_checks_the_names_it_read_again_under_the_lock(store):
     assert store.remove(second).kind == "object"
     with pytest.raises(UsageError, match="still named by n3"):
         store.remove(third)
-
-
-def test_remove_reads_refs_once_and_sees_the_names_it_removed(store):
-    """`rm NAME HASH` in one command: the name removed first no longer keeps the object."""
-    digest = store.put_stream(io.BytesIO(b"named once")).digest
-    store.bind("only/name", digest)
-    with pytest.raises(UsageError, match="still named by only/name"):
-        store.remove(digest)
-    assert store.remove("only/name").kind == "name"
-    assert store.remove(digest).kind == "object"
 
 
 def test_bind_many_refuses_a_name_clashing_with_another_of_the_same_batch(store):
