@@ -62,6 +62,9 @@ class _BatchNames(NamedTuple):
     directories: AbstractSet[str]
 
 
+_NO_BATCH = _BatchNames(frozenset(), frozenset())  # a single bind: nothing staged beside it
+
+
 class _StagedRef(NamedTuple):
     """A ref's content in a synced temp file, waiting to be renamed to `path`."""
 
@@ -518,7 +521,7 @@ class Store:
 
     # -- names --------------------------------------------------------------------------
     def check_bindable(self, name: str, *, from_remote: bool = False,
-                       batch: _BatchNames = _BatchNames(frozenset(), frozenset())) -> Path:
+                       batch: _BatchNames = _NO_BATCH) -> Path:
         """The ref path for `name`, or a UsageError saying why it cannot be bound: invalid,
         a full hash (names made before this rule still work), escaping through a symlink,
         clashing with another name (also one staged in the same `batch`, not in place
@@ -568,7 +571,7 @@ class Store:
                 discard_file(ref.temp)
 
     def _stage_ref(self, name: str, digest: str, *, from_remote: bool = False,
-                   batch: _BatchNames = _BatchNames(frozenset(), frozenset())) -> _StagedRef:
+                   batch: _BatchNames = _NO_BATCH) -> _StagedRef:
         """Write a ref's content to a temp file (the caller syncs it), ready to be renamed
         into place."""
         path = self.check_bindable(name, from_remote=from_remote, batch=batch)
