@@ -287,8 +287,9 @@ def test_s3_large_values_go_up_as_multipart(s3_remote):
     assert "-" not in obstore.head(store, f"{prefix}/objects/ab/small")["e_tag"]
 
 
-@pytest.mark.parametrize("port_fixture", ["closed_port", "silent_port"])
-def test_s3_dead_endpoint_fails_bounded(request, port_fixture):
+@pytest.mark.parametrize("port_fixture, reason", [("closed_port", "Connection refused"),
+                                                   ("silent_port", "timed out")])
+def test_s3_dead_endpoint_fails_bounded_and_says_why(request, port_fixture, reason):
     port = request.getfixturevalue(port_fixture)
     settings = RemoteSettings(timeout=1.0, retries=1, s3_endpoint=f"http://127.0.0.1:{port}",
                               s3_region="us-east-1", s3_access_key_id="k", s3_secret_access_key="s3cr3t-value")
@@ -296,6 +297,7 @@ def test_s3_dead_endpoint_fails_bounded(request, port_fixture):
     for action in (lambda: backend.exists("refs/x"), lambda: backend.open_read("refs/x")):
         error = assert_remote_error_soon(action)
         assert "s3cr3t-value" not in str(error) and "\n" not in str(error)
+        assert reason in str(error)
 
 
 # -- HTTP --------------------------------------------------------------------------------
@@ -308,6 +310,7 @@ def test_http_dead_server_fails_bounded_without_showing_credentials(request, por
         error = assert_remote_error_soon(action)
         assert "pa55word" not in str(error) and "alice" not in str(error)
         assert f"127.0.0.1:{port}/store/refs/x" in str(error)
+        assert ("Connection refused" if port_fixture == "closed_port" else "timed out") in str(error)
 
 
 def test_http_5xx_is_retried_then_fails(failing_http):

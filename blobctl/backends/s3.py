@@ -216,7 +216,14 @@ _REFUSED_CODES = frozenset({"AccessDenied", "SignatureDoesNotMatch", "InvalidAcc
 
 def short_reason(text: str) -> str:
     """obstore's message is a page of Rust debug output: keep its first line's last clause,
-    without the XML body it may end with, but with that body's S3 error code."""
+    without the XML body it may end with, but with that body's S3 error code. A timeout or
+    a refused connection, which that clause calls "error sending request", is named as
+    the HTTP backend names it."""
+    if re.search(r"\bkind: Timeout\b", text):
+        return "timed out"
+    os_error = re.search(r'\bOs \{\s*code: (\d+),.*?message: "([^"]*)"', text, re.S)
+    if os_error:
+        return f"[Errno {os_error.group(1)}] {os_error.group(2)}"
     first_line = text.split("\n", 1)[0]
     reason = (first_line.rpartition(" - ")[2].strip() or first_line).split(": <?xml", 1)[0]
     code = re.search(r"<Code>([^<]+)</Code>", text)
