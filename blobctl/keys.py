@@ -83,12 +83,15 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
-def parse_ref(content: bytes, where: str) -> str:
+#: What to do about a damaged local ref (a remote's: see mounts._read_remote_ref).
+LOCAL_REF_HINT = "run 'blobctl fsck' or re-bind the name with 'put --name'"
+
+
+def parse_ref(content: bytes, where: str, hint: str = LOCAL_REF_HINT) -> str:
     """The hash stored in a ref file (local or remote, so untrusted): '<64 hex>' + newline."""
     text = content.decode("ascii", "replace").strip()
     if len(content) > MAX_REF_BYTES or not is_full_hash(text):
-        raise IntegrityError(f"ref {where} is damaged: it does not hold a SHA-256 hash",
-                             "run 'blobctl fsck' or re-bind the name with 'put --name'")
+        raise IntegrityError(f"ref {where} is damaged: it does not hold a SHA-256 hash", hint)
     return text
 
 

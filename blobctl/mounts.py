@@ -508,4 +508,6 @@ def _known(name: str, digest: str, mount: Mount) -> _Entry:
 def _read_remote_ref(backend: Backend, mount: Mount, name: str) -> _Entry:
     """(name, the hash its ref on `mount` holds, mount)."""
     key = keys.ref_key(mount.remote_name(name))
-    return name, keys.parse_ref(backend.read_bytes(key), f"{key!r} on {backend.url}"), mount
+    # fsck checks only the local store: the ref is mended by pushing the name again
+    hint = f"bind {name!r} locally with 'put --name' and push it, or delete {key} on the remote"
+    return name, keys.parse_ref(backend.read_bytes(key), f"{key!r} on {backend.url}", hint), mount

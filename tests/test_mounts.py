@@ -275,6 +275,20 @@ def test_pull_falls_through_to_the_next_mount_when_one_sends_damaged_data(blobct
     assert user("get", "team/x", check=True).out == data
 
 
+def test_damaged_remote_ref_says_how_to_mend_it_on_the_remote(blobctl, tmp_path):
+    """fsck checks only the local store, so the hint for a remote's ref must not send
+    the user there."""
+    remote = tmp_path / "remote"
+    store_runner(blobctl, remote, {})("put", "--name", "x", "-", input=b"data", check=True)
+    (remote / "refs" / "x").write_bytes(b"not a hash\n")
+    user = store_runner(blobctl, tmp_path / "user", {})
+    user("mount", "team", remote, "--read-only", check=True)
+    result = user("get", "team/x")
+    assert result.code == EXIT_INTEGRITY
+    assert "'refs/x' on" in result.err and "is damaged" in result.err
+    assert "fsck" not in result.err and "push" in result.err and "delete refs/x on the remote" in result.err
+
+
 @pytest.mark.parametrize("damaged", [False, True], ids=["intact", "damaged"])
 def test_pull_streams_large_objects_through_verification(blobctl, tmp_path, damaged):
     """An object over mounts.VERIFY_WHOLE_MAX is verified by the worker while it streams."""
