@@ -101,5 +101,12 @@ def object_key(digest: str) -> str:
     return f"objects/{digest[:2]}/{digest[2:]}"
 
 
+def hash_of_object_key(key: str) -> str | None:
+    """The hash an object_key names; None for any other key (a stray file on a remote)."""
+    _, shard, rest = key.split("/", 2) if key.count("/") == 2 else ("", "", "")
+    digest = shard + rest
+    return digest if key == object_key(digest) and is_full_hash(digest) else None
+
+
 def ref_key(name: str) -> str:
     return f"refs/{name}"

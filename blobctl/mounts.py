@@ -136,6 +136,26 @@ class Overlay:
             raise failure
         return None
 
+    def match_prefix(self, prefix: str) -> tuple[list[str], list[str]]:
+        """(the hashes starting with `prefix` among the objects of every mount that can
+        list, the URLs of those that cannot: plain HTTP). Asked only once no local object
+        matched; RemoteError if a mount could not be asked and none of the others matched
+        (the object may be on that one)."""
+        found: set[str] = set()
+        unlisted: list[str] = []
+        failure = None
+        for mount in self.mounts:
+            backend = self.backend(mount)
+            try:
+                found.update(filter(None, map(keys.hash_of_object_key, backend.list(keys.object_key(prefix)))))
+            except UsageError:
+                unlisted.append(backend.url)
+            except RemoteError as exc:
+                failure = failure or exc
+        if failure is not None and not found:
+            raise failure
+        return sorted(found), unlisted
+
     def resolve_name(self, name: str) -> str | None:
         """The hash a mounted remote's ref gives for `name`, or None if no mount has it."""
         found = self._find_name(name)

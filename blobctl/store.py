@@ -697,6 +697,12 @@ class Store:
         if name_error is not None and not keys.is_hash_prefix(hex_key):
             raise name_error
         hint = "list names with 'blobctl ls' and objects with 'blobctl ls --objects'"
+        if keys.is_hash_prefix(hex_key) and self.overlay is not None:
+            remote_matches, unlisted = self.overlay.match_prefix(hex_key)
+            if (found := self._unique(hex_key, remote_matches)) is not None:
+                return found
+            if unlisted:
+                hint = f"{', '.join(unlisted)} cannot be searched by hash prefix: give the full hash"
         if len(key) < keys.MIN_PREFIX_LEN and keys.is_hex(hex_key):
             hint = f"a hash prefix needs at least {keys.MIN_PREFIX_LEN} hex digits; {hint}"
         raise NotFoundError(f"no object or name matches {key!r}", hint)
@@ -704,7 +710,12 @@ class Store:
     def _resolve_prefix(self, prefix: str) -> Resolved | None:
         """The local object whose hash starts with `prefix`, None if none does; UsageError
         if several do."""
-        matches = self.match_prefix(prefix)
+        return self._unique(prefix, self.match_prefix(prefix))
+
+    @staticmethod
+    def _unique(prefix: str, matches: list[str]) -> Resolved | None:
+        """The one hash of `matches` (those starting with `prefix`); None if there is
+        none, UsageError if there are several."""
         if len(matches) > 1:
             shown = ", ".join(m[:12] for m in matches[:5]) + (" …" if len(matches) > 5 else "")
             raise UsageError(f"hash prefix {prefix!r} is ambiguous: {len(matches)} objects match "

@@ -47,6 +47,10 @@ def test_hash_validation_and_prefixes():
     assert keys.is_hash_prefix("abcd") and not keys.is_hash_prefix("abc")
     assert not keys.is_hash_prefix("ABCD") and not keys.is_hash_prefix("abcd\n")
     assert keys.object_key(H) == f"objects/aa/{'a' * 62}"
+    assert keys.hash_of_object_key(keys.object_key(H)) == H
+    for stray in ["objects/aa", f"objects/aa/{'a' * 61}", f"objects/aa/{'a' * 62}/x", f"refs/aa/{'a' * 62}",
+                  f"objects/aaa/{'a' * 61}", f"objects/AA/{'A' * 62}"]:
+        assert keys.hash_of_object_key(stray) is None, stray
 
 
 def test_prefix_validation():

@@ -1,6 +1,7 @@
 """End-to-end mounts: put → push → a fresh store mounts the same remote → get, over a
 directory, nginx WebDAV and SeaweedFS S3; plus the faults a user will hit."""
 
+import itertools
 import json
 import os
 import shutil
@@ -70,6 +71,52 @@ def test_push_then_fresh_store_reads_through(blobctl, tmp_path, remote):
     assert stats["counters"]["local_hits"] == 1 and stats["counters"]["remote_hits"] == 2
     mount_row = json.loads(bob("mount", "--json").out)[0]
     assert mount_row["fetched_objects"] == 2 and mount_row["fetched_bytes"] > 9 << 20 // 2
+
+
+def test_hash_prefix_falls_through_to_mounts_that_can_list(blobctl, tmp_path, remote):
+    """A short hash someone printed resolves on the remote as a full hash does; plain
+    HTTP cannot be searched by prefix, and the error says so."""
+    url, env = remote
+    alice = store_runner(blobctl, tmp_path / "alice", env)
+    bob = store_runner(blobctl, tmp_path / "bob", env)
+    alice("mount", "team", url, check=True)
+    data = os.urandom(3000)
+    digest = alice("put", "--name", "team/x", "-", input=data, check=True).text.strip()
+    alice("push", check=True)
+    bob("mount", "team", url, check=True)
+    result = bob("get", digest[:8])
+    if url.startswith("http"):
+        assert result.code == EXIT_NOT_FOUND and "cannot be searched by hash prefix" in result.err
+        return
+    assert result.code == 0 and result.out == data
+    assert bob("get", digest[:8].upper(), check=True).out == data  # now local
+    assert bob("get", "0000" if not digest.startswith("0000") else "ffff").code == EXIT_NOT_FOUND
+
+
+def test_hash_prefix_on_a_remote_can_be_ambiguous_or_unanswered(blobctl, tmp_path):
+    remote = tmp_path / "remote"
+    alice = store_runner(blobctl, remote, {})
+    seen: dict[str, bytes] = {}
+    for i in itertools.count():  # two contents whose hashes share 4 hex digits
+        data = b"%d" % i
+        if (first := seen.setdefault(sha(data)[:4], data)) is not data:
+            break
+    for content in (first, data):
+        alice("put", "-", input=content, check=True)
+    bob = store_runner(blobctl, tmp_path / "bob", {})
+    bob("mount", "team", remote, "--read-only", check=True)
+    ambiguous = bob("get", sha(data)[:4])
+    assert ambiguous.code == EXIT_USAGE and "ambiguous: 2 objects" in ambiguous.err
+    assert bob("get", sha(data)[:12], check=True).out == data
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bob_offline = store_runner(blobctl, tmp_path / "bob", {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "not-a-real-secret"})
+    bob_offline("mount", "far", "s3://bucket/x", check=True)
+    assert bob_offline("get", sha(data)[:12], check=True).out == data  # the other mount answers
+    unanswered = bob_offline("get", "ffffffff")  # the object may be on the one that cannot
+    assert unanswered.code == EXIT_REMOTE and "Connection refused" in unanswered.err
 
 
 def test_pull_prefix_for_offline_use(blobctl, tmp_path, remote):
