@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from blobctl import keys
-from blobctl.errors import warn
+from blobctl.errors import NotFoundError, warn
 from blobctl.fsutil import atomic_write
 
 #: The expiry of a pin that never expires.
@@ -20,10 +20,15 @@ FOREVER = None
 
 
 def pin(store, digest: str, ttl_seconds: float | None) -> int | None:
-    """Pin an object, for `ttl_seconds` or forever (None); returns the expiry in ns."""
+    """Pin a local object, for `ttl_seconds` or forever (None); returns the expiry in ns.
+    The object is looked for under the lock: a gc deleting it meanwhile must not leave a
+    pin of nothing, reported as done."""
     expires = FOREVER if ttl_seconds is None else time.time_ns() + int(ttl_seconds * 1e9)
     content = b"" if expires is FOREVER else str(expires).encode()
     with store.index.transaction():
+        if not store.has_object(digest):
+            raise NotFoundError(f"cannot pin {digest[:12]}: the object is not in the local store",
+                                f"fetch it first with: blobctl pull {digest}")
         atomic_write(store.pins_dir / keys.validate_hash(digest), store.tmp_dir,
                      lambda handle: handle.write(content), store.syncer)
     return expires

@@ -11,6 +11,7 @@ import pytest
 
 from blobctl import gc, pins
 from blobctl.config import Config
+from blobctl.errors import NotFoundError
 from blobctl.store import Store
 from tests.cache_helpers import backdate, put_bytes
 from tests.reliability import object_file
@@ -103,6 +104,16 @@ def test_pins_protect_until_they_expire(store, store_dir):
     plan = gc.plan(store, max_size=0)
     assert evicted(plan) == [expired, loose]
     assert reasons(plan) == {forever: "pinned", later: "pinned"}
+
+
+def test_pin_of_an_object_gone_meanwhile_fails_and_leaves_no_pin(store, store_dir):
+    """The CLI resolves the key before pin takes the lock: a gc may delete the object
+    in between, and the pin must then fail instead of pinning nothing."""
+    (digest,) = aged_objects(store, store_dir, 1)
+    store.object_path(digest).unlink()
+    with pytest.raises(NotFoundError, match="not in the local store"):
+        pins.pin(store, digest, None)
+    assert not (store_dir / "pins" / digest).exists()
 
 
 def test_unpin_makes_an_object_evictable_again(store, store_dir):

@@ -9,7 +9,7 @@ import typer
 from blobctl import render, units
 from blobctl.cli import app
 from blobctl.cli.common import JsonOption, complete_keys, open_store
-from blobctl.errors import EXIT_INTEGRITY, NotFoundError
+from blobctl.errors import EXIT_INTEGRITY
 from blobctl.render import Column
 
 KeyArgument = Annotated[str, typer.Argument(metavar="KEY", autocompletion=complete_keys,
@@ -108,9 +108,6 @@ def pin(
     ttl_seconds = None if ttl is None else units.parse_age(ttl)
     with open_store(ctx) as store:
         digest = store.resolve(key).digest
-        if not store.has_object(digest):
-            raise NotFoundError(f"cannot pin {key}: object {digest[:12]} is not in the local store",
-                                f"fetch it first with: blobctl pull {key}")
         expires = pins.pin(store, digest, ttl_seconds)
     until = "until unpinned" if expires is None else f"for {units.format_duration(ttl_seconds)}"
     render.message(f"pinned {digest} {until}")
