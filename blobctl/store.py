@@ -82,6 +82,11 @@ def _counting(emit: Callable[[memoryview], object], advance: Callable[[int], obj
     return counted
 
 
+def _not_a_regular_file(digest: str, path: Path, what: str) -> IntegrityError:
+    return IntegrityError(f"object {digest} is damaged: {path} is {what}",
+                          "run 'blobctl fsck --repair' to quarantine it")
+
+
 def _temps(batch: Iterable[Pending | BlobctlError]) -> list[str]:
     return [item.temp for item in batch if isinstance(item, Pending) and item.temp is not None]
 
@@ -280,11 +285,12 @@ class Store:
         except FileNotFoundError:
             return None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+                raise _not_a_regular_file(digest, path, "a symlink") from None
             raise from_os_error(exc, f"read object {digest}", path) from exc
         if not stat_module.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise IntegrityError(f"object {digest} is damaged: {path} is not a regular file",
-                                 "run 'blobctl fsck --repair' to quarantine it")
+            raise _not_a_regular_file(digest, path, "not a regular file")
         return os.fdopen(fd, "rb")
 
     def has_object(self, digest: str) -> bool:

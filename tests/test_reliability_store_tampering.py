@@ -53,6 +53,8 @@ def test_symlinks_in_the_store_are_refused_or_replaced(tmp_path):
                  ["put", "-"], ["stat", other_digest]):
         result = run_in(store, *args, input=other)
         assert result.code != 0 and data not in result.out and other not in result.out, (args, result)
+        if args[0] == "get":  # damage, as any other: exit 4 and the fsck hint
+            assert result.code == EXIT_INTEGRITY and "fsck" in result.err, result.err
         assert "Traceback" not in result.err
         assert "symlink" in result.err or "symbolic link" in result.err, result.err
         refused += 1
