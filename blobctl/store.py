@@ -593,7 +593,11 @@ class Store:
     def _commit_ref(self, staged: _StagedRef) -> None:
         """Rename a staged ref into place and mirror it (inside an index transaction)."""
         try:
-            os.replace(staged.temp, staged.path)
+            try:
+                os.replace(staged.temp, staged.path)
+            except FileNotFoundError:  # an rm of the last name under it pruned the directory
+                make_dirs(staged.path.parent, self.syncer)
+                os.replace(staged.temp, staged.path)
         except OSError as exc:
             raise from_os_error(exc, f"bind name {staged.name!r} at", staged.path) from exc
         self.index.set_name(staged.name, staged.digest)
@@ -970,6 +974,7 @@ class Store:
             with self.index.transaction():
                 path.unlink(missing_ok=True)
                 self.index.remove_name(resolved.name)
+            self.syncer.sync_dir_later(path.parent)
             if self._ref_users is not None and resolved.name in self._ref_users.get(resolved.digest, []):
                 self._ref_users[resolved.digest].remove(resolved.name)
             self._prune_empty_dirs(path.parent, self.refs_dir)

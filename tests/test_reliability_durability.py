@@ -36,7 +36,8 @@ def trace(command: list[str], log: Path) -> list[tuple[str, list[str]]]:
             pytest.fail("strace is missing (apt-get install strace)")
         pytest.skip("strace is missing (apt-get install strace)")
     subprocess.run([strace, "-f", "-y", "-qq", "-s", "256", "-o", str(log), "-e",
-                    "trace=openat,write,pwrite64,fsync,fdatasync,syncfs,rename,renameat,renameat2,mkdir,mkdirat",
+                    "trace=openat,write,pwrite64,fsync,fdatasync,syncfs,rename,renameat,renameat2,mkdir,mkdirat,"
+                    "unlink,unlinkat,rmdir",
                     *command], check=True, capture_output=True, timeout=120)
     calls, unfinished = [], {}
     for line in log.read_text().splitlines():
@@ -89,8 +90,10 @@ def unsynced_at_exit(calls, store: Path) -> tuple[list[str], int, int]:
             dirty.discard(source)
             dirty.add(os.path.dirname(dest))
             renames += 1
-        elif name in ("mkdir", "mkdirat"):
+        elif name in ("mkdir", "mkdirat", "unlink", "unlinkat", "rmdir"):
             dirty.add(os.path.dirname(paths[-1]))
+            if name == "rmdir":
+                dirty.discard(paths[-1])  # gone: nothing of it left to make durable
     tmp = str(store / "tmp")
     problems += [f"{path} not synced before exit" for path in sorted(dirty) if path != tmp]
     return problems, renames, dir_syncs
@@ -108,6 +111,8 @@ def test_put_syncs_data_before_rename_and_everything_before_exit(tmp_path):
         "put of several files": ["put", small, big, __file__],
         "rebind a name": ["put", "--name", "a/b/big", small],
         "get -o": ["get", "a/b/big", "-o", store / "refs" / "exported"],
+        "rm of a name": ["rm", "exported"],
+        "rm of the last name in a directory": ["rm", "a/b/big"],
     }
     total_renames = total_dir_syncs = 0
     for label, args in commands.items():

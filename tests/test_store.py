@@ -68,6 +68,19 @@ def _at_publish(monkeypatch, action) -> None:
                         lambda point: action() if point == "PUBLISH" else None)
 
 
+def test_a_name_directory_pruned_before_publishing_is_made_again(store, tmp_path, monkeypatch):
+    """An rm of the last name under d/ removes refs/d/, maybe just after a put made it
+    for its own d/x: the put must still bind its name, and the index record it."""
+    source = tmp_path / "f"
+    source.write_bytes(b"named under d/")
+    _at_publish(monkeypatch, lambda: (store.refs_dir / "d").rmdir())
+
+    result = store.put_path(str(source), name="d/x")
+
+    assert store.read_ref("d/x") == result.digest
+    assert store.index.row(result.digest) is not None and store.index.all_names() == {"d/x": result.digest}
+
+
 def test_a_stored_object_removed_before_publishing_is_written_again(store, tmp_path, monkeypatch):
     """A gc may delete the object a put found stored before the put takes the lock: the
     put then reads the file again, so the name it binds never dangles."""
