@@ -29,8 +29,8 @@ from blobctl.config import Config, Mount
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError, RemoteError,
                             UsageError, from_os_error, warn)
 from blobctl.encoder import Encoder, InputFile, Pending, WorkerProcesses
-from blobctl.fsutil import (SlicedWriter, Syncer, atomic_write, descriptor_named, discard_file, is_regular_file,
-                             make_dirs, regular_file_size, temp_path, write_new_file)
+from blobctl.fsutil import (TEMP_SUFFIX, SlicedWriter, Syncer, atomic_write, descriptor_named, discard_file,
+                             is_regular_file, make_dirs, regular_file_size, temp_path, write_new_file)
 from blobctl.index import Index, IndexReadOnly, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
@@ -126,6 +126,11 @@ class Store:
 
     # -- lifecycle ----------------------------------------------------------------------
     def _ensure_layout(self) -> None:
+        """Create the store, or make again a layout directory that is gone (tools that
+        drop empty directories remove tmp/ or pins/). A directory without FORMAT that holds
+        only what blobctl itself makes first (layout directories, the config of `config
+        set` and its temp file) is a store being created, maybe by another command at this
+        moment: both finish creating it."""
         marker = self.root / "FORMAT"
         try:
             text = marker.read_text()
@@ -133,16 +138,25 @@ class Store:
             text = None
         except OSError as exc:
             raise from_os_error(exc, "open store", self.root) from exc
+        if text is not None and text != FORMAT_MARKER:
+            raise UsageError(f"{self.root} is not a blobctl store of a known format",
+                             "point --store at a blobctl store or an empty directory")
+        layout = (self.objects_dir, self.refs_dir, self.pins_dir, self.tmp_dir)
         if text is not None:
-            if text != FORMAT_MARKER:
-                raise UsageError(f"{self.root} is not a blobctl store of a known format",
-                                 "point --store at a blobctl store or an empty directory")
+            for directory in layout:
+                if not os.path.isdir(directory):
+                    try:
+                        make_dirs(directory, self.syncer)
+                    except OSError:  # a read-only store: reads do without it, writes say why
+                        pass
             return
-        if self.root.exists() and any(p.name not in ("config.toml",) for p in self.root.iterdir()):
+        made_first = {directory.name for directory in layout} | {"config.toml"}
+        if self.root.exists() and any(entry.name not in made_first and not entry.name.endswith(TEMP_SUFFIX)
+                                      for entry in self.root.iterdir()):
             raise UsageError(f"{self.root} is not empty and not a blobctl store",
                              "point --store at a blobctl store or an empty directory")
         try:
-            for directory in (self.objects_dir, self.refs_dir, self.pins_dir, self.tmp_dir):
+            for directory in layout:
                 make_dirs(directory, self.syncer)
             atomic_write(marker, self.tmp_dir, lambda handle: handle.write(FORMAT_MARKER.encode()),
                          self.syncer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +43,18 @@ def verify_every_object(store_dir) -> tuple[set[str], int]:
                 total += codec.decode(handle, lambda chunk: None, digest, label=digest)
             found.add(digest)
     return found, total
+
+
+def test_commands_started_at_once_on_a_new_store_all_succeed(tmp_path):
+    """The first commands on a store directory create it together: none may take the
+    others' half-made layout for a foreign directory (3 of 6 did)."""
+    for attempt in range(3):
+        store = tmp_path / f"new-{attempt}"
+        contents = [b"content %d" % i for i in range(6)]
+        procs = [popen_in(store, "put", "-", stdin=subprocess.PIPE) for _ in contents]
+        outcomes = [proc.communicate(data, timeout=60) for proc, data in zip(procs, contents)]
+        assert [proc.returncode for proc in procs] == [0] * 6, [err for _, err in outcomes]
+        assert sorted(out.decode().strip() for out, _ in outcomes) == sorted(map(sha, contents))
 
 
 @pytest.mark.slow

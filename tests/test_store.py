@@ -10,6 +10,7 @@ import pytest
 
 from blobctl import encoder as encoder_module
 from blobctl import index as index_module
+from blobctl import pins
 from blobctl import store as store_module
 from blobctl.config import Config
 from blobctl.errors import IntegrityError, NotFoundError, UsageError
@@ -607,6 +608,29 @@ def test_not_a_store_is_refused(tmp_path):
     (tmp_path / "junk" / "file").write_text("x")
     with pytest.raises(UsageError, match="not a blobctl store"):
         Store(Config.load(str(tmp_path / "junk")))
+
+
+def test_a_store_being_created_is_not_taken_for_a_foreign_directory(tmp_path):
+    """Another command may be creating the store (its directories made, FORMAT not yet
+    written), or `config set` may have been killed while writing the first config."""
+    root = tmp_path / "new"
+    for entry in ("objects", "refs", "tmp"):
+        (root / entry).mkdir(parents=True)
+    (root / "0123abcd.partial").write_text("max_size = 1")
+    store = Store(Config.load(str(root)))
+    assert store.put_stream(io.BytesIO(b"first")).created and (root / "FORMAT").exists()
+
+
+def test_layout_directories_that_went_missing_are_made_again(store, tmp_path):
+    """Tools that drop empty directories (git, some sync tools) may remove tmp/ or pins/."""
+    digest = store.put_stream(io.BytesIO(b"kept")).digest
+    store.close()
+    for directory in ("tmp", "pins"):
+        (store.root / directory).rmdir()
+    again = Store(store.config)
+    assert again.put_stream(io.BytesIO(b"second")).created
+    pins.pin(again, digest, None)
+    assert read_all(again, digest) == b"kept"
 
 
 def test_put_after_gc_removed_an_emptied_shard(store):
