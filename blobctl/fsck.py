@@ -26,7 +26,9 @@ from urllib.parse import quote
 
 from blobctl import codec, keys
 from blobctl.errors import BlobctlError, IntegrityError
+from blobctl.fsutil import is_regular_file
 from blobctl.gc import name_protections
+from blobctl.index import IndexReadOnly
 
 #: Kinds that `repair` fixes by rebuilding the index from the files.
 METADATA_KINDS = frozenset({"missing_row", "stale_row", "wrong_size", "name_mirror"})
@@ -76,6 +78,13 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
             to_refetch.append((len(problems), refetch))
         problems.append(Problem(kind, key, detail))
 
+    # other commands may run meanwhile: disagreements between the index and the files
+    # are reported only if they still hold under the write lock, at the end
+    unconfirmed: list[Problem] = []
+
+    def suspect(kind: str, key: str, detail: str) -> None:
+        unconfirmed.append(Problem(kind, key, detail))
+
     entries = list(store.walk_objects())
     if progress is not None:
         progress.start("checking objects", len(entries))
@@ -96,17 +105,19 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
         except IntegrityError as exc:
             report("bad_object", digest, exc.message, path, refetch=digest)
             continue
+        except FileNotFoundError:  # removed since the listing (gc, rm): nothing to check
+            continue
         except OSError as exc:
             report("bad_object", digest, f"cannot read {path}: {exc.strerror or exc}")
             continue
         good.add(digest)
         if row is None:
-            report("missing_row", digest, "object file not in the index")
+            suspect("missing_row", digest, "object file not in the index")
         elif (row.size, row.stored) != (size, stored):
             report("wrong_size", digest, f"index says {row.size} bytes ({row.stored} stored), "
                                          f"file holds {size} ({stored} stored)")
     for digest in sorted(rows):
-        report("stale_row", digest, "index row for an object file that is not there")
+        suspect("stale_row", digest, "index row for an object file that is not there")
 
     refs: dict[str, str] = {}
     protection = name_protections(store)
@@ -116,9 +127,10 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
         and one that cannot be read stays too."""
         report("bad_ref", name, exc.message, store.refs_dir / name if _holds_no_hash(store, name) else None)
 
+    listed = {digest for kind, _, digest in entries if kind == "object"}
     for name, digest in store.iter_refs(on_damaged=bad_ref):
         refs[name] = digest
-        if digest in good:
+        if digest in good or (digest not in listed and _sound_now(store, digest)):
             continue
         if not store.has_object(digest) and protection(name, digest) is None:
             continue  # gc evicted the local copy of what a mount holds
@@ -127,8 +139,9 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
     mirror = store.index.all_names()
     for name in sorted(refs.keys() | mirror.keys()):
         if refs.get(name) != mirror.get(name):
-            report("name_mirror", name, f"refs/ says {refs.get(name) or 'nothing'}, "
-                                        f"the index says {mirror.get(name) or 'nothing'}")
+            suspect("name_mirror", name, f"refs/ says {refs.get(name) or 'nothing'}, "
+                                         f"the index says {mirror.get(name) or 'nothing'}")
+    problems += _confirmed(store, unconfirmed)
 
     if repair and problems:
         _repair(store, problems, to_quarantine, to_refetch)
@@ -170,6 +183,39 @@ def _repair(store, problems: list[Problem], to_quarantine: list[tuple[int, Path]
     for position, problem in enumerate(problems):
         if problem.kind in METADATA_KINDS:
             problems[position] = replace(problem, repaired=True)
+
+
+def _sound_now(store, digest: str) -> bool:
+    """Whether an object stored since fsck listed the objects (a put naming it) checks out."""
+    try:
+        _verify(store.object_path(digest), digest)
+    except (BlobctlError, OSError):
+        return False
+    return True
+
+
+def _confirmed(store, suspects: list[Problem]) -> list[Problem]:
+    """The index/file disagreements in `suspects` that still hold under the write lock,
+    where puts, rms and gcs change both together: one seen while such a command ran
+    (its file renamed in or deleted, its row not yet committed) is gone by then."""
+    def still_hold() -> list[Problem]:
+        mirror = store.index.all_names()
+
+        def holds(problem: Problem) -> bool:
+            if problem.kind == "name_mirror":
+                return store.hash_in_ref_file(problem.key) != mirror.get(problem.key)
+            has_row = store.index.row(problem.key) is not None
+            return is_regular_file(store.object_path(problem.key)) != has_row
+
+        return [problem for problem in suspects if holds(problem)]
+
+    if not suspects:
+        return []
+    try:
+        with store.index.transaction():
+            return still_hold()
+    except IndexReadOnly:  # nobody can be writing: nothing to wait for
+        return still_hold()
 
 
 def _holds_no_hash(store, name: str) -> bool:

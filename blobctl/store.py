@@ -942,7 +942,11 @@ class Store:
             elif not shard.is_dir() or len(shard.name) != 2:
                 yield "stray_file", Path(shard.path), None
             else:
-                for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
+                try:
+                    shard_entries = sorted(os.scandir(shard.path), key=lambda e: e.name)
+                except FileNotFoundError:  # emptied and removed by a gc since the listing
+                    continue
+                for entry in shard_entries:
                     digest = shard.name + entry.name
                     if entry.is_symlink():
                         yield "symlink", Path(entry.path), None

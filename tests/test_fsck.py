@@ -190,3 +190,54 @@ def test_repair_counts_a_bad_ref_removed_after_the_check_as_repaired(store_dir, 
         monkeypatch.setattr(store.index, "all_names", removed_meanwhile)
         report = fsck_module.check(store, repair=True)
     assert [(p.key, p.repaired) for p in report.problems if p.kind == "bad_ref"] == [("gone", True)]
+
+
+def test_changes_made_by_other_commands_while_fsck_runs_are_not_problems(store_dir, monkeypatch):
+    """fsck reads the files and the index while puts, rms and gcs may change both: an
+    object removed since the listing, or stored (and named) since, is no problem (a gc
+    running beside fsck made it report damaged and stale objects)."""
+    from blobctl import fsck as checker
+
+    with Store(Config.load(str(store_dir))) as store, Store(Config.load(str(store_dir))) as other:
+        evicted = put_bytes(store, b"evicted meanwhile\n" * 100)
+        put_bytes(store, b"stays\n" * 100, name="stays")
+        real_verify, calls = checker._verify, []
+
+        def verify_while_others_run(path, digest):
+            if not calls:
+                other.remove(evicted)
+                put_bytes(other, b"stored and named meanwhile\n" * 100, name="new")
+            calls.append(digest)
+            return real_verify(path, digest)
+
+        real_walk = store.walk_objects
+
+        def walk_then_put():  # stored after the listing, before the index is read: a row without a listed file
+            entries = list(real_walk())
+            put_bytes(other, b"stored after the listing\n" * 100)
+            return iter(entries)
+
+        monkeypatch.setattr(checker, "_verify", verify_while_others_run)
+        monkeypatch.setattr(store, "walk_objects", walk_then_put)
+        report = checker.check(store)
+        assert report.problems == ()
+
+
+def test_listing_objects_survives_a_shard_removed_meanwhile(store_dir, monkeypatch):
+    """gc removes emptied shard directories: a listing that saw one must not fail on it."""
+    with Store(Config.load(str(store_dir))) as store:
+        gone = put_bytes(store, b"in a shard that goes")
+        kept = put_bytes(store, b"kept")
+        assert gone[:2] != kept[:2]
+        store.remove(gone)
+        real_scandir = os.scandir
+
+        def scandir(path):
+            entries = real_scandir(path)
+            if os.fspath(path) == str(store.objects_dir):
+                entries = list(entries)
+                (store.objects_dir / gone[:2]).rmdir()
+            return entries
+
+        monkeypatch.setattr(os, "scandir", scandir)
+        assert list(store.iter_objects()) == [kept]
