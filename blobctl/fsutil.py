@@ -167,11 +167,11 @@ def regular_file_size(path: str | Path) -> int | None:
     return info.st_size if stat_module.S_ISREG(info.st_mode) else None
 
 
-def temp_path(tmp_dir: str | Path, prefix: str = "") -> str:
-    """A fresh, unguessable temp name that gc recognises by its suffix; `prefix` lets
-    whoever chose it find the temp files of one task. A plain string: a put of many small
-    files makes one per file."""
-    return f"{tmp_dir}/{prefix}{os.urandom(8).hex()}{TEMP_SUFFIX}"  # what secrets.token_hex does, without its 2 ms import
+def temp_path(tmp_dir: str | Path, prefix: str = "", suffix: str = TEMP_SUFFIX) -> str:
+    """A fresh, unguessable temp name that gc recognises by its suffix (another suffix:
+    not gc's to remove); `prefix` lets whoever chose it find the temp files of one task.
+    A plain string: a put of many small files makes one per file."""
+    return f"{tmp_dir}/{prefix}{os.urandom(8).hex()}{suffix}"  # what secrets.token_hex does, without its 2 ms import
 
 
 def discard_file(path: str | Path) -> None:

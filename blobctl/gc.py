@@ -194,14 +194,17 @@ def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
             keep = _changed_since_plan(store, batch)
             gone = [row for row in batch if row.hash not in keep]
             changed += len(batch) - len(gone)
+            store.index.forget_many(row.hash for row in gone)  # first: if it cannot be written, nothing is lost
+            if gone:
+                store.journal_changes([row.hash for row in gone])
             for row in gone:
                 freed = _unlink_object(store, row.hash)
                 if freed is not None:
                     batch_evicted.append(row.hash)
                     evicted_bytes += freed
                     shards.add(store.objects_dir / row.hash[:2])
-            store.index.forget_many(row.hash for row in gone)
             store.index.remember_evicted(batch_evicted, time.time_ns())
+            racehooks.pause("EVICTED")
         evicted += batch_evicted
         if progress is not None:
             progress.advance(len(batch))

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -127,6 +127,7 @@ class Index:
         over when upgrading."""
         self.path = path
         self._lock = threading.RLock()  # one connection, shared by a command's worker threads
+        self._after_commit: list[Callable[[], object]] = []  # see after_commit
         deadline = time.monotonic() + BUSY_TIMEOUT
         while True:
             try:
@@ -227,11 +228,20 @@ class Index:
                 yield self.db
                 self.db.execute("COMMIT")
             except BaseException as exc:
+                self._after_commit.clear()
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
                     raise index_failure(exc, "write", self.path) from exc
                 raise
+            actions, self._after_commit = self._after_commit, []
+            for action in actions:
+                action()
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        """Run `action` once the current (outermost) transaction has committed; never if
+        it rolls back."""
+        self._after_commit.append(action)
 
     # -- objects ------------------------------------------------------------------------
     def record_many(self, rows: Iterable[tuple[str, int, int, int]]) -> None:

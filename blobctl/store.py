@@ -15,6 +15,7 @@ batches the syncs of the directories touched to the end of the command (close())
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat as stat_module
 import threading
@@ -24,7 +25,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from blobctl import codec, keys, pins, racehooks, stats
+from blobctl import codec, journal, keys, pins, racehooks, stats
 from blobctl.config import Config, Mount
 from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, PartialOutputError, RemoteError,
                             UsageError, from_os_error, warn)
@@ -122,6 +123,7 @@ class Store:
         self._shards_ready: dict[str, str] = {}
         self._real_dirs: dict[Path, str] = {}  # see _check_inside
         self._ref_users: dict[str, list[str]] | None = None  # see _names_of
+        self._journals: set[str] = set()  # this command's, until their transactions commit
         self._ensure_layout()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -166,11 +168,66 @@ class Store:
     @property
     def index(self) -> Index:
         """Opened on first use (once, even when worker threads race to it); an unreadable
-        index is set aside and rebuilt from the files."""
+        index is set aside and rebuilt from the files, and one left behind by a command
+        that died changing files is mended (blobctl.journal)."""
         with self._open_lock:
             if self._index is None:
                 self._index = self._open_index()
+                self._recover_interrupted()
             return self._index
+
+    def journal_changes(self, digests: Iterable[str] = (), names: Iterable[str] = ()) -> None:
+        """Called in an index transaction, after its index writes and before it renames in
+        or deletes object files (`digests`) or ref files (`names`): if this command dies
+        before the transaction commits, the next one mends the index (blobctl.journal)."""
+        path = journal.write(self.tmp_dir, list(digests), list(names))
+        self._journals.add(path)
+        self.index.after_commit(functools.partial(self._journal_done, path))
+
+    def _journal_done(self, path: str) -> None:
+        discard_file(path)
+        self._journals.discard(path)
+
+    def _recover_interrupted(self) -> None:
+        """Mend the index rows of what the journals in tmp/ list (transactions that never
+        committed; see blobctl.journal) from the files, then remove those journals. A
+        store this user may only read is left as it is."""
+        if not journal.pending(self.tmp_dir):
+            return
+        try:
+            with self.index.transaction():  # under the lock, every journal left is a dead one's
+                for path in journal.pending(self.tmp_dir):
+                    try:
+                        digests, names = journal.read(path)
+                    except FileNotFoundError:  # its (committed) writer removed it meanwhile
+                        continue
+                    self._reconcile(digests, names)
+                    self.index.after_commit(functools.partial(self._journal_done, path))
+        except IndexReadOnly:
+            pass
+
+    def _reconcile(self, digests: list[str], names: list[str]) -> None:
+        """Make the index rows of `digests` and the mirror of `names` say what the files
+        say (inside a transaction)."""
+        now, rows, gone = time.time_ns(), [], []
+        for digest in digests:
+            try:
+                found = self.scan_object(digest)
+            except BlobctlError:  # not a regular file, say: no row; fsck reports it
+                found = None
+            row = self.index.row(digest)
+            if found is None and row is not None:
+                gone.append(digest)
+            elif found is not None and (row is None or (row.size, row.stored) != (found.size, found.stored)):
+                rows.append((digest, found.size, found.stored, now))
+        self.index.record_many(rows)
+        self.index.forget_many(gone)
+        for name in names:
+            digest = self.hash_in_ref_file(name)
+            if digest is None:
+                self.index.remove_name(name)
+            else:
+                self.index.set_name(name, digest)
 
     def _open_index(self) -> Index:
         path = self.root / "index.sqlite"
@@ -245,6 +302,11 @@ class Store:
         try:
             if self._overlay is not None:
                 self._overlay.close()
+            if self._journals:  # a transaction changing files rolled back (an error, SIGTERM)
+                try:
+                    self._recover_interrupted()
+                except BlobctlError:
+                    pass  # its journal stays: the next command mends the index
             if self._counters or self._accesses:
                 try:
                     with self.index.transaction():
@@ -335,10 +397,14 @@ class Store:
                 self.syncer.sync_files(_temps(batch) + ([staged.temp] if staged else []))
             racehooks.pause("PUBLISH")
             with self.index.transaction():
+                moves = []  # (hash, temp, destination) of the new objects, renamed in once recorded
+                moving: dict[str, int] = {}  # their stored sizes: the same content twice is one object
                 for position, item in enumerate(batch):
-                    shard = self._writable_shard(item.encoded.digest)
-                    dest = f"{self.root}/{keys.object_key(item.encoded.digest)}"  # in `shard`
-                    stored = regular_file_size(dest)  # a planted symlink gets replaced
+                    self._writable_shard(item.encoded.digest)  # refuses a symlinked shard
+                    dest = f"{self.root}/{keys.object_key(item.encoded.digest)}"
+                    stored = moving.get(item.encoded.digest)
+                    if stored is None:
+                        stored = regular_file_size(dest)  # a planted symlink gets replaced
                     if stored is None and item.temp is None:
                         try:
                             item = batch[position] = self._encode_again(item)
@@ -347,23 +413,24 @@ class Store:
                             continue
                     created = stored is None
                     if created:
-                        try:
-                            os.replace(item.temp, dest)
-                        except FileNotFoundError:  # a gc removed the emptied shard since we made it
-                            self._shards_ready.pop(item.encoded.digest[:2], None)
-                            shard = self._writable_shard(item.encoded.digest)
-                            os.replace(item.temp, dest)
-                        renamed.add(item.temp)
-                        stored = item.encoded.stored
-                        written_bytes += stored
-                        self.syncer.sync_dir_later(shard)
+                        moves.append((item.encoded.digest, item.temp, dest))
+                        stored = moving[item.encoded.digest] = item.encoded.stored
                     digest, size = item.encoded.digest, item.encoded.size
                     rows.append((digest, size, stored, now))
                     results.append(PutResult(digest, size, stored, item.source, created))
+                # the index first: if it cannot be written, no file has changed
                 self.index.record_many(rows)
+                if moves or staged:
+                    self.journal_changes([digest for digest, _, _ in moves], [name] if staged else [])
+                for digest, temp, dest in moves:
+                    self._move_object_in(digest, temp, dest)
+                    renamed.add(temp)
+                    written_bytes += moving[digest]
                 if staged is not None and isinstance(results[0], PutResult):
+                    self.index.set_name(staged.name, staged.digest)
                     self._commit_ref(staged)
                     results = [results[0]._replace(name=name)]
+                racehooks.pause("PUBLISHED")
         except OSError as exc:
             raise from_os_error(exc, "write to store", self.objects_dir) from exc
         finally:
@@ -376,6 +443,18 @@ class Store:
             if staged is not None:
                 discard_file(staged.temp)
         return results
+
+    def _move_object_in(self, digest: str, temp: str, dest: str) -> None:
+        """Rename a new object's temp file into its shard (its row written, its change
+        journaled)."""
+        shard = self._writable_shard(digest)
+        try:
+            os.replace(temp, dest)
+        except FileNotFoundError:  # a gc removed the emptied shard since we made it
+            self._shards_ready.pop(digest[:2], None)
+            shard = self._writable_shard(digest)
+            os.replace(temp, dest)
+        self.syncer.sync_dir_later(shard)
 
     def _encode_again(self, item: Pending) -> Pending:
         """Encode a file whose object a gc removed after it was found stored (rare): the
@@ -585,6 +664,9 @@ class Store:
             self.syncer.sync_files([ref.temp for ref in staged])
             with self.index.transaction():
                 for ref in staged:
+                    self.index.set_name(ref.name, ref.digest)  # first: if it cannot be written, nothing changed
+                self.journal_changes(names=[ref.name for ref in staged])
+                for ref in staged:
                     self._commit_ref(ref)
         finally:
             for ref in staged:
@@ -605,7 +687,7 @@ class Store:
         return _StagedRef(temp, path, name, digest)
 
     def _commit_ref(self, staged: _StagedRef) -> None:
-        """Rename a staged ref into place and mirror it (inside an index transaction)."""
+        """Rename a staged ref into place (its mirror set, its change journaled)."""
         try:
             try:
                 os.replace(staged.temp, staged.path)
@@ -614,7 +696,6 @@ class Store:
                 os.replace(staged.temp, staged.path)
         except OSError as exc:
             raise from_os_error(exc, f"bind name {staged.name!r} at", staged.path) from exc
-        self.index.set_name(staged.name, staged.digest)
         self.syncer.sync_dir_later(staged.path.parent)
 
     def read_ref(self, name: str) -> str | None:
@@ -990,8 +1071,9 @@ class Store:
                 raise NotFoundError(f"{key!r} is not a local name: it comes from a mount",
                                     "rm removes local names; a remote's names change only by push")
             with self.index.transaction():
+                self.index.remove_name(resolved.name)  # the index first: if it cannot be written, nothing changed
+                self.journal_changes(names=[resolved.name])
                 path.unlink(missing_ok=True)
-                self.index.remove_name(resolved.name)
             self.syncer.sync_dir_later(path.parent)
             if self._ref_users is not None and resolved.name in self._ref_users.get(resolved.digest, []):
                 self._ref_users[resolved.digest].remove(resolved.name)
@@ -1010,11 +1092,11 @@ class Store:
                 if pins.is_pinned(self.pins_dir, resolved.digest, time.time_ns()):
                     raise UsageError(f"object {resolved.digest[:12]} is pinned",
                                      f"unpin it first (blobctl unpin {resolved.digest[:12]}), or pass --force")
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                raise NotFoundError(f"object {resolved.digest} is not in the store") from None
-            self.index.forget(resolved.digest)
+            if not os.path.lexists(path):
+                raise NotFoundError(f"object {resolved.digest} is not in the store")
+            self.index.forget(resolved.digest)  # the index first: if it cannot be written, nothing changed
+            self.journal_changes([resolved.digest])
+            path.unlink()
             discard_file(pin)  # a pin of an object that is gone would protect nothing
         self.syncer.sync_dir_later(path.parent)
         return Removed(key, "object", resolved.digest)

@@ -404,7 +404,7 @@ def test_a_store_on_a_read_only_file_system_can_be_read(tmp_path, files):
         new_file = tmp_path / "new"
         new_file.write_bytes(b"not stored yet")
         for args, cause in [(["put", new_file], "cannot write to store"), (["put", files["small"]], "cannot write the index"),
-                            (["rm", "n"], "cannot use")]:
+                            (["rm", "n"], "cannot write the index")]:
             result = run(*args)
             err = result.stderr.decode()
             assert result.returncode == 1 and cause in err and "read-only" in err and "Traceback" not in err

@@ -92,7 +92,7 @@ def unsynced_at_exit(calls, store: Path) -> tuple[list[str], int, int]:
             renames += 1
         elif name in ("mkdir", "mkdirat", "unlink", "unlinkat", "rmdir"):
             dirty.add(os.path.dirname(paths[-1]))
-            if name == "rmdir":
+            if name not in ("mkdir", "mkdirat"):
                 dirty.discard(paths[-1])  # gone: nothing of it left to make durable
     tmp = str(store / "tmp")
     problems += [f"{path} not synced before exit" for path in sorted(dirty) if path != tmp]

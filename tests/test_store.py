@@ -13,7 +13,7 @@ from blobctl import index as index_module
 from blobctl import pins
 from blobctl import store as store_module
 from blobctl.config import Config
-from blobctl.errors import IntegrityError, NotFoundError, UsageError
+from blobctl.errors import BlobctlError, IntegrityError, NotFoundError, UsageError
 from blobctl.index import Index
 from blobctl.results import Resolved
 from blobctl.store import Store
@@ -728,3 +728,55 @@ def test_index_failures_inside_a_transaction_are_one_clear_error(tmp_path, monke
             raise full
     assert not index.db.in_transaction and index.totals().objects == 0
     index.close()
+
+
+def _files_outside_tmp(store) -> list[Path]:
+    """Files only: the empty shard directory a failed put made may stay."""
+    return sorted(path for path in (p.relative_to(store.root) for p in store.root.rglob("*") if p.is_file())
+                  if path.parts[0] != "tmp")
+
+
+def _failing(*args, **kwargs):
+    raise BlobctlError("cannot write the index: test")
+
+
+@pytest.mark.parametrize("command", ["put", "named put", "rm name", "rm object", "gc"])
+def test_a_command_whose_index_write_fails_changes_no_file(store, tmp_path, monkeypatch, command):
+    """The index is written before any file is renamed in or deleted: a read-only or
+    failing index then leaves the store as it was (rm reported failure after deleting)."""
+    from blobctl import gc
+
+    kept = store.put_stream(io.BytesIO(b"kept"), name="kept").digest
+    store.put_stream(io.BytesIO(b"loose"))  # what gc would evict
+    before = _files_outside_tmp(store)
+    for method in ("record_many", "set_name", "remove_name", "forget", "forget_many"):
+        monkeypatch.setattr(store.index, method, _failing)
+    with pytest.raises(BlobctlError, match="cannot write the index"):
+        if command == "put":
+            store.put_stream(io.BytesIO(b"new"))
+        elif command == "named put":
+            store.put_stream(io.BytesIO(b"new"), name="new")
+        elif command == "rm name":
+            store.remove("kept")
+        elif command == "rm object":
+            store.remove(kept, force=True)
+        else:
+            gc.execute(store, gc.plan(store, max_size=0, grace=0))
+    assert _files_outside_tmp(store) == before
+
+
+def test_a_put_interrupted_before_its_commit_is_recorded_when_the_store_closes(store_dir, monkeypatch):
+    """Ctrl-C or SIGTERM after the renames, before COMMIT: the transaction rolls back,
+    and closing the store mends the index from the journal before the command ends."""
+    def interrupt(point):
+        if point == "PUBLISHED":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module.racehooks, "pause", interrupt)
+    with pytest.raises(KeyboardInterrupt), Store(Config.load(str(store_dir))) as store:
+        store.put_stream(io.BytesIO(b"interrupted"), name="x")
+    monkeypatch.undo()
+    with Store(Config.load(str(store_dir))) as store:
+        digest = store.read_ref("x")
+        assert store.index.row(digest) is not None and store.index.all_names() == {"x": digest}
+        assert not list(store.tmp_dir.iterdir())

@@ -1,0 +1,62 @@
+"""Journals of file changes the index mirrors, for commands that die half-way.
+
+A put renames object files in, and gc or rm deletes them, inside an index transaction
+that records the change. If the command dies before COMMIT (kill -9, a second SIGTERM,
+an index write error), SQLite rolls the rows back but the renames and deletions stay,
+and the index no longer describes the files: gc cannot see those objects, stat counts
+what is not there. So before changing files, a transaction writes a journal naming the
+objects and names it may change (tmp/<random>.journal, not synced: it guards against a
+dead process, not a power loss), and removes it once committed. A journal found later,
+under the write lock, is one whose transaction never committed: Store reconciles the
+index rows of what it names with the files and removes it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from blobctl import keys
+from blobctl.errors import UsageError
+from blobctl.fsutil import temp_path, write_new_file
+
+SUFFIX = ".journal"
+
+
+def write(tmp_dir: Path, digests: list[str], names: list[str]) -> str:
+    """A journal naming `digests` and `names` (names never hold a newline or a space)."""
+    path = temp_path(tmp_dir, suffix=SUFFIX)
+    write_new_file(path, "".join([f"o {digest}\n" for digest in digests]
+                                 + [f"n {name}\n" for name in names]).encode())
+    return path
+
+
+def pending(tmp_dir: Path) -> list[str]:
+    """Paths of the journals in tmp/ (of transactions that did not commit, or did a
+    moment ago and are about to remove theirs)."""
+    try:
+        return sorted(entry.path for entry in os.scandir(tmp_dir) if entry.name.endswith(SUFFIX))
+    except FileNotFoundError:
+        return []
+
+
+def read(path: str) -> tuple[list[str], list[str]]:
+    """(hashes, names) a journal lists; a journal cut short lists what it holds, and
+    anything that is not a hash or a valid name is ignored."""
+    digests, names = [], []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            kind, _, value = line.rstrip("\n").partition(" ")
+            if kind == "o" and keys.is_full_hash(value):
+                digests.append(value)
+            elif kind == "n" and _is_name(value):
+                names.append(value)
+    return digests, names
+
+
+def _is_name(text: str) -> bool:
+    try:
+        keys.validate_name(text)
+    except UsageError:
+        return False
+    return True
