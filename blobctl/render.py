@@ -130,6 +130,9 @@ def progress(unit: str = "items") -> Iterator[_SilentProgress]:
                                TimeRemainingColumn)
 
     amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
+    # rich would take over sys.stdout too, and print data lines on its console: stderr.
+    # Only when stdout is a terminal as well does drawing them above the bar help.
     with Progress(TextColumn("{task.description}"), BarColumn(), amount, TimeRemainingColumn(),
-                  console=Console(file=sys.stderr), transient=True) as bar:
+                  console=Console(file=sys.stderr), transient=True,
+                  redirect_stdout=sys.stdout.isatty()) as bar:
         yield _BarProgress(bar)

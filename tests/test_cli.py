@@ -259,6 +259,23 @@ def test_closed_or_full_standard_streams_are_one_line(blobctl, files, args, clos
     assert result.returncode == code and needle in err and len(err.splitlines()) == 1, err
 
 
+def test_a_closed_stderr_drops_messages_and_keeps_data_and_exit_codes(blobctl, files):
+    """With `2>&-`, errors must not land in the data on stdout, and commands must work."""
+    blobctl("put", "--name", "x", files["small"], check=True)
+
+    def run(*args, stdin=b""):
+        return subprocess.run(["sh", "-c", '"$@" 2>&-', "sh", *blobctl_executable(), *args],
+                              input=stdin, capture_output=True)
+
+    got = run("get", "x")
+    assert got.returncode == 0 and got.stdout == files["small"].read_bytes()
+    assert run("put", files["small"]).stdout.decode().strip() == sha(files["small"].read_bytes())
+    batch = run("get", "--batch", stdin=b"nope\n")
+    assert batch.returncode == EXIT_NOT_FOUND and batch.stdout == b"nope missing\n"
+    removed = run("rm", "nope")
+    assert removed.returncode == EXIT_NOT_FOUND and removed.stdout == b""
+
+
 @pytest.fixture
 def shared_dir(tmp_path):
     """A directory an unprivileged user can traverse (pytest's tmp_path is root-only)."""

@@ -212,6 +212,8 @@ def _stand_in_for_closed_streams() -> None:
         sys.stdin = _ClosedStream("input")
     if sys.stdout is None:
         sys.stdout = _ClosedStream("output")
+    if sys.stderr is None:  # messages are dropped, as with 2>/dev/null; print() would use stdout
+        sys.stderr = open(os.devnull, "w")
 
 
 def _report_usage_error(exc: typer.TyperException) -> None:
