@@ -259,6 +259,21 @@ def test_closed_or_full_standard_streams_are_one_line(blobctl, files, args, clos
     assert result.returncode == code and needle in err and len(err.splitlines()) == 1, err
 
 
+def test_file_names_that_are_not_utf8_are_printed_as_their_bytes_in_any_locale(blobctl, tmp_path):
+    """Outside the C locale (en_US.UTF-8, say) Python's stdout refuses the surrogates
+    such a name is read as; PYTHONIOENCODING=utf-8 sets up the same strict stream."""
+    name = b"caf\xe9.txt"
+    (tmp_path / os.fsdecode(name)).write_bytes(b"latin-1 name")
+    env = {"PYTHONIOENCODING": "utf-8"}
+    result = subprocess.run(blobctl_executable() + ["put", "--stdin-paths"], input=b"ok\n" + name + b"\n",
+                            cwd=tmp_path, capture_output=True, env={**os.environ, **env})
+    assert result.returncode == EXIT_NOT_FOUND and b"Traceback" not in result.stderr  # "ok" does not exist
+    assert result.stdout == sha(b"latin-1 name").encode() + b"  " + name + b"\n"
+    missing = subprocess.run(blobctl_executable() + ["put", b"no-" + name], cwd=tmp_path,
+                             capture_output=True, env={**os.environ, **env})
+    assert missing.returncode == EXIT_NOT_FOUND and b"no-" + name in missing.stderr
+
+
 def test_a_closed_stderr_drops_messages_and_keeps_data_and_exit_codes(blobctl, files):
     """With `2>&-`, errors must not land in the data on stdout, and commands must work."""
     blobctl("put", "--name", "x", files["small"], check=True)

@@ -7,6 +7,7 @@ turns errors into a single stderr line and a documented exit code.
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import signal
 import sys
@@ -207,13 +208,18 @@ class _ClosedStream:
         """Nothing to flush (called at exit)."""
 
 
-def _stand_in_for_closed_streams() -> None:
+def _prepare_standard_streams() -> None:
     if sys.stdin is None:
         sys.stdin = _ClosedStream("input")
     if sys.stdout is None:
         sys.stdout = _ClosedStream("output")
     if sys.stderr is None:  # messages are dropped, as with 2>/dev/null; print() would use stdout
         sys.stderr = open(os.devnull, "w")
+    for stream in (sys.stdout, sys.stderr):
+        # a file name that is not UTF-8 (read with surrogateescape) is printed as its bytes,
+        # as sha256sum does, whatever the locale (only C and POSIX make Python do so)
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
 
 
 def _report_usage_error(exc: typer.TyperException) -> None:
@@ -239,7 +245,7 @@ def main() -> None:
     Ctrl-C does, with exit 143."""
     from blobctl import render
 
-    _stand_in_for_closed_streams()
+    _prepare_standard_streams()
     if COMPLETE_VAR in os.environ:
         _enable_shell_completion()
     command = typer.main.get_command(app)
