@@ -259,6 +259,25 @@ def test_closed_or_full_standard_streams_are_one_line(blobctl, files, args, clos
     assert result.returncode == code and needle in err and len(err.splitlines()) == 1, err
 
 
+def test_paths_spelt_like_special_arguments_are_files(blobctl, tmp_path):
+    """A file named '-' listed on stdin is that file (stdin is the list); -o ./- is a file
+    named '-'; -o with a trailing '/' names a directory, never a file to overwrite."""
+    (tmp_path / "-").write_bytes(b"a file named dash")
+    (tmp_path / "other").write_bytes(b"other")
+    listed = subprocess.run(blobctl_executable() + ["put", "--stdin-paths", "-z"], input=b"-\0other\0",
+                            cwd=tmp_path, capture_output=True)
+    assert listed.returncode == 0
+    assert listed.stdout.decode().splitlines() == [f"{sha(b'a file named dash')}  -", f"{sha(b'other')}  other"]
+    blobctl("put", "--name", "n", tmp_path / "other", check=True)
+    got = subprocess.run(blobctl_executable() + ["get", "n", "-o", "./-"], cwd=tmp_path, capture_output=True)
+    assert got.returncode == 0 and got.stdout == b"" and (tmp_path / "-").read_bytes() == b"other"
+    (tmp_path / "notes").write_bytes(b"important")
+    for target in ("notes/", "new-dir/"):
+        refused = blobctl("get", "n", "-o", f"{tmp_path}/{target}")
+        assert refused.code == EXIT_USAGE and "not a directory" in refused.err
+    assert (tmp_path / "notes").read_bytes() == b"important" and not (tmp_path / "new-dir").exists()
+
+
 def test_file_names_that_are_not_utf8_are_printed_as_their_bytes_in_any_locale(blobctl, tmp_path):
     """Outside the C locale (en_US.UTF-8, say) Python's stdout refuses the surrogates
     such a name is read as; PYTHONIOENCODING=utf-8 sets up the same strict stream."""

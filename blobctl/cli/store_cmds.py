@@ -36,18 +36,20 @@ def _read_paths(zero: bool) -> list[str]:
     return [p for p in data.split("\0" if zero else "\n") if p]
 
 
-def _put_all(store, paths: list[str], name: str | None, progress):
+def _put_all(store, paths: list[str], name: str | None, progress, dash_is_stdin: bool):
     """Results (or errors) in input order. One input shows its bytes on the progress bar;
-    several show files, and go in parallel unless stdin is among them."""
+    several show files, and go in parallel unless stdin is among them. `dash_is_stdin`:
+    '-' is standard input (an argument), not a file of that name (a path read from stdin)."""
+    stdin_at = [position for position, path in enumerate(paths) if path == "-"] if dash_is_stdin else []
     if len(paths) == 1:
         try:
-            yield store.put_stream(sys.stdin.buffer, name=name, progress=progress) if paths[0] == "-" \
+            yield store.put_stream(sys.stdin.buffer, name=name, progress=progress) if stdin_at \
                 else store.put_path(paths[0], name=name, progress=progress)
         except BlobctlError as exc:
             yield exc
         return
     progress.start("put", len(paths))
-    for outcome in store.put_paths(paths) if "-" not in paths else _one_by_one(store, paths):
+    for outcome in store.put_paths(paths) if not stdin_at else _one_by_one(store, paths):
         progress.advance(1)
         yield outcome
 
@@ -87,13 +89,13 @@ def put(
         raise UsageError("nothing to put", "pass FILE..., '-' for stdin, or --stdin-paths")
     if name is not None and len(paths) != 1:
         raise UsageError("--name binds one input; pass exactly one FILE")
-    if paths.count("-") > 1 or ("-" in paths and stdin_paths):
+    if paths.count("-") > 1 and not stdin_paths:
         raise UsageError("standard input ('-') can be read only once")
     results, failure = [], None
     with open_store(ctx) as store, render.progress("bytes" if len(paths) == 1 else "items") as progress:
         if name is not None:
             store.check_bindable(name)
-        for outcome in _put_all(store, paths, name, progress):
+        for outcome in _put_all(store, paths, name, progress, dash_is_stdin=not stdin_paths):
             if isinstance(outcome, BlobctlError):
                 render.error_line(str(outcome))
                 failure = failure or outcome
@@ -118,7 +120,7 @@ def get(
     key: Annotated[Optional[str], typer.Argument(
         metavar="KEY", autocompletion=complete_keys,
         help="A hash, sha256:HASH, a unique hash prefix (≥ 4 hex) or a name.")] = None,
-    output: Annotated[Optional[Path], typer.Option(
+    output: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout.")] = None,
     byte_range: Annotated[Optional[str], typer.Option(
         "--range", metavar="START:END", help="Only bytes START (inclusive) to END (exclusive).")] = None,
@@ -149,14 +151,16 @@ def get(
     if key is None:
         raise UsageError("nothing to get", "pass KEY, or --batch to read keys from stdin")
     start, end = _parse_range(byte_range)
+    if output is not None and output.endswith("/"):  # Path() would drop the '/' and write a file there
+        raise UsageError(f"cannot write to {output!r}: -o takes a file name, not a directory")
     with open_store(ctx) as store, render.progress("bytes") as progress:
         store.rehash_reads |= verify
         resolved = store.resolve_to_read(key)
-        if output is None or str(output) == "-":
+        if output is None or output == "-":  # not './-', a file named '-'
             store.write_to(resolved, sys.stdout.buffer, start, end, progress=progress)
             sys.stdout.buffer.flush()
         else:
-            store.export(resolved, output, start, end, progress=progress)
+            store.export(resolved, Path(output), start, end, progress=progress)
         trim_if_over_limit(store)
 
 
