@@ -59,12 +59,13 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], title: str |
     if sys.stdout.isatty():
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text  # plain text: a path like 'a[/b]' is not markup
 
-        grid = Table(title=title, title_justify="left", header_style="bold")
+        grid = Table(title=Text(title) if title else None, title_justify="left", header_style="bold")
         for column in columns:
             grid.add_column(column.header, justify=column.align, overflow="fold")
         for row in rows:
-            grid.add_row(*row)
+            grid.add_row(*map(Text, row))
         Console(file=sys.stdout, highlight=False).print(grid)
         return
     widths = [max([len(c.header)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]

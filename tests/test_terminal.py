@@ -94,3 +94,16 @@ def test_only_data_reaches_stdout_when_stderr_is_a_terminal(terminal, populated,
     assert "\x1b" not in (tmp_path / "ls.txt").read_text()
     assert json.loads((tmp_path / "push.json").read_text())[0]["refs"] == 1
     assert json.loads((tmp_path / "stat.json").read_text())["names"] == 4
+
+
+def test_paths_in_tables_are_shown_as_they_are_not_as_markup(terminal, blobctl, tmp_path):
+    """A store at 'a[/b]' made stat fail (rich.errors.MarkupError), and a remote path
+    holding '[red]' lost it and turned red."""
+    store, remote = tmp_path / "a[" / "b]", tmp_path / "r[red]x"
+    remote.mkdir()
+    blobctl("--store", store, "mount", "team", remote, check=True)
+    at = f"--store {shlex.quote(str(store))}"
+    lines = terminal(f"blobctl {at} stat; blobctl {at} mount; echo exit=$?")
+    assert "exit=0" in lines and not any("Error" in line for line in lines)
+    mount_rows = [row for row in table_rows(lines) if len(row) == 8]
+    assert "".join(row[1] for row in mount_rows) == str(remote)
