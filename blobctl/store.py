@@ -628,7 +628,7 @@ class Store:
         pull)."""
         path = self.ref_path(name)
         self._check_inside(path, self.refs_dir, name)
-        if keys.is_full_hash(name):  # get, stat and rm would take it for the object with that hash
+        if keys.is_full_hash(name.lower()):  # get, stat and rm would take it for the object with that hash
             raise UsageError(f"cannot bind name {name!r}: it reads as a hash", "add a prefix, e.g. by-hash/NAME")
         for parent in keys.parent_names(name):
             if parent in batch.names or (self.refs_dir / parent).is_file():
