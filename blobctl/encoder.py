@@ -18,7 +18,7 @@ from typing import BinaryIO, NamedTuple, TypeVar
 
 from blobctl import codec, keys
 from blobctl.errors import BlobctlError, UsageError, from_os_error
-from blobctl.fsutil import TEMP_SUFFIX, Syncer, discard_file, is_regular_file, temp_path, write_new_file
+from blobctl.fsutil import TEMP_SUFFIX, Syncer, discard_file, regular_file_size, temp_path, write_new_file
 
 T = TypeVar("T")
 #: At most this many worker processes, however many CPUs.
@@ -120,7 +120,7 @@ class Encoder(NamedTuple):
         which also checks first, 0.19 s). _publish checks again, under the store's lock."""
         digest = hashlib.sha256(data).hexdigest()
         # a plain string join (os.path.join cost 7% of re-putting many files); shard unchecked
-        if reuse and is_regular_file(f"{self.root}/{keys.object_key(digest)}"):
+        if reuse and regular_file_size(f"{self.root}/{keys.object_key(digest)}"):  # not emptied: see _publish
             return Pending(None, codec.Encoded(digest, len(data), 0), label)
         frame = codec.compress_small(data, self.level)
         return Pending(self.write_temp(frame), codec.Encoded(digest, len(data), len(frame)), label)

@@ -67,11 +67,16 @@ class ReadOnlyError(UsageError):
     """A write was aimed at a read-only mount or backend."""
 
 
+def one_line(text: str) -> str:
+    """`text` with its line breaks escaped (a file name may hold one): messages are one line."""
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
 def warn(text: str) -> None:
     """A problem worth telling the user that does not stop the command (stderr)."""
     import sys
 
-    print(f"blobctl: warning: {text}", file=sys.stderr)
+    print(f"blobctl: warning: {one_line(text)}", file=sys.stderr)
 
 
 def from_os_error(exc: OSError, action: str, path: object) -> BlobctlError:

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+from blobctl.errors import one_line
 from blobctl.units import format_age, format_size
 
 
@@ -39,7 +40,7 @@ def message(text: str) -> None:
 
 
 def error_line(text: str) -> None:
-    print(f"blobctl: error: {text}", file=sys.stderr)
+    print(f"blobctl: error: {one_line(text)}", file=sys.stderr)
 
 
 def emit_json(value: Any) -> None:

@@ -83,6 +83,16 @@ def _counting(emit: Callable[[memoryview], object], advance: Callable[[int], obj
     return counted
 
 
+def _removed_if_empty(directory: Path) -> bool:
+    """Remove a directory of refs/ that holds no name (a bind killed after making it),
+    so that it does not block the name it spells."""
+    try:
+        directory.rmdir()
+    except OSError:
+        return False
+    return True
+
+
 def _not_a_regular_file(digest: str, path: Path, what: str) -> IntegrityError:
     return IntegrityError(f"object {digest} is damaged: {path} is {what}",
                           "run 'blobctl fsck --repair' to quarantine it")
@@ -404,7 +414,8 @@ class Store:
                     dest = f"{self.root}/{keys.object_key(item.encoded.digest)}"
                     stored = moving.get(item.encoded.digest)
                     if stored is None:
-                        stored = regular_file_size(dest)  # a planted symlink gets replaced
+                        # a planted symlink gets replaced, and so does an emptied file (no object is 0 bytes)
+                        stored = regular_file_size(dest) or None
                     if stored is None and item.temp is None:
                         try:
                             item = batch[position] = self._encode_again(item)
@@ -634,7 +645,7 @@ class Store:
             if parent in batch.names or (self.refs_dir / parent).is_file():
                 raise UsageError(f"cannot bind name {name!r}: {parent} is already a name",
                                  f"remove it first with: blobctl rm {parent}")
-        if name in batch.directories or path.is_dir():
+        if name in batch.directories or (path.is_dir() and not _removed_if_empty(path)):
             raise UsageError(f"cannot bind name {name!r}: other names live under it")
         if not from_remote and self.overlay is not None:
             self.overlay.writable_mount_for(name)
@@ -1049,7 +1060,7 @@ class Store:
 
     def summary(self) -> StoreSummary:
         totals = self.index.totals()
-        return StoreSummary(str(self.root), totals.objects, totals.names, totals.size,
+        return StoreSummary(os.path.abspath(self.root), totals.objects, totals.names, totals.size,
                             totals.stored, self.config.get("max_size"), self.index.counters())
 
     # -- removal ------------------------------------------------------------------------

@@ -201,6 +201,7 @@ def test_a_name_cannot_shadow_a_hash(blobctl, files, store_dir):
     (["put", "--name", "/abs", "/etc/hostname"], EXIT_USAGE, "absolute"),
     (["put"], EXIT_USAGE, "nothing to put"),
     (["get", "x", "--range", "abc"], EXIT_USAGE, "invalid range"),
+    (["get", "x", "--range", "+1:1_0"], EXIT_USAGE, "invalid range"),
     (["config", "set", "max_size", "huge"], EXIT_USAGE, "invalid size"),
     (["config", "get", "nope"], EXIT_USAGE, "unknown config key"),
 ])
@@ -258,6 +259,18 @@ def test_closed_or_full_standard_streams_are_one_line(blobctl, files, args, clos
                                   stdout={"stdout": None, "full": full}.get(closed, subprocess.PIPE))
     err = result.stderr.decode()
     assert result.returncode == code and needle in err and len(err.splitlines()) == 1, err
+
+
+def test_a_path_with_a_line_break_still_gives_one_error_line(blobctl, tmp_path):
+    result = blobctl("put", tmp_path / "no\nsuch\rfile")
+    assert result.code == EXIT_NOT_FOUND and "no\\nsuch\\rfile" in one_line_error(result)
+
+
+def test_stat_json_gives_the_store_path_absolute(tmp_path):
+    (tmp_path / "rel").mkdir()
+    result = subprocess.run(blobctl_executable() + ["--store", "rel", "stat", "--json"], cwd=tmp_path,
+                            capture_output=True, check=True)
+    assert json.loads(result.stdout)["path"] == str(tmp_path / "rel")
 
 
 def test_paths_spelt_like_special_arguments_are_files(blobctl, tmp_path):
@@ -816,8 +829,11 @@ def test_options_that_would_be_ignored_are_refused(blobctl, files):
     assert blobctl("ls", "--objects", "not-hex").code == EXIT_USAGE
     digest = sha(files["small"].read_bytes())
     blobctl("put", files["medium"], check=True)
-    listed = json.loads(blobctl("ls", "--objects", digest[:6], "--json", check=True).out)
-    assert [row["hash"] for row in listed] == [digest]
+    for prefix in (digest[:6], digest[:6].upper(), digest[:1]):
+        listed = json.loads(blobctl("ls", "--objects", prefix, "--json", check=True).out)
+        assert digest in [row["hash"] for row in listed] and all(row["hash"].startswith(prefix.lower())
+                                                                for row in listed)
+    assert len(json.loads(blobctl("ls", "--objects", digest[:6], "--json", check=True).out)) == 1
     zeroed = json.loads(blobctl("stat", "--zero", "--json", check=True).out)
     assert zeroed["objects"] == 2 and set(zeroed["counters"].values()) == {0}
 

@@ -286,6 +286,37 @@ def test_names_bind_resolve_and_conflicts(store):
     assert store.index.totals().names == 1
 
 
+def test_an_empty_directory_left_in_refs_does_not_block_its_name(store):
+    """A bind killed after making refs/a/ for a/b leaves it empty: 'a' can still be bound."""
+    digest = store.put_stream(io.BytesIO(b"data")).digest
+    (store.refs_dir / "left" / "over").mkdir(parents=True)
+    store.bind("left/over", digest)
+    with pytest.raises(UsageError, match="other names live under it"):
+        store.bind("left", digest)  # left/ holds a name
+    store.remove("left/over")
+    (store.refs_dir / "left").mkdir(exist_ok=True)
+    store.bind("left", digest)
+    assert store.read_ref("left") == digest
+
+
+def test_an_emptied_object_file_is_replaced_by_the_next_put_of_its_content(store, tmp_path):
+    """No object is 0 bytes: an emptied one (a crash of another tool, a full disk) is
+    damage a put of the same content can mend, from a stream or a file."""
+    for label, put in (("stream", lambda data: store.put_stream(io.BytesIO(data))),
+                       ("file", lambda data: store.put_path(str(_written(tmp_path / label, data))))):
+        data = f"content put from a {label}".encode()
+        digest = put(data).digest
+        store.object_path(digest).write_bytes(b"")
+        again = put(data)
+        assert again.created and read_all(store, digest) == data
+        assert store.index.row(digest).stored == store.object_path(digest).stat().st_size > 0
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def test_resolve_prefix_and_ambiguity(store):
     digests = [store.put_stream(io.BytesIO(str(i).encode())).digest for i in range(300)]
     target = digests[0]

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from blobctl import render, stats
+from blobctl import keys, render, stats
 from blobctl.cli import app
 from blobctl.cli.common import JsonOption, complete_keys, open_store, trim_if_over_limit
 from blobctl.errors import BlobctlError, PartialOutputError, UsageError
@@ -21,12 +21,10 @@ def _parse_range(text: str | None) -> tuple[int, int | None]:
     if text is None:
         return 0, None
     start, sep, end = text.partition(":")
-    try:
-        lo = int(start) if start else 0
-        hi = int(end) if end else None
-    except ValueError:
-        lo = hi = -1
-    if not sep or lo < 0 or (hi is not None and hi < lo):
+    # plain decimal digits, not all that int() takes ('+1', '1_0', ' 1')
+    valid = sep and all(not part or (part.isascii() and part.isdigit()) for part in (start, end))
+    lo, hi = (int(start or 0), int(end) if end else None) if valid else (0, None)
+    if not valid or (hi is not None and hi < lo):
         raise UsageError(f"invalid range {text!r}", "use START:END in bytes, e.g. 0:1024 or 4096:")
     return lo, hi
 
@@ -194,10 +192,13 @@ def list_names(
     """List names with their sizes, or every object with --objects."""
     with open_store(ctx) as store:
         if objects:
-            if prefix and not all(c in "0123456789abcdef" for c in prefix):
+            prefix = prefix.lower()  # as get reads hashes
+            if prefix and not keys.is_hex(prefix):
                 raise UsageError(f"invalid hash prefix {prefix!r}: with --objects, PREFIX is hex digits")
             rows = []
-            for digest in store.iter_objects():
+            # two digits or more name a shard: list that one only
+            digests = store.match_prefix(prefix) if len(prefix) >= 2 else store.iter_objects()
+            for digest in digests:
                 if not digest.startswith(prefix):
                     continue
                 size, stored, accessed = store.describe(digest)
