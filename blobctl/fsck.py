@@ -172,6 +172,7 @@ def _repair(store, problems: list[Problem], to_quarantine: list[tuple[int, Path]
                         f"{problems[position].detail}; {'removed' if gone else 'bound again'} since"))
                     continue
                 os.replace(path, _free_name(quarantine / f"{flat}.{stamp}"))
+                store.syncer.sync_dir_later(path.parent)  # the move is in both directories
         except OSError as exc:
             problems[position] = replace(problems[position],
                                          detail=f"{problems[position].detail}; not moved: {exc}")

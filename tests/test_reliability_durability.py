@@ -88,7 +88,7 @@ def unsynced_at_exit(calls, store: Path) -> tuple[list[str], int, int]:
             if source in dirty:
                 problems.append(f"{dest} renamed into place before its data was synced")
             dirty.discard(source)
-            dirty.add(os.path.dirname(dest))
+            dirty.update({os.path.dirname(source), os.path.dirname(dest)})  # both entries changed
             renames += 1
         elif name in ("mkdir", "mkdirat", "unlink", "unlinkat", "rmdir"):
             dirty.add(os.path.dirname(paths[-1]))
@@ -121,7 +121,14 @@ def test_put_syncs_data_before_rename_and_everything_before_exit(tmp_path):
         assert problems == [], label
         total_renames += renames
         total_dir_syncs += dir_syncs
-    assert total_renames >= 6
+    damaged = next(path for path in (store / "objects").rglob("*") if path.is_file())
+    damaged.write_bytes(b"not a zstd frame")
+    calls = trace(blobctl_executable() + ["--store", str(store), "fsck", "--repair"], tmp_path / "strace.log")
+    problems, renames, dir_syncs = unsynced_at_exit(calls, store)
+    assert problems == [] and renames == 1, "fsck --repair moving a damaged object to quarantine/"
+    total_renames += renames
+    total_dir_syncs += dir_syncs
+    assert total_renames >= 7
     report(5, "durability order",
            f"{len(commands)} commands traced: {total_renames} renames each after its data fsync, "
            f"{total_dir_syncs} directory fsyncs, 0 unsynced files or directories at exit")
