@@ -192,9 +192,23 @@ def _unchanged(fd: int, before: os.stat_result) -> bool:
 _stop_flag = None
 
 
-def _encode_in_worker(encoder: Encoder, paths: list[str]) -> list[Pending | BlobctlError]:
-    """A worker process's task: encode `paths` into temp files for the parent to publish."""
-    return encoder.encode_paths(paths, lambda: _stop_flag.value != 0)
+def _encode_in_worker(encoder: Encoder, paths: list[str]) -> None:
+    """A worker process's task: encode `paths` into temp files for the parent to publish,
+    and leave their outcomes in a file (_outcomes_path). Not returned: the pool would send
+    them through the pipe all workers share, and a chunk's outcomes (~13 KB for 64 files)
+    take more than one atomic pipe write; a worker killed in the middle of one (the OOM
+    killer, say) left the pool waiting forever for the rest, and the put hung."""
+    import pickle
+
+    outcomes = encoder.encode_paths(paths, lambda: _stop_flag.value != 0)
+    with open(_outcomes_path(encoder), "wb") as sink:
+        pickle.dump(outcomes, sink, pickle.HIGHEST_PROTOCOL)
+
+
+def _outcomes_path(encoder: Encoder) -> str:
+    """Where a worker leaves a task's outcomes: a temp file of the task (see
+    WorkerProcesses._remove_temps), so gc removes it if nobody does."""
+    return f"{encoder.tmp_dir}/{encoder.temp_prefix}outcomes{TEMP_SUFFIX}"
 
 
 def _worker_start_method() -> str:
@@ -271,7 +285,7 @@ class WorkerProcesses:
             except BrokenExecutor:  # a worker died since the last result was read
                 self.available = False
             else:
-                self._chunks[future] = (paths, prefix)
+                self._chunks[future] = (paths, encoder)
                 return future
         return self._encoder.encode_paths(paths)
 
@@ -290,15 +304,22 @@ class WorkerProcesses:
         return future in self._chunks
 
     def result(self, future) -> list[Pending | BlobctlError]:
+        import pickle
         from concurrent.futures import BrokenExecutor
 
-        paths, prefix = self._chunks[future]  # forgotten only once its outcome is in hand
+        paths, encoder = self._chunks[future]  # forgotten only once its outcome is in hand
         try:
-            outcome = future.result()
+            future.result()
+            with open(_outcomes_path(encoder), "rb") as source:
+                outcome = pickle.load(source)
+            discard_file(_outcomes_path(encoder))
         except BrokenExecutor:  # a worker died (killed, out of memory): carry on here
             self.available = False
             self._pool.shutdown(wait=True)  # the pool stops every worker: wait for that
-            self._remove_temps(prefix)
+            self._remove_temps(encoder.temp_prefix)
+            outcome = self._encoder.encode_paths(paths)
+        except (OSError, pickle.UnpicklingError):  # its outcomes could not be written (a full disk)
+            self._remove_temps(encoder.temp_prefix)
             outcome = self._encoder.encode_paths(paths)
         del self._chunks[future]
         return outcome
@@ -317,5 +338,5 @@ class WorkerProcesses:
         can be writing them any more."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        for _, prefix in self._chunks.values():
-            self._remove_temps(prefix)
+        for _, encoder in self._chunks.values():
+            self._remove_temps(encoder.temp_prefix)

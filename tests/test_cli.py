@@ -694,6 +694,37 @@ def test_a_killed_worker_process_loses_nothing(store_dir, tmp_path):
     assert not list((store_dir / "tmp").iterdir())
 
 
+#: Run in a put's parent before its workers fork: the first worker to send the pool a
+#: message longer than one atomic pipe write (PIPE_BUF) sends half of it and is killed,
+#: as the OOM killer could between two writes.
+_KILL_MID_MESSAGE = """
+import os, select, signal, sys
+from multiprocessing import connection
+parent, send = os.getpid(), connection.Connection._send
+def half_then_die(self, buf, *args):
+    if os.getpid() != parent and len(buf) > select.PIPE_BUF:
+        send(self, buf[:len(buf) // 2], *args)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return send(self, buf, *args)
+connection.Connection._send = half_then_die
+from blobctl.__main__ import main
+sys.argv[0] = "blobctl"
+main()
+"""
+
+
+def test_a_worker_killed_while_sending_to_the_pool_does_not_hang_the_put(store_dir, tmp_path):
+    """A chunk's outcomes once went through the pool's pipe: a worker killed half-way
+    through writing them left the pool reading the rest forever (a put that never ended)."""
+    paths = [str(path) for path in tiny_files(tmp_path, 2000)]
+    result = subprocess.run([sys.executable, "-c", _KILL_MID_MESSAGE, "put", "--stdin-paths"],
+                            input="\n".join(paths).encode(), capture_output=True, timeout=120,
+                            env={**os.environ, "BLOBCTL_STORE": str(store_dir)})
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().splitlines() == [f"{sha(Path(p).read_bytes())}  {p}" for p in paths]
+    assert not list((store_dir / "tmp").iterdir())
+
+
 def test_put_json(blobctl, files):
     rows = json.loads(blobctl("put", "--json", "--name", "n", files["medium"], check=True).out)
     assert rows == [{"hash": sha(files["medium"].read_bytes()), "size": 300_000, "stored": rows[0]["stored"],
