@@ -86,6 +86,10 @@ class IndexUnreadable(Exception):
     """The index file is not a usable SQLite database (the store rebuilds it)."""
 
 
+class IndexBusy(BlobctlError):
+    """Another process holds the index's write lock (see Index.transaction's `wait`)."""
+
+
 class IndexReadOnly(BlobctlError):
     """The index was opened read-only (a read-only file system, another user's store):
     commands that only read go on."""
@@ -213,16 +217,26 @@ class Index:
         self.db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction holding SQLite's write lock from the start (BEGIN IMMEDIATE);
-        threads of this process take turns, and a nested call joins the outer transaction."""
+        threads of this process take turns, and a nested call joins the outer transaction.
+        With wait=False, IndexBusy at once if another process holds the lock."""
         with self._lock:
             if self.db.in_transaction:
                 yield self.db
                 return
             try:
-                self.db.execute("BEGIN IMMEDIATE")
+                if not wait:
+                    self.db.execute("PRAGMA busy_timeout = 0")
+                try:
+                    self.db.execute("BEGIN IMMEDIATE")
+                finally:
+                    if not wait:
+                        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT * 1000}")
             except sqlite3.Error as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if busy and not wait:
+                    raise IndexBusy(f"the index {self.path} is locked by another command") from exc
                 raise index_failure(exc, "lock", self.path) from exc
             try:
                 yield self.db

@@ -5,10 +5,13 @@ that records the change. If the command dies before COMMIT (kill -9, a second SI
 an index write error), SQLite rolls the rows back but the renames and deletions stay,
 and the index no longer describes the files: gc cannot see those objects, stat counts
 what is not there. So before changing files, a transaction writes a journal naming the
-objects and names it may change (tmp/<random>.journal, not synced: it guards against a
-dead process, not a power loss), and removes it once committed. A journal found later,
+objects and names it may change, and removes it once committed. A journal found later,
 under the write lock, is one whose transaction never committed: Store reconciles the
 index rows of what it names with the files and removes it.
+
+Journals are tmp/journal/<random>.journal (made on first use: every command looks there,
+and tmp/ itself may hold thousands of temp files), not synced: they guard against a
+dead process, not a power loss.
 """
 
 from __future__ import annotations
@@ -20,23 +23,30 @@ from blobctl import keys
 from blobctl.errors import UsageError
 from blobctl.fsutil import temp_path, write_new_file
 
+DIRECTORY = "journal"
 SUFFIX = ".journal"
 
 
 def write(tmp_dir: Path, digests: list[str], names: list[str]) -> str:
     """A journal naming `digests` and `names` (names never hold a newline or a space)."""
-    path = temp_path(tmp_dir, suffix=SUFFIX)
-    write_new_file(path, "".join([f"o {digest}\n" for digest in digests]
-                                 + [f"n {name}\n" for name in names]).encode())
+    directory = tmp_dir / DIRECTORY
+    path = temp_path(directory, suffix=SUFFIX)
+    content = "".join([f"o {digest}\n" for digest in digests] + [f"n {name}\n" for name in names]).encode()
+    try:
+        write_new_file(path, content)
+    except FileNotFoundError:  # the first journal of this store
+        directory.mkdir(exist_ok=True)
+        write_new_file(path, content)
     return path
 
 
 def pending(tmp_dir: Path) -> list[str]:
-    """Paths of the journals in tmp/ (of transactions that did not commit, or did a
-    moment ago and are about to remove theirs)."""
+    """Paths of the journals left (by transactions that did not commit, or did a moment
+    ago and are about to remove theirs); anything else there is ignored."""
     try:
-        return sorted(entry.path for entry in os.scandir(tmp_dir) if entry.name.endswith(SUFFIX))
-    except FileNotFoundError:
+        return sorted(entry.path for entry in os.scandir(tmp_dir / DIRECTORY)
+                      if entry.name.endswith(SUFFIX) and entry.is_file(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError):
         return []
 
 

@@ -145,7 +145,11 @@ class Overlay:
         unlisted: list[str] = []
         failure = None
         for mount in self.mounts:
-            backend = self.backend(mount)
+            try:
+                backend = self.backend(mount)
+            except BlobctlError as exc:  # a mount that cannot even be opened (a bad URL)
+                failure = failure or exc
+                continue
             try:
                 found.update(filter(None, map(keys.hash_of_object_key, backend.list(keys.object_key(prefix)))))
             except UsageError:

@@ -32,7 +32,7 @@ from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, Partial
 from blobctl.encoder import Encoder, InputFile, Pending, WorkerProcesses
 from blobctl.fsutil import (TEMP_SUFFIX, SlicedWriter, Syncer, atomic_write, descriptor_named, discard_file,
                              is_regular_file, make_dirs, regular_file_size, temp_path, write_new_file)
-from blobctl.index import Index, IndexReadOnly, IndexUnreadable, ObjectRow
+from blobctl.index import Index, IndexBusy, IndexReadOnly, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
 
@@ -162,9 +162,7 @@ class Store:
                     except OSError:  # a read-only store: reads do without it, writes say why
                         pass
             return
-        made_first = {directory.name for directory in layout} | {"config.toml"}
-        if self.root.exists() and any(entry.name not in made_first and not entry.name.endswith(TEMP_SUFFIX)
-                                      for entry in self.root.iterdir()):
+        if not self._being_created(layout) and not marker.exists():  # (FORMAT written meanwhile?)
             raise UsageError(f"{self.root} is not empty and not a blobctl store",
                              "point --store at a blobctl store or an empty directory")
         try:
@@ -174,6 +172,23 @@ class Store:
                          self.syncer)
         except OSError as exc:
             raise from_os_error(exc, "create store", self.root) from exc
+
+    def _being_created(self, layout: tuple[Path, ...]) -> bool:
+        """Whether a directory without FORMAT holds nothing but what creating a store
+        makes before FORMAT: empty layout directories (tmp/ may hold the temp file of
+        FORMAT), config.toml and the temp file of writing it (`config set` first)."""
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return True
+        for entry in entries:
+            if entry.name in ("config.toml",) or entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
+                continue
+            if self.root / entry.name not in layout or not entry.is_dir(follow_symlinks=False):
+                return False
+            if any(not (entry.name == "tmp" and inner.endswith(TEMP_SUFFIX)) for inner in os.listdir(entry.path)):
+                return False
+        return True
 
     @property
     def index(self) -> Index:
@@ -195,25 +210,30 @@ class Store:
         self.index.after_commit(functools.partial(self._journal_done, path))
 
     def _journal_done(self, path: str) -> None:
-        discard_file(path)
         self._journals.discard(path)
+        try:
+            discard_file(path)
+        except OSError:  # left for a later command, which finds the index already right
+            pass
 
     def _recover_interrupted(self) -> None:
-        """Mend the index rows of what the journals in tmp/ list (transactions that never
-        committed; see blobctl.journal) from the files, then remove those journals. A
-        store this user may only read is left as it is."""
-        if not journal.pending(self.tmp_dir):
+        """Mend the index rows of what the journals left list (transactions that never
+        committed; see blobctl.journal) from the files, then remove those journals. Not
+        now if another command holds the write lock (the journal may be its own, and a
+        dead one's can wait for the next command: a reader must not wait), nor on a store
+        this user may only read."""
+        if not journal.pending(self.tmp_dir) or not os.access(self.tmp_dir / journal.DIRECTORY, os.W_OK):
             return
         try:
-            with self.index.transaction():  # under the lock, every journal left is a dead one's
+            with self.index.transaction(wait=False):  # under the lock, a journal left is a dead one's
                 for path in journal.pending(self.tmp_dir):
                     try:
                         digests, names = journal.read(path)
-                    except FileNotFoundError:  # its (committed) writer removed it meanwhile
+                    except OSError:  # removed meanwhile by its writer, which committed; or unreadable
                         continue
                     self._reconcile(digests, names)
                     self.index.after_commit(functools.partial(self._journal_done, path))
-        except IndexReadOnly:
+        except (IndexBusy, IndexReadOnly):
             pass
 
     def _reconcile(self, digests: list[str], names: list[str]) -> None:
@@ -224,6 +244,8 @@ class Store:
             try:
                 found = self.scan_object(digest)
             except BlobctlError:  # not a regular file, say: no row; fsck reports it
+                found = None
+            if found is not None and found.stored == 0:  # emptied: damage, the next put replaces it
                 found = None
             row = self.index.row(digest)
             if found is None and row is not None:
@@ -315,7 +337,7 @@ class Store:
             if self._journals:  # a transaction changing files rolled back (an error, SIGTERM)
                 try:
                     self._recover_interrupted()
-                except BlobctlError:
+                except (BlobctlError, OSError):
                     pass  # its journal stays: the next command mends the index
             if self._counters or self._accesses:
                 try:
@@ -673,6 +695,8 @@ class Store:
                         raise
                     on_refused(name, exc)
             self.syncer.sync_files([ref.temp for ref in staged])
+            if not staged:
+                return
             with self.index.transaction():
                 for ref in staged:
                     self.index.set_name(ref.name, ref.digest)  # first: if it cannot be written, nothing changed

@@ -55,4 +55,5 @@ def object_file(store: Path, digest: str) -> Path:
 
 
 def leftover_temp_files(store: Path) -> list[Path]:
-    return list((store / "tmp").glob("*")) if (store / "tmp").exists() else []
+    """Files left in tmp/ (temp files, journals); the directories blobctl keeps there are not."""
+    return [path for path in (store / "tmp").rglob("*") if not path.is_dir()]

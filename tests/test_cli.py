@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Result, blobctl_executable
-from tests.reliability import sha
+from tests.reliability import leftover_temp_files, sha
 from tests.workers import alive, worker_processes
 
 EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTEGRITY = 2, 3, 4
@@ -134,7 +134,7 @@ def test_get_o_to_one_of_the_shells_descriptors_writes_through_it(files, tmp_pat
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "piped").read_bytes() == data
     assert log.read_bytes() == b"first\n" + data + b"last\n" + b"more\n" + data
-    assert not list((tmp_path / "store" / "tmp").iterdir())
+    assert not leftover_temp_files(tmp_path / "store")
 
 def test_names_ls_and_json(blobctl, files):
     blobctl("put", "--name", "datasets/mnist.npz", files["medium"], check=True)
@@ -286,7 +286,7 @@ def test_paths_spelt_like_special_arguments_are_files(blobctl, tmp_path):
     got = subprocess.run(blobctl_executable() + ["get", "n", "-o", "./-"], cwd=tmp_path, capture_output=True)
     assert got.returncode == 0 and got.stdout == b"" and (tmp_path / "-").read_bytes() == b"other"
     (tmp_path / "notes").write_bytes(b"important")
-    for target in ("notes/", "new-dir/"):
+    for target in ("notes/", "new-dir/", "new-dir/.", "notes/.."):
         refused = blobctl("get", "n", "-o", f"{tmp_path}/{target}")
         assert refused.code == EXIT_USAGE and "not a directory" in refused.err
     assert (tmp_path / "notes").read_bytes() == b"important" and not (tmp_path / "new-dir").exists()
@@ -430,7 +430,7 @@ def test_disk_full_leaves_nothing_partial(tmp_path, files):
         result = run("put", "-", input=noise)
         err = result.stderr.decode()
         assert result.returncode == 1 and "no space left on device" in err and "Traceback" not in err
-        assert not list((store / "tmp").iterdir())
+        assert not leftover_temp_files(store)
         assert run("get", "kept").stdout == files["small"].read_bytes()
         assert run("get", sha(noise)).returncode == EXIT_NOT_FOUND
     finally:
@@ -455,6 +455,8 @@ def test_a_store_on_a_read_only_file_system_can_be_read(tmp_path, files):
         return subprocess.run(blobctl_executable() + ["--store", str(view), *map(str, args)], capture_output=True)
 
     digest = sha(files["small"].read_bytes())
+    (source / "tmp" / "journal").mkdir(exist_ok=True)  # left by a command killed mid-transaction
+    (source / "tmp" / "journal" / "left.journal").write_text(f"o {digest}\n")
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
         got = run("get", "n")
@@ -541,7 +543,7 @@ def test_interrupted_put_cleans_temp_files(store_dir, tmp_path, signum, code):
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == code and b"Traceback" not in err
-    assert not list((store_dir / "tmp").iterdir())
+    assert not leftover_temp_files(store_dir)
     assert not any((store_dir / "objects").rglob("*/*"))
 
 
@@ -584,7 +586,7 @@ def test_stdin_paths_of_many_small_files(store_dir, tmp_path, how):
     assert proc.stderr.decode().count("\n") == 1 and "/missing/one" in proc.stderr.decode()
     expected = [f"{sha(p.read_bytes())}  {p}" for p in paths]
     assert proc.stdout.decode().splitlines() == expected
-    assert not list((store_dir / "tmp").iterdir())
+    assert not leftover_temp_files(store_dir)
 
 
 def test_putting_many_stored_files_again_reuses_their_objects(store_dir, tmp_path):
@@ -619,7 +621,7 @@ def test_putting_many_stored_files_again_reuses_their_objects(store_dir, tmp_pat
     assert [(r["hash"], r["stored"]) for r in again[:-7]] == [(r["hash"], r["stored"]) for r in first[:-7]]
     assert again[-7]["hash"] == sha(b"changed since")
     assert len(object_files()) == len(objects_before) + len(new) + 1
-    assert not list((store_dir / "tmp").iterdir())
+    assert not leftover_temp_files(store_dir)
 
 
 def slow_put_of_many_files(store_dir: Path, tmp_path: Path, count: int = 6000) -> tuple[subprocess.Popen, list[str]]:
@@ -650,7 +652,7 @@ def test_interrupting_a_put_of_many_files_leaves_no_temp_files(store_dir, tmp_pa
     rest, err = proc.stdout.read(), proc.stderr.read()
     proc.wait(timeout=60)
     assert proc.returncode == code and not err, err.decode()
-    assert not list((store_dir / "tmp").iterdir())
+    assert not leftover_temp_files(store_dir)
     assert not [pid for pid in workers if alive(pid)]
     for line in reported + rest.splitlines()[:50]:
         digest = line.split()[0].decode()
@@ -691,7 +693,7 @@ def test_a_killed_worker_process_loses_nothing(store_dir, tmp_path):
     for line in lines[::97]:
         digest = line.split()[0]
         assert (store_dir / "objects" / digest[:2] / digest[2:]).read_bytes()
-    assert not list((store_dir / "tmp").iterdir())
+    assert not leftover_temp_files(store_dir)
 
 
 #: Run in a put's parent before its workers fork: the first worker to send the pool a
@@ -722,7 +724,7 @@ def test_a_worker_killed_while_sending_to_the_pool_does_not_hang_the_put(store_d
                             env={**os.environ, "BLOBCTL_STORE": str(store_dir)})
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().splitlines() == [f"{sha(Path(p).read_bytes())}  {p}" for p in paths]
-    assert not list((store_dir / "tmp").iterdir())
+    assert not leftover_temp_files(store_dir)
 
 
 def test_put_json(blobctl, files):
@@ -759,7 +761,7 @@ def test_concurrent_processes_put_same_and_different_files(store_dir, tmp_path):
         got = subprocess.run(blobctl_executable() + ["--store", str(store_dir), "get", sha(path.read_bytes())],
                              capture_output=True)
         assert got.stdout == path.read_bytes()
-    assert not list((store_dir / "tmp").iterdir())
+    assert not leftover_temp_files(store_dir)
 
 
 def test_config_commands(blobctl, store_dir, tmp_path):
@@ -830,7 +832,7 @@ def test_a_read_error_on_an_input_names_that_input(blobctl, store_dir):
     file, not the store, and no temp file is left behind."""
     result = blobctl("put", "/proc/self/mem")
     assert result.code == 1 and "cannot read /proc/self/mem" in one_line_error(result)
-    assert not list((store_dir / "tmp").iterdir())
+    assert not leftover_temp_files(store_dir)
 
 
 def test_a_repeated_sigterm_waits_for_the_clean_up(monkeypatch):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from blobctl import encoder as encoder_module
-from tests.reliability import sha
+from tests.reliability import leftover_temp_files, sha
 from tests.workers import alive, worker_processes
 
 
@@ -124,7 +124,7 @@ def test_a_chunk_whose_worker_died_is_encoded_here(store, tmp_path):
         sha(b"content 0"), sha(b"content 1"), sha(b"from the fifo")]
     assert not processes.available  # the rest of the put stays here too
     # the dead worker's temp files are gone; only the new ones remain
-    assert sorted(p.name for p in store.tmp_dir.iterdir()) == sorted(os.path.basename(item.temp) for item in outcomes)
+    assert sorted(p.name for p in leftover_temp_files(store.root)) == sorted(os.path.basename(item.temp) for item in outcomes)
     store.discard(outcomes)
 
 
@@ -138,4 +138,4 @@ def test_chunks_whose_outcome_nobody_took_leave_no_temp_files(store, tmp_path):
         _wait_at_the_fifo(store)
         feeder.start()  # it finishes the chunk while the pool stops
     feeder.join()
-    assert not list(store.tmp_dir.iterdir())
+    assert not leftover_temp_files(store.root)

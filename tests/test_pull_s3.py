@@ -17,7 +17,7 @@ from blobctl.backends.common import HeldBody
 from blobctl.errors import BlobctlError, IntegrityError
 from blobctl.config import Config
 from blobctl.store import Store
-from tests.reliability import sha
+from tests.reliability import leftover_temp_files, sha
 from tests.servers import S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
 
 
@@ -189,7 +189,7 @@ def test_a_damaged_object_held_in_memory_is_not_cached(open_store):
     assert not bob.has_object(bad) and bob.read_ref("team/n2") is None
     for name in ("n0", "n1", "n3"):
         assert bob.read_ref(f"team/{name}") == sha(contents[name])
-    assert not list(bob.tmp_dir.iterdir())
+    assert not leftover_temp_files(bob.root)
 
 
 def test_a_pull_of_names_that_clash_binds_one_and_refuses_the_other(open_store):

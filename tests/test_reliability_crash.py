@@ -21,7 +21,7 @@ from blobctl.backends import open_backend
 from blobctl.config import Config
 from blobctl.errors import NotFoundError
 from blobctl.store import Store
-from tests.reliability import object_file, popen_in, report, run_in, sha
+from tests.reliability import leftover_temp_files, object_file, popen_in, report, run_in, sha
 from tests.test_mounts import s3_env
 
 KILLS = 100
@@ -269,5 +269,5 @@ def test_a_command_killed_before_its_index_commit_leaves_a_consistent_store(tmp_
     summary = json.loads(run_in(store, "stat", "--json").out)
     assert summary["objects"] == (1 if command == "gc" else len(files))
     assert run_in(store, "fsck").code == 0
-    assert not list((store / "tmp").glob("*.journal"))
+    assert not leftover_temp_files(store)
     assert run_in(store, "get", "kept").out == files[0].read_bytes()

@@ -17,7 +17,7 @@ from blobctl.errors import BlobctlError, IntegrityError, NotFoundError, UsageErr
 from blobctl.index import Index
 from blobctl.results import Resolved
 from blobctl.store import Store
-from tests.reliability import sha
+from tests.reliability import leftover_temp_files, sha
 
 
 def read_all(store, key) -> bytes:
@@ -35,7 +35,7 @@ def test_put_is_content_addressed_and_deduplicated(store):
     assert path == store.root / "objects" / first.digest[:2] / first.digest[2:]
     assert store.index.totals().objects == 1
     assert read_all(store, first.digest) == b"hello"
-    assert not list(store.tmp_dir.iterdir())
+    assert not leftover_temp_files(store.root)
 
 
 def test_dedup_records_access(store):
@@ -60,7 +60,7 @@ def test_putting_a_stored_file_again_only_hashes_it(store, tmp_path, monkeypatch
     assert not again.created and again.digest == first.digest and not compressed
     assert again.stored == store.object_path(first.digest).stat().st_size == first.stored
     assert store.index.row(first.digest).stored == first.stored
-    assert not list(store.tmp_dir.iterdir())
+    assert not leftover_temp_files(store.root)
 
 
 def _at_publish(monkeypatch, action) -> None:
@@ -94,7 +94,7 @@ def test_a_stored_object_removed_before_publishing_is_written_again(store, tmp_p
 
     assert result.created and result.name == "kept"
     assert read_all(store, "kept") == source.read_bytes()
-    assert not list(store.tmp_dir.iterdir())
+    assert not leftover_temp_files(store.root)
 
 
 def test_a_file_changed_after_its_object_was_removed_is_not_stored(store, tmp_path, monkeypatch):
@@ -113,7 +113,7 @@ def test_a_file_changed_after_its_object_was_removed_is_not_stored(store, tmp_pa
     assert not store.has_object(digest) and not store.has_object(sha(source.read_bytes()))
     with pytest.raises(NotFoundError):
         store.resolve("kept")
-    assert not list(store.tmp_dir.iterdir())
+    assert not leftover_temp_files(store.root)
 
 
 @pytest.mark.parametrize("processes", [None, "fork", "spawn"],
@@ -149,7 +149,7 @@ def test_put_paths_keeps_order_and_reports_errors(store, tmp_path, monkeypatch, 
         if path not in (files[30], files[41]):
             assert result.digest == sha(open(path, "rb").read()) and result.source == path
             assert read_all(store, result.digest) == open(path, "rb").read()
-    assert not list(store.tmp_dir.iterdir())
+    assert not leftover_temp_files(store.root)
 
 
 def many_small_files(directory: Path, count: int) -> list[str]:
@@ -201,7 +201,7 @@ def test_a_many_file_put_renames_each_object_after_its_own_data_sync(store, tmp_
             overlapped += bool(syncing)
     assert len([e for e in events if e[0] == "rename"]) == 120
     assert overlapped >= 10  # renames did run while another batch was being synced
-    assert not list(store.tmp_dir.iterdir())
+    assert not leftover_temp_files(store.root)
 
 
 def test_an_interrupted_many_file_put_stops_its_workers_between_files(store, tmp_path, monkeypatch):
@@ -230,7 +230,7 @@ def test_an_interrupted_many_file_put_stops_its_workers_between_files(store, tmp
     encoded_after = len(log.read_text().splitlines())
     assert encoded_after - encoded_before < 50  # each worker finished its file, not its chunk
     assert encoded_after < 600
-    assert not list(store.tmp_dir.iterdir())
+    assert not leftover_temp_files(store.root)
 
 
 @pytest.mark.parametrize("where", ["submit", "publish"])
@@ -270,7 +270,7 @@ def test_no_temp_file_is_left_when_an_interrupt_lands_between_sync_and_publish(s
     with pytest.raises(KeyboardInterrupt):
         list(store.put_paths(many_small_files(tmp_path / "in", 120)))
     assert len(calls) >= 2
-    assert not list(store.tmp_dir.iterdir())
+    assert not leftover_temp_files(store.root)
 
 
 def test_names_bind_resolve_and_conflicts(store):
@@ -652,11 +652,36 @@ def test_a_store_being_created_is_not_taken_for_a_foreign_directory(tmp_path):
     assert store.put_stream(io.BytesIO(b"first")).created and (root / "FORMAT").exists()
 
 
+def test_a_directory_holding_files_is_not_taken_for_a_store_being_created(tmp_path):
+    root = tmp_path / "mine"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "todo.txt").write_text("my notes")
+    with pytest.raises(UsageError, match="not a blobctl store"):
+        Store(Config.load(str(root)))
+
+
+def test_a_leftover_journal_waits_for_the_lock_holder_without_blocking_readers(store_dir, monkeypatch):
+    """A journal may be a live writer's (its transaction in progress): a command opening
+    the index must not wait for that writer's lock to mend it; the next one does."""
+    monkeypatch.setattr(index_module, "BUSY_TIMEOUT", 1)  # waiting would fail the open
+    with Store(Config.load(str(store_dir))) as writer:
+        digest = writer.put_stream(io.BytesIO(b"committed")).digest
+        (store_dir / "tmp" / "journal" / "x.journal").write_text(f"o {digest}\no {'f' * 64}\n")
+        (store_dir / "tmp" / "journal" / "dir.journal").mkdir()  # not a journal: ignored
+        with writer.index.transaction():
+            with Store(Config.load(str(store_dir))) as reader:
+                assert reader.index.row(digest) is not None
+            assert (store_dir / "tmp" / "journal" / "x.journal").exists()
+    with Store(Config.load(str(store_dir))) as later:
+        assert later.index.row(digest) is not None
+    assert not (store_dir / "tmp" / "journal" / "x.journal").exists()
+
+
 def test_layout_directories_that_went_missing_are_made_again(store, tmp_path):
     """Tools that drop empty directories (git, some sync tools) may remove tmp/ or pins/."""
     digest = store.put_stream(io.BytesIO(b"kept")).digest
     store.close()
-    for directory in ("tmp", "pins"):
+    for directory in ("tmp/journal", "tmp", "pins"):  # empty, all three
         (store.root / directory).rmdir()
     again = Store(store.config)
     assert again.put_stream(io.BytesIO(b"second")).created
@@ -810,4 +835,4 @@ def test_a_put_interrupted_before_its_commit_is_recorded_when_the_store_closes(s
     with Store(Config.load(str(store_dir))) as store:
         digest = store.read_ref("x")
         assert store.index.row(digest) is not None and store.index.all_names() == {"x": digest}
-        assert not list(store.tmp_dir.iterdir())
+        assert not leftover_temp_files(store.root)

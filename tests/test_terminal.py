@@ -84,11 +84,13 @@ def test_only_data_reaches_stdout_when_stderr_is_a_terminal(terminal, populated,
         (tmp_path / name).write_bytes(name.encode() * 1000)
     terminal("blobctl ls > ls.txt; blobctl push --json > push.json; blobctl stat --json > stat.json; "
              "blobctl put a.bin b.bin > put.txt; h=$(blobctl put a.bin); echo \"$h\" > one.txt; "
-             "printf 'a.bin\\nb.bin\\n' | blobctl put --stdin-paths > paths.txt")
+             "printf 'a.bin\\nb.bin\\n' | blobctl put --stdin-paths > paths.txt; "
+             "blobctl get -o got.bin $h >&-")
     sums = [f"{sha256((tmp_path / name).read_bytes()).hexdigest()}  {name}" for name in ("a.bin", "b.bin")]
     assert (tmp_path / "put.txt").read_text().splitlines() == sums
     assert (tmp_path / "paths.txt").read_text().splitlines() == sums
     assert (tmp_path / "one.txt").read_text().strip() == sums[0].split()[0]
+    assert (tmp_path / "got.bin").read_bytes() == (tmp_path / "a.bin").read_bytes()  # stdout closed: unused
     listing = (tmp_path / "ls.txt").read_text().splitlines()
     assert listing[0].split() == ["name", "size", "stored", "hash"] and len(listing) == 5
     assert "\x1b" not in (tmp_path / "ls.txt").read_text()

@@ -42,6 +42,8 @@ def check_url(url: str) -> str:
         return os.path.abspath(os.path.expanduser(url))
     if scheme != "file" and not url.partition("://")[2].strip("/"):
         raise UsageError(f"invalid remote URL {url!r}: it names no host or bucket")
+    if scheme == "s3" and "//" in url.partition("://")[2].strip("/"):  # S3 keys cannot hold one
+        raise UsageError(f"invalid remote URL {url!r}: an empty path segment", "use s3://bucket or s3://bucket/prefix")
     return url
 
 

@@ -207,6 +207,10 @@ class _ClosedStream:
     def flush(self) -> None:
         """Nothing to flush (called at exit)."""
 
+    def isatty(self) -> bool:
+        """Not a terminal (asked by progress bars even of commands that do not use it)."""
+        return False
+
 
 def _prepare_standard_streams() -> None:
     if sys.stdin is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -149,7 +150,7 @@ def get(
     if key is None:
         raise UsageError("nothing to get", "pass KEY, or --batch to read keys from stdin")
     start, end = _parse_range(byte_range)
-    if output is not None and output.endswith("/"):  # Path() would drop the '/' and write a file there
+    if output is not None and os.path.basename(output) in ("", ".", ".."):  # Path() drops a '/' or '/.'
         raise UsageError(f"cannot write to {output!r}: -o takes a file name, not a directory")
     with open_store(ctx) as store, render.progress("bytes") as progress:
         store.rehash_reads |= verify
