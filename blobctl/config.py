@@ -82,6 +82,11 @@ class Setting(NamedTuple):
     secret: bool = False
     #: The value as the user would type it back into `config set`.
     format: Callable[[Any], str] = str
+    #: Variables of other tools read when blobctl's own layers say nothing (AWS_*).
+    fallback_env: tuple[str, ...] = ()
+
+
+DEFAULT_S3_REGION = "us-east-1"
 
 
 SETTINGS: dict[str, Setting] = {s.key: s for s in [
@@ -101,11 +106,16 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in [
     Setting("remote_timeout", _parse_timeout, 30.0, "time allowed per remote request",
             format=units.format_duration),
     Setting("remote_retries", _parse_int(0, 20), 3, "retries of a failed remote request, with backoff"),
-    Setting("s3.endpoint", _parse_text, None, "S3 endpoint URL (default: AWS_ENDPOINT_URL, then AWS)"),
-    Setting("s3.region", _parse_text, None, "S3 region (default: AWS_REGION, then us-east-1)"),
-    Setting("s3.access_key_id", _parse_text, None, "S3 access key (default: AWS_ACCESS_KEY_ID)", secret=True),
-    Setting("s3.secret_access_key", _parse_text, None, "S3 secret (default: AWS_SECRET_ACCESS_KEY)", secret=True),
-    Setting("s3.session_token", _parse_text, None, "S3 session token (default: AWS_SESSION_TOKEN)", secret=True),
+    Setting("s3.endpoint", _parse_text, None, "S3 endpoint URL (default: AWS_ENDPOINT_URL, then AWS)",
+            fallback_env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")),
+    Setting("s3.region", _parse_text, DEFAULT_S3_REGION, f"S3 region (default: AWS_REGION, then {DEFAULT_S3_REGION})",
+            fallback_env=("AWS_REGION", "AWS_DEFAULT_REGION")),
+    Setting("s3.access_key_id", _parse_text, None, "S3 access key (default: AWS_ACCESS_KEY_ID)", secret=True,
+            fallback_env=("AWS_ACCESS_KEY_ID",)),
+    Setting("s3.secret_access_key", _parse_text, None, "S3 secret (default: AWS_SECRET_ACCESS_KEY)", secret=True,
+            fallback_env=("AWS_SECRET_ACCESS_KEY",)),
+    Setting("s3.session_token", _parse_text, None, "S3 session token (default: AWS_SESSION_TOKEN)", secret=True,
+            fallback_env=("AWS_SESSION_TOKEN",)),
 ]}
 
 
@@ -300,6 +310,7 @@ class Config:
     """The effective settings for one command, with where each value came from."""
 
     store_path: Path
+    store_origin: str  # as lookup's origins: where store_path came from
     user_file: ConfigFile
     store_file: ConfigFile
 
@@ -309,29 +320,35 @@ class Config:
         then read its config."""
         user_file = ConfigFile.load(user_config_path(), allow_mounts=False)
         if store:
-            store_path = Path(store)
+            store_path, origin = Path(store), "--store"
         elif os.environ.get(env_var("store")):
-            store_path = Path(os.environ[env_var("store")])
+            store_path, origin = Path(os.environ[env_var("store")]), f"env:{env_var('store')}"
         elif "store" in user_file.values:
-            store_path = Path(user_file.values["store"]).expanduser()
+            store_path, origin = Path(user_file.values["store"]).expanduser(), str(user_file.path)
         else:
-            store_path = default_store_path()
+            store_path, origin = default_store_path(), "default"
         store_file = ConfigFile.load(store_path / CONFIG_FILE, allow_mounts=True)
         if "store" in store_file.values:
             raise store_file.error("store", "'store' cannot be set in a store's own config",
                                    "set it in the user config or BLOBCTL_STORE")
-        return cls(store_path, user_file, store_file)
+        return cls(store_path, origin, user_file, store_file)
 
     def lookup(self, key: str) -> tuple[Any, str]:
-        """(parsed value, origin) for a known key; origin is 'env:VAR', a path or 'default'.
-        (A command's own options, such as gc --max-size, override these where it reads them.)"""
+        """(parsed value, origin) for a known key; origin is 'env:VAR', a path, '--store' or
+        'default'. (A command's own options, such as gc --max-size, override these where it
+        reads them.)"""
         setting = SETTINGS[key]
+        fallback = next((var for var in setting.fallback_env if os.environ.get(var)), None)
+        if key == "store":
+            return os.path.abspath(self.store_path), self.store_origin
         if env_var(key) in os.environ:
             raw, origin, source = os.environ[env_var(key)], f"env:{env_var(key)}", None
         elif key in self.store_file.values:
             raw, origin, source = self.store_file.values[key], str(self.store_file.path), self.store_file
         elif key in self.user_file.values:
             raw, origin, source = self.user_file.values[key], str(self.user_file.path), self.user_file
+        elif fallback is not None:
+            raw, origin, source = os.environ[fallback], f"env:{fallback}", None
         else:
             return setting.default, "default"
         try:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from blobctl.config import Config, ConfigFile, Mount, normalize_prefix
+from blobctl.config import Config, ConfigFile, Mount, default_store_path, normalize_prefix
 from blobctl.errors import ConfigError, UsageError
 
 
@@ -27,12 +27,33 @@ def test_defaults_and_precedence(store_dir, user_config, monkeypatch):
 
 
 def test_store_location_precedence(tmp_path, user_config, monkeypatch):
+    """`config get store` says which store the command uses, and why."""
     monkeypatch.delenv("BLOBCTL_STORE")
+    default = Config.load()
+    assert default.lookup("store") == (str(default_store_path()), "default")
     user_config.write_text(f'store = "{tmp_path / "from-user"}"\n')
     assert Config.load().store_path == tmp_path / "from-user"
+    assert Config.load().lookup("store") == (str(tmp_path / "from-user"), str(user_config))
     monkeypatch.setenv("BLOBCTL_STORE", str(tmp_path / "from-env"))
     assert Config.load().store_path == tmp_path / "from-env"
+    assert Config.load().lookup("store") == (str(tmp_path / "from-env"), "env:BLOBCTL_STORE")
     assert Config.load(str(tmp_path / "from-flag")).store_path == tmp_path / "from-flag"
+    assert Config.load(str(tmp_path / "from-flag")).lookup("store") == (str(tmp_path / "from-flag"), "--store")
+
+
+def test_s3_settings_fall_back_to_aws_variables_and_say_so(store_dir, monkeypatch):
+    """What an S3 remote will use, as `config list --show-origin` shows it."""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert Config.load(str(store_dir)).lookup("s3.region") == ("us-east-1", "default")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://from-aws")
+    config = Config.load(str(store_dir))
+    assert config.lookup("s3.region") == ("eu-west-1", "env:AWS_DEFAULT_REGION")
+    assert config.remote_settings().s3_endpoint == "http://from-aws"
+    monkeypatch.setenv("BLOBCTL_S3_REGION", "ap-south-1")  # blobctl's own settings first
+    assert Config.load(str(store_dir)).lookup("s3.region") == ("ap-south-1", "env:BLOBCTL_S3_REGION")
 
 
 @pytest.mark.parametrize("text,line,needle", [

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from blobctl.config import DEFAULT_S3_REGION
 from blobctl.errors import ReadOnlyError
 from blobctl.keys import MAX_REF_BYTES
 
@@ -27,7 +28,7 @@ class RemoteSettings:
     timeout: float = 30.0  # seconds allowed per request
     retries: int = 3  # further attempts after a transient failure, with backoff
     s3_endpoint: str | None = None
-    s3_region: str | None = None
+    s3_region: str = DEFAULT_S3_REGION
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_session_token: str | None = None

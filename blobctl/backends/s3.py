@@ -3,8 +3,8 @@
 obstore (Rust object_store) streams reads, uploads large values as multipart in parts it
 retries itself, does conditional create (If-None-Match: *) and imports in ~15 ms.
 
-Settings come from RemoteSettings, falling back to AWS_* variables. Path-style addressing,
-so custom endpoints (SeaweedFS, MinIO, Ceph) work without DNS tricks.
+Settings come from RemoteSettings (config: blobctl's settings, else the AWS_* variables).
+Path-style addressing, so custom endpoints (SeaweedFS, MinIO, Ceph) work without DNS tricks.
 
 `settings.timeout` bounds connecting and each wait for data (a stalled server), not a
 whole transfer, so a 1 GiB download is not cut off; TRANSFER_CEILING caps a transfer.
@@ -13,7 +13,6 @@ whole transfer, so a 1 GiB download is not cut off; TRANSFER_CEILING caps a tran
 from __future__ import annotations
 
 import datetime
-import os
 import re
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -32,12 +31,7 @@ TRANSFER_CEILING = datetime.timedelta(hours=6)
 #: Bodies up to this size are read in one call rather than streamed: per byte it costs
 #: half the CPU of obstore's chunk stream (pull is CPU-bound), for bounded memory per job.
 WHOLE_READ_MAX = 4 * 1024 * 1024
-DEFAULT_REGION = "us-east-1"
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
-
-
-def first_env(*names: str) -> str | None:
-    return next((os.environ[name] for name in names if os.environ.get(name)), None)
 
 
 class S3Backend(Backend):
@@ -51,12 +45,11 @@ class S3Backend(Backend):
         if not bucket:
             raise UsageError(f"invalid S3 remote URL {url!r}: no bucket", "use s3://bucket or s3://bucket/prefix")
         self.bucket = bucket
-        self.endpoint = settings.s3_endpoint or first_env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
-        self._secrets = (settings.s3_secret_access_key or first_env("AWS_SECRET_ACCESS_KEY"),
-                         settings.s3_session_token or first_env("AWS_SESSION_TOKEN"))
+        self.endpoint = settings.s3_endpoint
+        self._secrets = (settings.s3_secret_access_key, settings.s3_session_token)
         config = {
-            "region": settings.s3_region or first_env("AWS_REGION", "AWS_DEFAULT_REGION") or DEFAULT_REGION,
-            "access_key_id": settings.s3_access_key_id or first_env("AWS_ACCESS_KEY_ID"),
+            "region": settings.s3_region,
+            "access_key_id": settings.s3_access_key_id,
             "secret_access_key": self._secrets[0],
             "session_token": self._secrets[1],
             "endpoint": self.endpoint,
