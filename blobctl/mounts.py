@@ -76,6 +76,7 @@ class PullReport:
     fetched: int = 0
     bytes: int = 0
     present: int = 0  # already local
+    failure: BlobctlError | None = None  # what went wrong after the rest was pulled
 
 
 class Overlay:
@@ -333,7 +334,8 @@ class Overlay:
         """Prefetch into the local store: each target is a mount prefix / name prefix
         (every remote name under it, bound locally as cache entries of that remote) or a
         key. A local name whose value no covering remote holds (not pushed yet) is kept,
-        not replaced by the remote's: the pull reports it and fails at the end."""
+        not replaced by the remote's. What failed for a target once the rest of it was
+        pulled is in its report's `failure`."""
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             return [self._pull_one(target, pool, jobs, progress) for target in targets]
 
@@ -425,12 +427,11 @@ class Overlay:
                     if staged is not None:
                         batch.append(staged)
             self.store.discard(batch)
-        if failure is not None:
-            raise failure
-        if kept:
-            raise BlobctlError(f"pull did not bind {len(kept)} remote name(s): "
-                               f"{', '.join(kept[:5])}{' …' if len(kept) > 5 else ''}",
-                               "see the warnings above")
+        if failure is None and kept:
+            failure = BlobctlError(f"pull did not bind {len(kept)} remote name(s): "
+                                   f"{', '.join(kept[:5])}{' …' if len(kept) > 5 else ''}",
+                                   "see the warnings above")
+        report.failure = failure
         return report
 
     def _bind_pulled(self, ready: list[_Entry], kept: list[str]) -> int:

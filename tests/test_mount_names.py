@@ -58,10 +58,11 @@ def test_pull_keeps_a_local_name_that_is_not_pushed_yet(team):
     bob("push", check=True)
     alice("put", "--name", "team/x", "-", input=b"v3, alice's edit", check=True)  # not pushed
 
-    pulled = alice("pull", "team/")
+    pulled = alice("pull", "team/", "--json")
     assert pulled.code == EXIT_FAILURE
     assert "kept local name 'team/x'" in pulled.err and "push it first" in pulled.err
     assert "pull did not bind 1 remote name(s): team/x" in pulled.err
+    assert json.loads(pulled.out)[0]["target"] == "team/"  # what was pulled, though it failed
     assert alice("get", "team/x", check=True).out == b"v3, alice's edit"
     assert alice("get", "team/other", check=True).out == b"other"
     evicted = evict_everything(alice)  # v1 and "other" are on the remote, v2 unnamed here

@@ -235,7 +235,7 @@ def test_config_files_load_or_fail_with_one_config_line(tmp_path, text):
     except ConfigError as exc:
         assert str(path) in str(exc) and "\n" not in str(exc)
         return
-    config = Config(tmp_path, ConfigFile(tmp_path / "none.toml"), loaded)
+    config = Config(tmp_path, "--store", ConfigFile(tmp_path / "none.toml"), loaded)
     for key in loaded.values:
         config.get(key)
     config.remote_settings()

@@ -131,8 +131,13 @@ def pull(
              "present": r.present} for r in reports]
     if as_json:
         render.emit_json(rows)
-        return
-    render.table([Column("target"), Column("names", "right"), Column("fetched", "right"),
-                  Column("bytes", "right"), Column("already local", "right")],
-                 [[r["target"] or "''", str(r["names"]), str(r["fetched"]), render.size(r["bytes"]),
-                   str(r["present"])] for r in rows])
+    else:
+        render.table([Column("target"), Column("names", "right"), Column("fetched", "right"),
+                      Column("bytes", "right"), Column("already local", "right")],
+                     [[r["target"] or "''", str(r["names"]), str(r["fetched"]), render.size(r["bytes"]),
+                       str(r["present"])] for r in rows])
+    failures = [r.failure for r in reports if r.failure is not None]
+    for failure in failures:  # after the report: what was pulled is shown either way
+        render.error_line(str(failure))
+    if failures:
+        raise typer.Exit(failures[0].exit_code)
