@@ -776,6 +776,9 @@ def test_config_commands(blobctl, store_dir, tmp_path):
     assert rows["max_size"]["origin"] == str(store_dir / "config.toml")
     listing = blobctl("config", "list", "--show-origin").text
     assert "env:BLOBCTL_STORE" in listing
+    flagged = {row["key"]: row for row in json.loads(blobctl("--store", tmp_path / "other", "config", "list",
+                                                             "--json", check=True).out)}
+    assert flagged["store"] == {"key": "store", "value": str(tmp_path / "other"), "origin": "--store"}
     assert blobctl("config", "path").text.strip() == str(store_dir / "config.toml")
     blobctl("config", "set", "s3.secret_access_key", "supersecretvalue1234", check=True)
     assert "supersecret" not in blobctl("config", "list").text

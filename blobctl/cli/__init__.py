@@ -97,7 +97,10 @@ def _global_options(
 ) -> None:
     if quiet:
         os.environ["BLOBCTL_QUIET"] = "1"
-    ctx.obj = store
+    # only a --store given on the command line: Config.load reads BLOBCTL_STORE itself, and
+    # says which of the two chose the store (config get store)
+    source = ctx.get_parameter_source("store")
+    ctx.obj = store if source is not None and source.name == "COMMANDLINE" else None
 
 
 _PLAIN_TYPES = {str: str, Path: Path, list[str]: list, bool: bool, int: int}
