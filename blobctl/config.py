@@ -338,19 +338,17 @@ class Config:
         'default'. (A command's own options, such as gc --max-size, override these where it
         reads them.)"""
         setting = SETTINGS[key]
-        fallback = next((var for var in setting.fallback_env if os.environ.get(var)), None)
         if key == "store":
             return os.path.abspath(self.store_path), self.store_origin
-        if env_var(key) in os.environ:
-            raw, origin, source = os.environ[env_var(key)], f"env:{env_var(key)}", None
-        elif key in self.store_file.values:
-            raw, origin, source = self.store_file.values[key], str(self.store_file.path), self.store_file
-        elif key in self.user_file.values:
-            raw, origin, source = self.user_file.values[key], str(self.user_file.path), self.user_file
-        elif fallback is not None:
-            raw, origin, source = os.environ[fallback], f"env:{fallback}", None
-        else:
+        layers = [(os.environ[var], f"env:{var}", None) for var in [env_var(key)] if var in os.environ]
+        layers += [(file.values[key], str(file.path), file) for file in (self.store_file, self.user_file)
+                   if key in file.values]
+        if setting.fallback_env:  # the S3 settings: empty is unset, and AWS_* come last
+            layers += [(os.environ[var], f"env:{var}", None) for var in setting.fallback_env if var in os.environ]
+            layers = [layer for layer in layers if layer[0] != ""]
+        if not layers:
             return setting.default, "default"
+        raw, origin, source = layers[0]
         try:
             return setting.parse(raw), origin
         except BlobctlError as exc:
@@ -397,7 +395,7 @@ class Config:
         from blobctl.backends import check_url, remote_identity
         from blobctl.backends.common import mask_url
 
-        mount = Mount(normalize_prefix(keys.validate_prefix(prefix)), check_url(remote), read_only)
+        mount = Mount(normalize_prefix(keys.validate_prefix(prefix)), check_url(remote, new=True), read_only)
         if any(m.prefix == mount.prefix for m in self.mounts):
             raise UsageError(f"{mount.prefix or '(empty prefix)'!s} is already mounted",
                              f"unmount it first: blobctl umount '{mount.prefix}'")

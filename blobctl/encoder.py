@@ -257,7 +257,8 @@ class WorkerProcesses:
         self._encoder = encoder
         self._pool = None
         self._stop_flag = None  # shared with the workers: see stop()
-        self._chunks: dict = {}  # future -> (its paths, its temp prefix), to redo here if the pool breaks
+        self._chunks: dict = {}  # future -> (its paths, its task's encoder), to redo here if the pool breaks
+        self._unclaimed: set[str] = set()  # temp prefixes of tasks submitted whose outcome nobody took
         self._count = min(codec.usable_cpus(), MAX_WORKER_PROCESSES)
         self.available = self._count > 1
 
@@ -281,6 +282,7 @@ class WorkerProcesses:
                 # a fresh Syncer: the workers only write temp files, which this process syncs
                 encoder = self._encoder._replace(syncer=Syncer(self._encoder.syncer.enabled),
                                                  temp_prefix=prefix)
+                self._unclaimed.add(prefix)  # first: Ctrl-C may come while submit forks the workers
                 future = self._pool.submit(_encode_in_worker, encoder, paths)
             except BrokenExecutor:  # a worker died since the last result was read
                 self.available = False
@@ -322,6 +324,7 @@ class WorkerProcesses:
             self._remove_temps(encoder.temp_prefix)
             outcome = self._encoder.encode_paths(paths)
         del self._chunks[future]
+        self._unclaimed.discard(encoder.temp_prefix)  # its temp files are the caller's now
         return outcome
 
     def _remove_temps(self, prefix: str) -> None:
@@ -338,5 +341,5 @@ class WorkerProcesses:
         can be writing them any more."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        for _, encoder in self._chunks.values():
-            self._remove_temps(encoder.temp_prefix)
+        for prefix in self._unclaimed:
+            self._remove_temps(prefix)

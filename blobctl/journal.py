@@ -32,19 +32,22 @@ def write(tmp_dir: Path, digests: list[str], names: list[str]) -> str:
     directory = tmp_dir / DIRECTORY
     path = temp_path(directory, suffix=SUFFIX)
     content = "".join([f"o {digest}\n" for digest in digests] + [f"n {name}\n" for name in names]).encode()
-    try:
-        write_new_file(path, content)
-    except FileNotFoundError:  # the first journal of this store
-        directory.mkdir(exist_ok=True)
-        write_new_file(path, content)
+    if directory.is_symlink() or (os.path.lexists(directory) and not directory.is_dir()):
+        directory.unlink()  # tmp/ is blobctl's own; and journals never go outside the store
+    if not directory.is_dir():  # the first journal of this store
+        directory.mkdir()
+    write_new_file(path, content)
     return path
 
 
 def pending(tmp_dir: Path) -> list[str]:
     """Paths of the journals left (by transactions that did not commit, or did a moment
     ago and are about to remove theirs); anything else there is ignored."""
+    directory = tmp_dir / DIRECTORY
+    if directory.is_symlink():  # what it leads to is not the store's (write replaces it)
+        return []
     try:
-        return sorted(entry.path for entry in os.scandir(tmp_dir / DIRECTORY)
+        return sorted(entry.path for entry in os.scandir(directory)
                       if entry.name.endswith(SUFFIX) and entry.is_file(follow_symlinks=False))
     except (FileNotFoundError, NotADirectoryError):
         return []

@@ -345,7 +345,11 @@ class Overlay:
         publishes what the tasks staged, in batches; a failed name does not lose what
         the others fetched."""
         report = PullReport(target)
-        lookups = self._lookups(target)
+        try:
+            lookups = self._lookups(target)
+        except BlobctlError as exc:  # not a key, nothing mounted there, a remote that cannot list
+            report.failure = exc
+            return report
         claimed: set[str] = set()
         claim_lock = threading.Lock()
 

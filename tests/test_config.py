@@ -54,6 +54,10 @@ def test_s3_settings_fall_back_to_aws_variables_and_say_so(store_dir, monkeypatc
     assert config.remote_settings().s3_endpoint == "http://from-aws"
     monkeypatch.setenv("BLOBCTL_S3_REGION", "ap-south-1")  # blobctl's own settings first
     assert Config.load(str(store_dir)).lookup("s3.region") == ("ap-south-1", "env:BLOBCTL_S3_REGION")
+    monkeypatch.setenv("BLOBCTL_S3_ENDPOINT", "")  # empty is unset: on to AWS_*, not "" to the client
+    assert Config.load(str(store_dir)).lookup("s3.endpoint") == ("http://from-aws", "env:AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
+    assert Config.load(str(store_dir)).lookup("s3.endpoint") == (None, "default")
 
 
 @pytest.mark.parametrize("text,line,needle", [

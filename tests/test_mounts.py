@@ -256,7 +256,7 @@ def test_s3_wrong_credentials_and_missing_bucket(blobctl, tmp_path, s3_remote):
 
 def test_mount_errors(blobctl, store_dir):
     assert blobctl("mount", "x", "ftp://host/path").code == EXIT_USAGE
-    for typo in ("s3:/bucket", "http://", "s3://", "s3://bucket/a//b"):
+    for typo in ("s3:/bucket", "http://", "s3://", "s3://bucket/a//b", "s3://bucket/a/./b", "s3://bucket/../b"):
         assert blobctl("mount", "x", typo).code == EXIT_USAGE
     blobctl("mount", "rel", "relative/remote", check=True)  # recorded absolute: the same from anywhere
     assert json.loads(blobctl("mount", "--json").out)[0]["remote"] == os.path.abspath("relative/remote")
@@ -320,6 +320,33 @@ def test_pull_falls_through_to_the_next_mount_when_one_sends_damaged_data(blobct
     pulled = json.loads(user("pull", "team/", "--json", check=True).out)
     assert pulled[0]["fetched"] == 1
     assert user("get", "team/x", check=True).out == data
+
+
+def test_a_mount_written_by_hand_with_a_bad_s3_url_breaks_only_its_own_lookups(blobctl, store_dir):
+    """mount refuses such a URL; one already in a config must not make the store unusable,
+    only the lookups that need that mount fail, with one line (a hash prefix matching
+    nothing local is looked for in every mount)."""
+    blobctl("put", "--name", "local", "-", input=b"mine", check=True)
+    with open(store_dir / "config.toml", "a") as config:
+        config.write('[[mounts]]\nprefix = "p/"\nremote = "s3://bucket/a//b"\n')
+    assert blobctl("get", "local", check=True).out == b"mine"
+    for key in ("p/x", "abcd1234"):
+        broken = blobctl("get", key)
+        assert broken.code == EXIT_USAGE and "invalid S3 remote" in broken.err and len(broken.err.splitlines()) == 1
+    blobctl("umount", "p", check=True)
+
+
+def test_pull_of_several_targets_reports_each_and_pulls_past_a_bad_one(blobctl, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for remote, name in ((first, "a"), (second, "b")):
+        store_runner(blobctl, remote, {})("put", "--name", name, "-", input=name.encode(), check=True)
+    user = store_runner(blobctl, tmp_path / "user", {})
+    user("mount", "one", first, "--read-only", check=True)
+    user("mount", "two", second, "--read-only", check=True)
+    result = user("pull", "one/", "no-such-key", "two/", "--json")
+    assert result.code == EXIT_NOT_FOUND and "no-such-key" in result.err
+    assert [row["target"] for row in json.loads(result.out)] == ["one/", "no-such-key", "two/"]
+    assert user("get", "one/a", check=True).out == b"a" and user("get", "two/b", check=True).out == b"b"
 
 
 def test_damaged_remote_ref_says_how_to_mend_it_on_the_remote(blobctl, tmp_path):

@@ -652,6 +652,23 @@ def test_a_store_being_created_is_not_taken_for_a_foreign_directory(tmp_path):
     assert store.put_stream(io.BytesIO(b"first")).created and (root / "FORMAT").exists()
 
 
+@pytest.mark.parametrize("in_the_way", ["file", "symlink"])
+def test_something_in_the_place_of_the_journal_directory_is_replaced(store, tmp_path, in_the_way):
+    """tmp/ is blobctl's own; a journal is never written through a symlink out of the store."""
+    store.put_stream(io.BytesIO(b"first"))
+    journals = store.tmp_dir / "journal"
+    journals.rmdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if in_the_way == "file":
+        journals.write_text("not a directory")
+    else:
+        journals.symlink_to(outside)
+    digest = store.put_stream(io.BytesIO(b"second"), name="n").digest
+    assert store.read_ref("n") == digest and journals.is_dir() and not journals.is_symlink()
+    assert not list(outside.iterdir())
+
+
 def test_a_directory_holding_files_is_not_taken_for_a_store_being_created(tmp_path):
     root = tmp_path / "mine"
     (root / "refs").mkdir(parents=True)

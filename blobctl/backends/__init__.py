@@ -25,10 +25,12 @@ def url_scheme(url: str) -> str:
     return head.lower() if sep else ""
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, *, new: bool = False) -> str:
     """The URL as recorded: UsageError for an empty one, an unknown scheme or one naming
     no host or bucket; a directory path made absolute, so that it means the same
-    directory whatever the current one."""
+    directory whatever the current one. A `new` one (being mounted) must also have an
+    S3 prefix S3 can hold; one already in a config is not refused for that, so that
+    the store stays usable (the mount fails when used, and umount removes it)."""
     if not url or any(ord(c) < 32 for c in url):
         raise UsageError(f"invalid remote URL {url[:80]!r}")
     scheme = url_scheme(url)
@@ -42,8 +44,9 @@ def check_url(url: str) -> str:
         return os.path.abspath(os.path.expanduser(url))
     if scheme != "file" and not url.partition("://")[2].strip("/"):
         raise UsageError(f"invalid remote URL {url!r}: it names no host or bucket")
-    if scheme == "s3" and "//" in url.partition("://")[2].strip("/"):  # S3 keys cannot hold one
-        raise UsageError(f"invalid remote URL {url!r}: an empty path segment", "use s3://bucket or s3://bucket/prefix")
+    if new and scheme == "s3" and {"", ".", ".."} & set(url.partition("://")[2].strip("/").split("/")[1:]):
+        raise UsageError(f"invalid remote URL {url!r}: an empty, '.' or '..' path segment",
+                         "use s3://bucket or s3://bucket/prefix")
     return url
 
 

@@ -56,23 +56,27 @@ class S3Backend(Backend):
             "virtual_hosted_style_request": False,
         }
         timeout = datetime.timedelta(seconds=settings.timeout)
-        self._store = S3Store(
-            bucket,
-            prefix=prefix.strip("/") or None,
-            config={name: value for name, value in config.items() if value is not None},
-            client_options={
-                "allow_http": bool(self.endpoint and self.endpoint.lower().startswith("http://")),
-                "connect_timeout": timeout,
-                "read_timeout": timeout,
-                "timeout": TRANSFER_CEILING,
-            },
-            retry_config={
-                "max_retries": settings.retries,
-                "backoff": {"init_backoff": datetime.timedelta(seconds=FIRST_BACKOFF),
-                            "max_backoff": datetime.timedelta(seconds=MAX_BACKOFF), "base": 2},
-                "retry_timeout": timeout * (settings.retries + 1) + datetime.timedelta(seconds=MAX_BACKOFF),
-            },
-        )
+        try:
+            self._store = S3Store(
+                bucket,
+                prefix=prefix.strip("/") or None,
+                config={name: value for name, value in config.items() if value is not None},
+                client_options={
+                    "allow_http": bool(self.endpoint and self.endpoint.lower().startswith("http://")),
+                    "connect_timeout": timeout,
+                    "read_timeout": timeout,
+                    "timeout": TRANSFER_CEILING,
+                },
+                retry_config={
+                    "max_retries": settings.retries,
+                    "backoff": {"init_backoff": datetime.timedelta(seconds=FIRST_BACKOFF),
+                                "max_backoff": datetime.timedelta(seconds=MAX_BACKOFF), "base": 2},
+                    "retry_timeout": timeout * (settings.retries + 1) + datetime.timedelta(seconds=MAX_BACKOFF),
+                },
+            )
+        except ValueError as exc:  # a prefix S3 cannot hold ('a//b', 'a/./b') in a config written by hand
+            raise UsageError(f"invalid S3 remote {url!r}: {str(exc).splitlines()[0]}",
+                             "unmount it and mount a valid URL") from None
         self._bucket_seen = False
 
     # -- error mapping ------------------------------------------------------------------
