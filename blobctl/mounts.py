@@ -67,6 +67,7 @@ class PushReport:
     refs: int = 0
     seconds: float = 0.0
     pending_names: list[str] = field(default_factory=list)  # what --dry-run would publish
+    failure: BlobctlError | None = None  # why this mount could not be pushed
 
 
 @dataclass
@@ -194,20 +195,21 @@ class Overlay:
             # not fsck --repair (the hint for a damaged local object): it cannot mend a
             # remote's copy, and push skips objects the remote already has
             raise IntegrityError(f"{exc.message}; it was not cached",
-                                 "delete that copy on the remote, then push the object again "
+                                 "delete that copy on the remote, then run 'blobctl push --check' "
                                  "from a store that has it") from exc
         self.store.count(stats.mount_counter(mount.prefix, stats.MOUNT_FETCHED_OBJECTS))
         self.store.count(stats.mount_counter(mount.prefix, stats.MOUNT_FETCHED_BYTES), staged.encoded.stored)
         return staged
 
     # -- status -------------------------------------------------------------------------
-    def unpushed(self, mount: Mount, within: str = "") -> list[tuple[str, str]]:
-        """(name, hash) of local names under a writable mount that the remote lacks; with
-        `within`, only the name it spells and those below it, by whole segments as mount
-        prefixes go ('team' is not 'teamwork')."""
+    def unpushed(self, mount: Mount, within: str = "", *, trust_records: bool = True) -> list[tuple[str, str]]:
+        """(name, hash) of local names under a writable mount that the remote lacks (as
+        recorded; every name without `trust_records`); with `within`, only the name it
+        spells and those below it, by whole segments as mount prefixes go ('team' is not
+        'teamwork')."""
         if mount.read_only:
             return []
-        on_remotes = self.store.index.remote_refs()
+        on_remotes = self.store.index.remote_refs() if trust_records else {}
         within = within.rstrip("/")
         start = within if within.startswith(mount.prefix) else mount.prefix  # reads fewer refs
         return [(name, digest) for name, digest in self.store.iter_refs(start)
@@ -226,17 +228,28 @@ class Overlay:
                             len({d for _, d in self.unpushed(m)})) for m in self.mounts]
 
     # -- push ---------------------------------------------------------------------------
-    def push(self, prefix: str | None = None, *, dry_run: bool = False, jobs: int = 8,
+    def push(self, prefix: str | None = None, *, dry_run: bool = False, check: bool = False, jobs: int = 8,
              progress=None) -> list[PushReport]:
         """Publish unpushed names under `prefix` (all writable mounts by default): objects
         first, in parallel, skipping what the remote has; then the refs. Read-only mounts
-        own no local names and are skipped, unless the prefix itself belongs to one."""
+        own no local names and are skipped, unless the prefix itself belongs to one. With
+        `check`, every name is pushed as if unpushed (the records of what remotes hold are
+        not trusted: a remote that lost or damaged objects gets them again). A mount that
+        fails does not stop the others: its report holds the failure."""
         chosen = self.mounts if prefix is None else self._mounts_under(prefix)
-        owner = None if prefix is None else self.owner(prefix)
+        owner = None if prefix is None else self.owner(normalize_prefix(prefix))
         if owner is not None and owner.read_only:
             raise ReadOnlyError(f"cannot push to {self.backend(owner).url}: mounted read-only")
-        return [self._push_mount(mount, prefix or "", dry_run=dry_run, jobs=jobs, progress=progress)
-                for mount in chosen if not mount.read_only]
+        reports = []
+        for mount in chosen:
+            if mount.read_only:
+                continue
+            try:
+                reports.append(self._push_mount(mount, prefix or "", dry_run=dry_run, check=check,
+                                                jobs=jobs, progress=progress))
+            except BlobctlError as exc:
+                reports.append(PushReport(mount.prefix, mount.remote, failure=exc))
+        return reports
 
     def _mounts_under(self, prefix: str) -> list[Mount]:
         """The mounts that may hold names under a name prefix: those covering it, most
@@ -247,10 +260,11 @@ class Overlay:
             raise NotFoundError(f"no mount covers {prefix!r}", "see mounts with 'blobctl mount'")
         return mounts
 
-    def _push_mount(self, mount: Mount, within: str, *, dry_run: bool, jobs: int, progress) -> PushReport:
+    def _push_mount(self, mount: Mount, within: str, *, dry_run: bool, check: bool, jobs: int,
+                    progress) -> PushReport:
         backend = self.backend(mount)
         report = PushReport(mount.prefix, backend.url)
-        todo = self.unpushed(mount, within)
+        todo = self.unpushed(mount, within, trust_records=not check)
         report.pending_names = [name for name, _ in todo]
         if dry_run or not todo:
             return report
@@ -403,11 +417,17 @@ class Overlay:
             while in_flight:
                 future = finished.get()
                 in_flight.discard(future)
+                if future.cancelled():
+                    continue
                 start(1)
                 try:
                     entry, staged, first = future.result()
                 except BlobctlError as exc:
                     failure = failure or exc
+                    if isinstance(exc, RemoteError):  # unreachable or stalled: start nothing more,
+                        pending = iter(())  # or each name would wait out its own timeout in turn
+                        for queued in in_flight:
+                            queued.cancel()
                     continue
                 if entry[0] is not None:
                     waiting.append(entry)
@@ -503,10 +523,17 @@ class Overlay:
             return [lambda: (resolved.name, resolved.digest, None)]
         prefix = normalize_prefix(target)
         lookups: dict[str, tuple[int, Callable[[], _Entry]]] = {}  # name -> (rank, lookup)
-        for mount in self._mounts_under(target):
+        mounts = self._mounts_under(target)
+        for mount in mounts:
             backend = self.backend(mount)
             below = prefix[len(mount.prefix):] if prefix.startswith(mount.prefix) else ""
-            listed = list(backend.list_with_md5(keys.ref_key(below) if below else "refs/"))
+            try:
+                listed = list(backend.list_with_md5(keys.ref_key(below) if below else "refs/"))
+            except UsageError as exc:  # plain HTTP cannot list: fatal only for the target's own mount
+                if mount is mounts[0]:
+                    raise
+                warn(f"{exc.message}; pulling {target or '(all)'} from the other mounts")
+                continue
             pack = packed_refs.read_for_pull(backend, len(listed)) if any(md5 for _, md5 in listed) else {}
             for key, md5 in listed:
                 name = mount.prefix + key[len("refs/"):]

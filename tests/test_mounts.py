@@ -168,6 +168,41 @@ def test_static_http_site_is_a_read_only_remote(blobctl, tmp_path, static_site):
     result = user("put", "--name", "releases/v2.tar", "-", input=b"new")
     assert result.code == EXIT_USAGE and "read-only" in result.err
     assert json.loads(user("stat", "--json").out)["objects"] == 1
+    for spelling in ("releases", "releases/", "releases/v1.tar"):
+        assert user("push", spelling).code == EXIT_USAGE  # every spelling of a read-only prefix
+    # a '' fallback that cannot list does not stop a prefix pull from a mount that can
+    team = tmp_path / "team"
+    store_runner(blobctl, team, {})("put", "--name", "x", "-", input=b"team data", check=True)
+    user("mount", "team", team, "--read-only", check=True)
+    pulled = user("pull", "team/", "--json")
+    assert pulled.code == 0 and json.loads(pulled.out)[0]["names"] == 1 and "plain HTTP" in pulled.err
+
+
+def test_push_check_gives_a_remote_what_it_lost_and_other_mounts_go_on(blobctl, tmp_path):
+    """The records of what a remote holds are not proof: a remote that lost an object
+    (or holds a damaged copy) gets it again from push --check, never from plain push.
+    And a mount that cannot be pushed to does not stop the others."""
+    remote, gone = tmp_path / "remote", tmp_path / "gone"
+    remote.mkdir()
+    alice = store_runner(blobctl, tmp_path / "alice", {})
+    alice("mount", "team", remote, check=True)
+    data = os.urandom(5000)
+    digest = alice("put", "--name", "team/x", "-", input=data, check=True).text.strip()
+    alice("push", check=True)
+    (remote / "objects" / digest[:2] / digest[2:]).unlink()
+    assert json.loads(alice("push", "--json", check=True).out)[0]["objects"] == 0  # as recorded
+    assert json.loads(alice("push", "--check", "--json", check=True).out)[0]["objects"] == 1
+    bob = store_runner(blobctl, tmp_path / "bob", {})
+    bob("mount", "team", remote, "--read-only", check=True)
+    assert bob("get", "team/x", check=True).out == data
+
+    alice("mount", "lost", gone, check=True)  # a directory that is not there
+    alice("put", "--name", "lost/y", "-", input=b"y", check=True)
+    alice("put", "--name", "team/z", "-", input=b"z", check=True)
+    result = alice("push", "--json")
+    assert result.code == EXIT_REMOTE and str(gone) in result.err
+    rows = {row["prefix"]: row for row in json.loads(result.out)}
+    assert rows["team/"]["refs"] == 1 and (remote / "refs" / "z").exists()
 
 
 @pytest.mark.parametrize("command", ["get", "pull"])  # pull verifies in its publishing thread

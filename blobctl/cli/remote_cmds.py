@@ -86,6 +86,9 @@ def push(
                                                     help="Only this name and the names under it "
                                                          "('team' is not 'teamwork').")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be pushed.")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Push every name as if unpushed: a remote that lost or damaged objects gets "
+                        "them again (each object it has is downloaded and verified).")] = False,
     jobs: JobsOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -94,22 +97,22 @@ def push(
     Objects go first so that a remote never holds a name whose object is missing."""
     with open_store(ctx) as store:
         with render.progress() as progress:
-            reports = store.mounted().push(prefix, dry_run=dry_run, jobs=jobs or store.config.get("jobs"),
-                                         progress=progress)
+            reports = store.mounted().push(prefix, dry_run=dry_run, check=check,
+                                           jobs=jobs or store.config.get("jobs"), progress=progress)
     rows = [{"prefix": r.prefix, "remote": _masked(r.remote), "objects": r.objects, "bytes": r.bytes,
              "skipped": r.skipped, "refs": r.refs, "seconds": round(r.seconds, 3),
              "pending": r.pending_names if dry_run else []} for r in reports]
     if as_json:
         render.emit_json(rows)
-        return
-    if dry_run:
+    elif dry_run:
         render.emit_lines([name for r in rows for name in r["pending"]])
         render.message(f"{sum(len(r['pending']) for r in rows)} names would be pushed")
-        return
-    render.table([Column("prefix"), Column("remote"), Column("objects", "right"), Column("bytes", "right"),
-                  Column("skipped", "right"), Column("names", "right"), Column("seconds", "right")],
-                 [[r["prefix"] or "''", r["remote"], str(r["objects"]), render.size(r["bytes"]),
-                   str(r["skipped"]), str(r["refs"]), f"{r['seconds']:.2f}"] for r in rows])
+    else:
+        render.table([Column("prefix"), Column("remote"), Column("objects", "right"), Column("bytes", "right"),
+                      Column("skipped", "right"), Column("names", "right"), Column("seconds", "right")],
+                     [[r["prefix"] or "''", r["remote"], str(r["objects"]), render.size(r["bytes"]),
+                       str(r["skipped"]), str(r["refs"]), f"{r['seconds']:.2f}"] for r in rows])
+    _fail_after_report(reports)
 
 
 @app.command()
@@ -136,8 +139,14 @@ def pull(
                       Column("bytes", "right"), Column("already local", "right")],
                      [[r["target"] or "''", str(r["names"]), str(r["fetched"]), render.size(r["bytes"]),
                        str(r["present"])] for r in rows])
+    _fail_after_report(reports)
+
+
+def _fail_after_report(reports) -> None:
+    """Each failure of a push or pull, after its report (what did go through is shown
+    either way); the exit code is the first one's."""
     failures = [r.failure for r in reports if r.failure is not None]
-    for failure in failures:  # after the report: what was pulled is shown either way
+    for failure in failures:
         render.error_line(str(failure))
     if failures:
         raise typer.Exit(failures[0].exit_code)
