@@ -312,9 +312,10 @@ class WorkerProcesses:
         paths, encoder = self._chunks[future]  # forgotten only once its outcome is in hand
         try:
             future.result()
-            with open(_outcomes_path(encoder), "rb") as source:
+            outcomes_file = _outcomes_path(encoder)
+            with open(outcomes_file, "rb") as source:
                 outcome = pickle.load(source)
-            discard_file(_outcomes_path(encoder))
+            discard_file(outcomes_file)
         except BrokenExecutor:  # a worker died (killed, out of memory): carry on here
             self.available = False
             self._pool.shutdown(wait=True)  # the pool stops every worker: wait for that

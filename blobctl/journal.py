@@ -17,6 +17,7 @@ dead process, not a power loss.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from blobctl import keys
@@ -32,9 +33,13 @@ def write(tmp_dir: Path, digests: list[str], names: list[str]) -> str:
     directory = tmp_dir / DIRECTORY
     path = temp_path(directory, suffix=SUFFIX)
     content = "".join([f"o {digest}\n" for digest in digests] + [f"n {name}\n" for name in names]).encode()
-    if directory.is_symlink() or (os.path.lexists(directory) and not directory.is_dir()):
-        directory.unlink()  # tmp/ is blobctl's own; and journals never go outside the store
-    if not directory.is_dir():  # the first journal of this store
+    try:
+        in_place = stat.S_ISDIR(os.lstat(directory).st_mode)
+    except FileNotFoundError:  # the first journal of this store
+        in_place = None
+    if in_place is False:  # a file or a symlink: tmp/ is blobctl's own, and journals never leave the store
+        directory.unlink()
+    if not in_place:
         directory.mkdir()
     write_new_file(path, content)
     return path

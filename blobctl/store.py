@@ -182,7 +182,7 @@ class Store:
         except FileNotFoundError:
             return True
         for entry in entries:
-            if entry.name in ("config.toml",) or entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
+            if entry.name == "config.toml" or (entry.name.endswith(TEMP_SUFFIX) and entry.is_file()):
                 continue
             if self.root / entry.name not in layout or not entry.is_dir(follow_symlinks=False):
                 return False
