@@ -18,7 +18,8 @@ from typing import BinaryIO, NamedTuple, TypeVar
 
 from blobctl import codec, keys
 from blobctl.errors import BlobctlError, UsageError, from_os_error
-from blobctl.fsutil import TEMP_SUFFIX, Syncer, discard_file, regular_file_size, temp_path, write_new_file
+from blobctl.fsutil import (TEMP_SUFFIX, Syncer, discard_file, regular_file_size, remove_temp_dir, temp_path,
+                            write_new_file)
 
 T = TypeVar("T")
 #: At most this many worker processes, however many CPUs.
@@ -67,12 +68,11 @@ class Encoder(NamedTuple):
     root: str  # the store's directory
     level: int
     syncer: Syncer
-    temp_prefix: str = ""  # a worker process's task: see WorkerProcesses.result
 
     def fill_temp(self, fill: Callable[[BinaryIO], T]) -> tuple[str, T]:
         """A fresh temp file in tmp/ written by `fill(file)`, with fill's result. It is
         removed on any failure (Ctrl-C too), and an OSError becomes one clear line."""
-        temp = temp_path(self.tmp_dir, self.temp_prefix)
+        temp = temp_path(self.tmp_dir)
         try:
             with open(temp, "xb") as sink:
                 return temp, fill(self.syncer.writing(sink))
@@ -82,7 +82,7 @@ class Encoder(NamedTuple):
     def write_temp(self, content: bytes) -> str:
         """A fresh temp file in tmp/ holding `content`, as fill_temp but without a file
         object (see write_new_file)."""
-        temp = temp_path(self.tmp_dir, self.temp_prefix)
+        temp = temp_path(self.tmp_dir)
         try:
             write_new_file(temp, content)
         except BaseException as exc:
@@ -206,9 +206,9 @@ def _encode_in_worker(encoder: Encoder, paths: list[str]) -> None:
 
 
 def _outcomes_path(encoder: Encoder) -> str:
-    """Where a worker leaves a task's outcomes: a temp file of the task (see
-    WorkerProcesses._remove_temps), so gc removes it if nobody does."""
-    return f"{encoder.tmp_dir}/{encoder.temp_prefix}outcomes{TEMP_SUFFIX}"
+    """Where a worker leaves a task's outcomes: in the task's directory (see
+    WorkerProcesses.submit), so gc removes it if nobody does."""
+    return f"{encoder.tmp_dir}/outcomes{TEMP_SUFFIX}"
 
 
 def _worker_start_method() -> str:
@@ -258,12 +258,16 @@ class WorkerProcesses:
         self._pool = None
         self._stop_flag = None  # shared with the workers: see stop()
         self._chunks: dict = {}  # future -> (its paths, its task's encoder), to redo here if the pool breaks
-        self._unclaimed: set[str] = set()  # temp prefixes of tasks submitted whose outcome nobody took
+        self._task_dirs: list[str] = []  # see submit
         self._count = min(codec.usable_cpus(), MAX_WORKER_PROCESSES)
         self.available = self._count > 1
 
     def submit(self, paths: list[str]):
-        """A future of the outcomes of `paths`, or the outcomes themselves if encoded here."""
+        """A future of the outcomes of `paths`, or the outcomes themselves if encoded here.
+        Each task writes its temp files into a directory of its own, tmp/<random>.partial/,
+        which nobody writes to once this process renames files out of it: a rename waits
+        for the lock of a directory that others are creating files in (10,000 files of
+        4 KiB, all in tmp/: 0.86 -> 0.82 s, CPU 1.17 -> 1.09 s)."""
         from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 
         if self.available and self._pool is None:
@@ -277,12 +281,15 @@ class WorkerProcesses:
             except (OSError, ImportError, NotImplementedError):  # e.g. no working sem_open
                 self.available = False
         if self.available:
-            prefix = f"w{os.urandom(4).hex()}-"
+            task_dir = temp_path(self._encoder.tmp_dir)
+            self._task_dirs.append(task_dir)  # first: Ctrl-C may come at any point from here
+            try:
+                os.mkdir(task_dir)
+            except OSError as exc:
+                raise from_os_error(exc, "write to store", self._encoder.tmp_dir) from exc
             try:
                 # a fresh Syncer: the workers only write temp files, which this process syncs
-                encoder = self._encoder._replace(syncer=Syncer(self._encoder.syncer.enabled),
-                                                 temp_prefix=prefix)
-                self._unclaimed.add(prefix)  # first: Ctrl-C may come while submit forks the workers
+                encoder = self._encoder._replace(tmp_dir=Path(task_dir), syncer=Syncer(self._encoder.syncer.enabled))
                 future = self._pool.submit(_encode_in_worker, encoder, paths)
             except BrokenExecutor:  # a worker died since the last result was read
                 self.available = False
@@ -319,28 +326,23 @@ class WorkerProcesses:
         except BrokenExecutor:  # a worker died (killed, out of memory): carry on here
             self.available = False
             self._pool.shutdown(wait=True)  # the pool stops every worker: wait for that
-            self._remove_temps(encoder.temp_prefix)
+            remove_temp_dir(encoder.tmp_dir)
             outcome = self._encoder.encode_paths(paths)
         except (OSError, pickle.UnpicklingError):  # its outcomes could not be written (a full disk)
-            self._remove_temps(encoder.temp_prefix)
+            remove_temp_dir(encoder.tmp_dir)
             outcome = self._encoder.encode_paths(paths)
         del self._chunks[future]
-        self._unclaimed.discard(encoder.temp_prefix)  # its temp files are the caller's now
         return outcome
-
-    def _remove_temps(self, prefix: str) -> None:
-        """Delete the temp files one task wrote (named with its prefix)."""
-        for stray in self._encoder.tmp_dir.glob(f"{prefix}*{TEMP_SUFFIX}"):
-            stray.unlink(missing_ok=True)
 
     def __enter__(self) -> WorkerProcesses:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        """Stop the workers; then remove the temp files of every chunk whose outcome
-        nobody took (the put was interrupted while it waited for one, say): no worker
-        can be writing them any more."""
+        """Stop the workers; then remove every task's directory, with the temp files of
+        any chunk whose outcome nobody took (the put was interrupted while it waited for
+        one, say): no worker can be writing them any more, and the caller has published
+        or discarded the rest."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        for prefix in self._unclaimed:
-            self._remove_temps(prefix)
+        for task_dir in self._task_dirs:
+            remove_temp_dir(task_dir)

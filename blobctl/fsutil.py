@@ -174,6 +174,20 @@ def temp_path(tmp_dir: str | Path, prefix: str = "", suffix: str = TEMP_SUFFIX) 
     return f"{tmp_dir}/{prefix}{os.urandom(8).hex()}{suffix}"  # what secrets.token_hex does, without its 2 ms import
 
 
+def remove_temp_dir(path: str | Path) -> None:
+    """Remove a directory of temp files (see WorkerProcesses) with whatever it still holds."""
+    try:
+        entries = os.listdir(path)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        discard_file(f"{path}/{entry}")
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
 def discard_file(path: str | Path) -> None:
     """Remove a file that may already be gone, or never came to be: on a read-only file
     system unlink fails with EROFS even for a missing file, and that must not hide the

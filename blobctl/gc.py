@@ -25,7 +25,7 @@ from pathlib import Path
 from blobctl import pins, racehooks, stats
 from blobctl.config import Mount, covering_mounts
 from blobctl.errors import BlobctlError, IntegrityError, warn
-from blobctl.fsutil import TEMP_SUFFIX
+from blobctl.fsutil import TEMP_SUFFIX, remove_temp_dir
 from blobctl.index import ObjectRow
 
 #: Why a surviving object stays, most important first (an object counts under the first).
@@ -59,8 +59,9 @@ class GcPlan:
     stored_before: int
     evict: tuple[ObjectRow, ...]
     kept: tuple[Kept, ...]
-    stale_temps: tuple[Path, ...]
+    stale_temps: tuple[Path, ...]  # temp files, also those in stale_temp_dirs
     temp_bytes: int
+    stale_temp_dirs: tuple[Path, ...]  # a many-file put's task directories (see WorkerProcesses)
 
     @property
     def evict_bytes(self) -> int:
@@ -154,28 +155,35 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
             remaining -= row.stored
         else:
             kept.append(Kept(row.hash, row.stored, reason or "not_needed"))
-    temps = _stale_temps(store.tmp_dir, now - int(max(grace, TEMP_MIN_AGE) * 1e9))
+    cutoff = now - int(max(grace, TEMP_MIN_AGE) * 1e9)
+    temps, temp_dirs = _stale_temps(store.tmp_dir, cutoff)
+    for temp_dir in temp_dirs:  # all it holds: nothing is written there once the directory is stale
+        temps += _stale_temps(temp_dir, None)[0]
     return GcPlan(now, max_size, older_than, grace, totals.objects, totals.stored,
                   tuple(evict), tuple(kept), tuple(path for path, _ in temps),
-                  sum(size for _, size in temps))
+                  sum(size for _, size in temps), tuple(temp_dirs))
 
 
-def _stale_temps(tmp_dir: Path, cutoff_ns: int) -> list[tuple[Path, int]]:
-    """(path, size) of blobctl temp files last written before `cutoff_ns`."""
-    stale = []
+def _stale_temps(directory: Path, cutoff_ns: int | None) -> tuple[list[tuple[Path, int]], list[Path]]:
+    """(path, size) of the blobctl temp files in `directory` last written before
+    `cutoff_ns` (None: all), and the temp directories last changed before it."""
+    files, directories = [], []
     try:
-        entries = list(os.scandir(tmp_dir))
+        entries = list(os.scandir(directory))
     except FileNotFoundError:
-        return stale
+        return files, directories
     for entry in entries:
         try:
             info = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue
-        if (entry.name.endswith(TEMP_SUFFIX) and stat_module.S_ISREG(info.st_mode)
-                and info.st_mtime_ns < cutoff_ns):
-            stale.append((Path(entry.path), info.st_size))
-    return stale
+        if not entry.name.endswith(TEMP_SUFFIX) or (cutoff_ns is not None and info.st_mtime_ns >= cutoff_ns):
+            continue
+        if stat_module.S_ISREG(info.st_mode):
+            files.append((Path(entry.path), info.st_size))
+        elif stat_module.S_ISDIR(info.st_mode):
+            directories.append(Path(entry.path))
+    return files, directories
 
 
 def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
@@ -212,7 +220,7 @@ def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
     store.count(stats.BYTES_EVICTED, evicted_bytes)
     for shard in shards:
         store.syncer.sync_dir_later(shard)
-    temps_removed = _remove_temps(store, gc_plan.stale_temps)
+    temps_removed = _remove_temps(store, gc_plan.stale_temps, gc_plan.stale_temp_dirs)
     shard_dirs_removed = _remove_empty_shards(store)
     totals = store.index.totals()
     return GcOutcome(tuple(evicted), evicted_bytes, changed, temps_removed,
@@ -249,7 +257,9 @@ def _unlink_object(store, digest: str) -> int | None:
     return info.st_size
 
 
-def _remove_temps(store, paths: Iterable[Path]) -> int:
+def _remove_temps(store, paths: Iterable[Path], directories: Iterable[Path]) -> int:
+    """Remove stale temp files, then the stale temp directories that held some of them;
+    returns how many files were removed."""
     removed = 0
     for path in paths:
         try:
@@ -257,7 +267,9 @@ def _remove_temps(store, paths: Iterable[Path]) -> int:
             removed += 1
         except FileNotFoundError:
             continue
-    if removed:
+    for directory in directories:
+        remove_temp_dir(directory)
+    if removed or directories:
         store.syncer.sync_dir_later(store.tmp_dir)
     return removed
 

@@ -55,5 +55,6 @@ def object_file(store: Path, digest: str) -> Path:
 
 
 def leftover_temp_files(store: Path) -> list[Path]:
-    """Files left in tmp/ (temp files, journals); the directories blobctl keeps there are not."""
-    return [path for path in (store / "tmp").rglob("*") if not path.is_dir()]
+    """What is left in tmp/: temp files, journals and task directories (see
+    WorkerProcesses), not the journal directory blobctl keeps there."""
+    return [path for path in (store / "tmp").rglob("*") if path != store / "tmp" / "journal"]

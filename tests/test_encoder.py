@@ -96,9 +96,9 @@ def _wait_at_the_fifo(store) -> float:
     """Until the chunk's worker has written its first two temp files (then it waits at
     the FIFO); returns the deadline, for the caller's own waits."""
     deadline = time.time() + 20
-    while len(list(store.tmp_dir.glob("w*"))) < 2 and time.time() < deadline:
+    while len(list(store.tmp_dir.glob("*.partial/*"))) < 2 and time.time() < deadline:
         time.sleep(0.02)
-    assert len(list(store.tmp_dir.glob("w*"))) == 2
+    assert len(list(store.tmp_dir.glob("*.partial/*"))) == 2
     return deadline
 
 
@@ -138,4 +138,25 @@ def test_chunks_whose_outcome_nobody_took_leave_no_temp_files(store, tmp_path):
         _wait_at_the_fifo(store)
         feeder.start()  # it finishes the chunk while the pool stops
     feeder.join()
+    assert not leftover_temp_files(store.root)
+
+
+def test_each_task_writes_into_a_directory_of_its_own(store, tmp_path):
+    """A worker task's temp files go to a directory of that task in tmp/, which nobody
+    writes to once its outcome is in hand (see WorkerProcesses.submit); the directories
+    are gone after the put, with whatever the caller did not publish."""
+    processes = encoder_module.WorkerProcesses(store._encoder)
+    if not processes.available:
+        pytest.skip("worker processes need two CPUs")
+    chunks = [[], []]
+    for i in range(6):
+        (tmp_path / f"f{i}").write_bytes(b"content %d" % i)
+        chunks[i % 2].append(str(tmp_path / f"f{i}"))
+    with processes:
+        outcomes = [processes.result(processes.submit(chunk)) for chunk in chunks]
+        homes = [{os.path.dirname(item.temp) for item in outcome} for outcome in outcomes]
+        assert all(len(home) == 1 for home in homes) and homes[0] != homes[1]
+        assert all(Path(home.pop()).parent == store.tmp_dir for home in homes)
+        assert [item.encoded.digest for item in outcomes[0]] == [sha(b"content %d" % i) for i in (0, 2, 4)]
+        store.discard(outcomes[0])  # the second chunk's files are left to the directory's removal
     assert not leftover_temp_files(store.root)

@@ -247,6 +247,28 @@ def test_removes_stale_temp_files_and_empty_shards(store, store_dir):
     assert not (store_dir / "objects" / digest[:2]).exists()
 
 
+def test_removes_stale_task_directories_of_a_killed_put(store, store_dir):
+    """A many-file put killed outright leaves its worker tasks' directories in tmp/
+    (see WorkerProcesses.submit), some with temp files, some emptied: gc removes the
+    stale ones, files first, and leaves a fresh one (a put running now) alone."""
+    stale_full, stale_empty, fresh = (store_dir / "tmp" / f"{name}.partial" for name in ("a", "b", "c"))
+    for directory in (stale_full, stale_empty, fresh):
+        directory.mkdir()
+    (stale_full / "x.partial").write_bytes(b"x" * 10)
+    (stale_full / "outcomes.partial").write_bytes(b"y" * 5)
+    (fresh / "z.partial").write_bytes(b"z")
+    two_hours_ago = time.time() - 7200
+    for path in (stale_full / "x.partial", stale_full / "outcomes.partial", stale_full, stale_empty):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    plan = gc.plan(store, max_size=None)
+    assert sorted(plan.stale_temps) == [stale_full / "outcomes.partial", stale_full / "x.partial"]
+    assert plan.temp_bytes == 15 and sorted(plan.stale_temp_dirs) == [stale_full, stale_empty]
+    outcome = gc.execute(store, plan)
+    assert outcome.temps_removed == 2
+    assert [p.name for p in (store_dir / "tmp").iterdir() if p.name != "journal"] == ["c.partial"]
+    assert (fresh / "z.partial").exists()
+
+
 def test_never_follows_a_symlinked_object(store, store_dir, tmp_path):
     (digest,) = aged_objects(store, store_dir, 1)
     outside = tmp_path / "outside"
