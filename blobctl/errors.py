@@ -68,8 +68,19 @@ class ReadOnlyError(UsageError):
 
 
 def one_line(text: str) -> str:
-    """`text` with its line breaks escaped (a file name may hold one): messages are one line."""
-    return text.replace("\n", "\\n").replace("\r", "\\r")
+    """`text` with its control characters escaped (a file name may hold any): messages
+    are one line, and a name cannot move the cursor or recolour the user's terminal."""
+    return text.translate(_ESCAPES)
+
+
+def _escape(code: int) -> str:
+    return {0x0A: "\\n", 0x0D: "\\r"}.get(code, f"\\x{code & 0xFF:02x}")
+
+
+#: C0 and C1 controls but the tab, DEL, and the lone surrogates that stand for a file
+#: name's undecodable bytes (printed as such, one could be a C1 control).
+_ESCAPES = {code: _escape(code) for code in [*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0),
+                                                *range(0xDC80, 0xDD00)]}
 
 
 def warn(text: str) -> None:

@@ -261,9 +261,12 @@ def test_closed_or_full_standard_streams_are_one_line(blobctl, files, args, clos
     assert result.returncode == code and needle in err and len(err.splitlines()) == 1, err
 
 
-def test_a_path_with_a_line_break_still_gives_one_error_line(blobctl, tmp_path):
-    result = blobctl("put", tmp_path / "no\nsuch\rfile")
-    assert result.code == EXIT_NOT_FOUND and "no\\nsuch\\rfile" in one_line_error(result)
+def test_a_path_with_control_characters_gives_one_plain_error_line(blobctl, tmp_path):
+    """Line breaks would split the message; an escape sequence or a C1 control would
+    recolour the terminal or move its cursor: all are printed escaped."""
+    result = blobctl("put", tmp_path / "no\nsuch\rfile\x1b[2J\x9bhere\ttab")
+    assert result.code == EXIT_NOT_FOUND
+    assert "no\\nsuch\\rfile\\x1b[2J\\x9bhere\ttab" in one_line_error(result)
 
 
 def test_stat_json_gives_the_store_path_absolute(tmp_path):
@@ -304,7 +307,7 @@ def test_file_names_that_are_not_utf8_are_printed_as_their_bytes_in_any_locale(b
     assert result.stdout == sha(b"latin-1 name").encode() + b"  " + name + b"\n"
     missing = subprocess.run(blobctl_executable() + ["put", b"no-" + name], cwd=tmp_path,
                              capture_output=True, env={**os.environ, **env})
-    assert missing.returncode == EXIT_NOT_FOUND and b"no-" + name in missing.stderr
+    assert missing.returncode == EXIT_NOT_FOUND and b"no-caf\\xe9.txt" in missing.stderr  # escaped, as `cat` does
 
 
 def test_a_closed_stderr_drops_messages_and_keeps_data_and_exit_codes(blobctl, files):
