@@ -136,7 +136,8 @@ def test_pull_prefix_for_offline_use(blobctl, tmp_path, remote):
         return
     assert bob("pull", "data/", "--jobs", "0").code == EXIT_USAGE
     pulled = json.loads(bob("pull", "data/", "--jobs", "2", "--json", check=True).out)
-    assert pulled == [{"target": "data/", "names": 5, "fetched": 5, "bytes": pulled[0]["bytes"], "present": 0}]
+    assert pulled == [{"target": "data/", "names": 5, "fetched": 5, "bytes": pulled[0]["bytes"], "present": 0,
+                       "error": None}]
     bob("umount", "data", check=True)  # offline from here
     for name, data in blobs.items():
         assert bob("get", name, check=True).out == data
@@ -203,6 +204,8 @@ def test_push_check_gives_a_remote_what_it_lost_and_other_mounts_go_on(blobctl, 
     assert result.code == EXIT_REMOTE and str(gone) in result.err
     rows = {row["prefix"]: row for row in json.loads(result.out)}
     assert rows["team/"]["refs"] == 1 and (remote / "refs" / "z").exists()
+    assert rows["team/"]["error"] is None and str(gone) in rows["lost/"]["error"]  # scripts see which mount failed
+    assert f"blobctl: error: {rows['lost/']['error']}" in result.err
 
 
 @pytest.mark.parametrize("command", ["get", "pull"])  # pull verifies in its publishing thread
@@ -380,7 +383,9 @@ def test_pull_of_several_targets_reports_each_and_pulls_past_a_bad_one(blobctl, 
     user("mount", "two", second, "--read-only", check=True)
     result = user("pull", "one/", "no-such-key", "two/", "--json")
     assert result.code == EXIT_NOT_FOUND and "no-such-key" in result.err
-    assert [row["target"] for row in json.loads(result.out)] == ["one/", "no-such-key", "two/"]
+    rows = json.loads(result.out)
+    assert [row["target"] for row in rows] == ["one/", "no-such-key", "two/"]
+    assert rows[0]["error"] is None and rows[2]["error"] is None and "no-such-key" in rows[1]["error"]
     assert user("get", "one/a", check=True).out == b"a" and user("get", "two/b", check=True).out == b"b"
 
 

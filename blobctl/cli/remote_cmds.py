@@ -101,7 +101,7 @@ def push(
                                            jobs=jobs or store.config.get("jobs"), progress=progress)
     rows = [{"prefix": r.prefix, "remote": _masked(r.remote), "objects": r.objects, "bytes": r.bytes,
              "skipped": r.skipped, "refs": r.refs, "seconds": round(r.seconds, 3),
-             "pending": r.pending_names if dry_run else []} for r in reports]
+             "pending": r.pending_names if dry_run else [], "error": _error_text(r.failure)} for r in reports]
     if as_json:
         render.emit_json(rows)
     elif dry_run:
@@ -131,7 +131,7 @@ def pull(
             reports = store.mounted().pull(targets, jobs=jobs or store.config.get("jobs"), progress=progress)
         trim_if_over_limit(store)
     rows = [{"target": r.target, "names": r.names, "fetched": r.fetched, "bytes": r.bytes,
-             "present": r.present} for r in reports]
+             "present": r.present, "error": _error_text(r.failure)} for r in reports]
     if as_json:
         render.emit_json(rows)
     else:
@@ -140,6 +140,11 @@ def pull(
                      [[r["target"] or "''", str(r["names"]), str(r["fetched"]), render.size(r["bytes"]),
                        str(r["present"])] for r in rows])
     _fail_after_report(reports)
+
+
+def _error_text(failure) -> str | None:
+    """A report's failure as its error line says it (for --json), or None."""
+    return None if failure is None else str(failure)
 
 
 def _fail_after_report(reports) -> None:
