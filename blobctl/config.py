@@ -74,6 +74,14 @@ def _parse_text(value: Any) -> str:
     return value
 
 
+def _parse_directory(value: Any) -> str:
+    """A directory path: an empty one (an unset shell variable, say) would mean the current
+    directory, never what was meant."""
+    if not _parse_text(value):
+        raise UsageError("invalid value '': an empty path", "name a directory, e.g. ~/blobs")
+    return value
+
+
 class Setting(NamedTuple):
     key: str
     parse: Callable[[Any], Any]
@@ -90,7 +98,7 @@ DEFAULT_S3_REGION = "us-east-1"
 
 
 SETTINGS: dict[str, Setting] = {s.key: s for s in [
-    Setting("store", _parse_text, None, "store directory (user config or environment only)"),
+    Setting("store", _parse_directory, None, "store directory (user config or environment only)"),
     Setting("durability", _parse_choice("on", "off"), "on",
             "'on': data, refs and directories are synced before a command exits 0; 'off': trust the OS"),
     Setting("compression_level", _parse_int(1, 19), 3, "zstd level for new objects"),
@@ -292,7 +300,7 @@ def normalize_prefix(prefix: str) -> str:
 
 
 def user_config_path() -> Path:
-    if "BLOBCTL_CONFIG" in os.environ:
+    if os.environ.get("BLOBCTL_CONFIG"):  # empty is unset, as for BLOBCTL_STORE
         return Path(os.environ["BLOBCTL_CONFIG"])
     from platformdirs import user_config_dir
 
@@ -319,12 +327,16 @@ class Config:
         """Resolve the store directory first (--store > BLOBCTL_STORE > user config > default),
         then read its config."""
         user_file = ConfigFile.load(user_config_path(), allow_mounts=False)
-        if store:
-            store_path, origin = Path(store), "--store"
+        if store is not None:  # `--store "$DIR"` with DIR unset must not fall back to the usual store
+            if not store:
+                raise UsageError("--store is empty", "name a store directory, e.g. --store ~/blobs")
+            store_path, origin = Path(store).expanduser(), "--store"  # '--store=~/x' reaches us unexpanded
         elif os.environ.get(env_var("store")):
-            store_path, origin = Path(os.environ[env_var("store")]), f"env:{env_var('store')}"
+            store_path, origin = Path(os.environ[env_var("store")]).expanduser(), f"env:{env_var('store')}"
         elif "store" in user_file.values:
-            store_path, origin = Path(user_file.values["store"]).expanduser(), str(user_file.path)
+            # a relative path is taken from the config file's directory, not from wherever a command runs
+            store_path = user_file.path.parent / Path(user_file.values["store"]).expanduser()
+            origin = str(user_file.path)
         else:
             store_path, origin = default_store_path(), "default"
         store_file = ConfigFile.load(store_path / CONFIG_FILE, allow_mounts=True)
@@ -385,6 +397,8 @@ class Config:
             setting.parse(value)
         except BlobctlError as exc:
             raise UsageError(f"{key}: {exc}") from exc
+        if key == "store":  # the directory meant now, wherever later commands run
+            value = os.path.abspath(os.path.expanduser(value))
         target = self.file_for(user)
         target.values[key] = _typed(setting, value)
         target.save()

@@ -41,6 +41,39 @@ def test_store_location_precedence(tmp_path, user_config, monkeypatch):
     assert Config.load(str(tmp_path / "from-flag")).lookup("store") == (str(tmp_path / "from-flag"), "--store")
 
 
+def test_store_paths_mean_one_directory_wherever_a_command_runs(tmp_path, user_config, monkeypatch):
+    """An empty --store (an unset variable) is refused rather than falling back to the
+    usual store; '~' is expanded in every layer; the user config's store is saved
+    absolute, and a hand-written relative one is taken from the config file's directory."""
+    monkeypatch.delenv("BLOBCTL_STORE")
+    with pytest.raises(UsageError, match="--store is empty"):
+        Config.load("")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert Config.load("~/flag").store_path == tmp_path / "home" / "flag"
+    monkeypatch.setenv("BLOBCTL_STORE", "~/env")
+    assert Config.load().store_path == tmp_path / "home" / "env"
+    monkeypatch.delenv("BLOBCTL_STORE")
+    monkeypatch.chdir(tmp_path)
+    Config.load().set("store", "relative", user=True)
+    assert 'store = "' + str(tmp_path / "relative") + '"' in user_config.read_text()
+    user_config.write_text('store = "by-hand"\n')
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Config.load().store_path == tmp_path / "by-hand"
+    with pytest.raises(UsageError, match="empty path"):
+        Config.load().set("store", "", user=True)
+    user_config.write_text('store = ""\n')
+    with pytest.raises(ConfigError, match="empty path"):
+        Config.load()
+
+
+def test_an_empty_blobctl_config_is_unset(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLOBCTL_CONFIG", "")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert Config.load(str(tmp_path / "s")).user_file.path == tmp_path / "xdg" / "blobctl" / "config.toml"
+
+
 def test_s3_settings_fall_back_to_aws_variables_and_say_so(store_dir, monkeypatch):
     """What an S3 remote will use, as `config list --show-origin` shows it."""
     for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION",
