@@ -74,6 +74,29 @@ def _parse_text(value: Any) -> str:
     return value
 
 
+def _parse_endpoint(value: Any) -> str:
+    """An http(s) URL naming a host: the S3 client cannot use anything else, and would
+    crash on it at the first request rather than say so ('127.0.0.1:9000', a stray space)."""
+    import urllib.parse
+
+    text = _parse_text(value)
+    parts = urllib.parse.urlsplit(text)
+    if text and (parts.scheme.lower() not in ("http", "https") or not parts.hostname
+                 or any(char.isspace() or not char.isprintable() for char in text)):
+        raise UsageError(f"invalid S3 endpoint {text!r}", "use a URL such as http://127.0.0.1:9000 or https://HOST")
+    return text
+
+
+def _parse_token(value: Any) -> str:
+    """A region, key or token: printable ASCII without spaces, as the S3 client sends it in
+    request headers (a trailing CR from a Windows .env file crashed it). The value is never
+    shown: it may be a secret."""
+    if not isinstance(value, str) or not all("!" <= char <= "~" for char in value):
+        raise UsageError("invalid value (not shown): it must be text of printable ASCII characters "
+                         "without spaces or line breaks", "check for a stray space, quote or line ending")
+    return value
+
+
 def _parse_directory(value: Any) -> str:
     """A directory path: an empty one (an unset shell variable, say) would mean the current
     directory, never what was meant."""
@@ -114,15 +137,15 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in [
     Setting("remote_timeout", _parse_timeout, 30.0, "time allowed per remote request",
             format=units.format_duration),
     Setting("remote_retries", _parse_int(0, 20), 3, "retries of a failed remote request, with backoff"),
-    Setting("s3.endpoint", _parse_text, None, "S3 endpoint URL (default: AWS_ENDPOINT_URL, then AWS)",
+    Setting("s3.endpoint", _parse_endpoint, None, "S3 endpoint URL (default: AWS_ENDPOINT_URL, then AWS)",
             fallback_env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")),
-    Setting("s3.region", _parse_text, DEFAULT_S3_REGION, f"S3 region (default: AWS_REGION, then {DEFAULT_S3_REGION})",
+    Setting("s3.region", _parse_token, DEFAULT_S3_REGION, f"S3 region (default: AWS_REGION, then {DEFAULT_S3_REGION})",
             fallback_env=("AWS_REGION", "AWS_DEFAULT_REGION")),
-    Setting("s3.access_key_id", _parse_text, None, "S3 access key (default: AWS_ACCESS_KEY_ID)", secret=True,
+    Setting("s3.access_key_id", _parse_token, None, "S3 access key (default: AWS_ACCESS_KEY_ID)", secret=True,
             fallback_env=("AWS_ACCESS_KEY_ID",)),
-    Setting("s3.secret_access_key", _parse_text, None, "S3 secret (default: AWS_SECRET_ACCESS_KEY)", secret=True,
+    Setting("s3.secret_access_key", _parse_token, None, "S3 secret (default: AWS_SECRET_ACCESS_KEY)", secret=True,
             fallback_env=("AWS_SECRET_ACCESS_KEY",)),
-    Setting("s3.session_token", _parse_text, None, "S3 session token (default: AWS_SESSION_TOKEN)", secret=True,
+    Setting("s3.session_token", _parse_token, None, "S3 session token (default: AWS_SESSION_TOKEN)", secret=True,
             fallback_env=("AWS_SESSION_TOKEN",)),
 ]}
 
@@ -132,9 +155,14 @@ def env_var(key: str) -> str:
 
 
 def mask(setting: Setting, value: Any) -> Any:
-    """What may be shown of a value: secrets keep only their last 4 characters."""
+    """What may be shown of a value: secrets keep only their last 4 characters, and a URL
+    (s3.endpoint) loses any user:password@ part."""
     if setting.secret and value:
         return "****" + str(value)[-4:] if len(str(value)) > 8 else "****"
+    if setting.parse is _parse_endpoint and value:
+        from blobctl.backends.common import mask_url
+
+        return mask_url(value)
     return value
 
 

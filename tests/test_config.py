@@ -2,7 +2,7 @@
 
 import pytest
 
-from blobctl.config import Config, ConfigFile, Mount, default_store_path, normalize_prefix
+from blobctl.config import SETTINGS, Config, ConfigFile, Mount, default_store_path, mask, normalize_prefix
 from blobctl.errors import ConfigError, UsageError
 
 
@@ -91,6 +91,35 @@ def test_s3_settings_fall_back_to_aws_variables_and_say_so(store_dir, monkeypatc
     assert Config.load(str(store_dir)).lookup("s3.endpoint") == ("http://from-aws", "env:AWS_ENDPOINT_URL")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "")
     assert Config.load(str(store_dir)).lookup("s3.endpoint") == (None, "default")
+
+
+@pytest.mark.parametrize("key,value", [
+    ("s3.endpoint", "127.0.0.1:9000"), ("s3.endpoint", " http://127.0.0.1:9000"), ("s3.endpoint", "not a url"),
+    ("s3.endpoint", "ftp://host"), ("s3.endpoint", "http://"), ("s3.access_key_id", "minioadmin\r"),
+    ("s3.secret_access_key", "two words"), ("s3.session_token", "line\nbreak"), ("s3.region", "eu\x1b[2J"),
+])
+def test_s3_settings_the_client_cannot_use_are_refused(store_dir, monkeypatch, key, value):
+    """The S3 client crashed (a Rust panic, 172 lines) at the first request with these:
+    `config set` refuses them, and so does a command finding one in a file or in AWS_*;
+    a secret's value is never repeated in the message."""
+    with pytest.raises(UsageError) as caught:
+        Config.load(str(store_dir)).set(key, value, user=False)
+    assert key in str(caught.value) and (key == "s3.endpoint" or value not in str(caught.value))
+    if key == "s3.access_key_id":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", value)
+        with pytest.raises(ConfigError, match="env:AWS_ACCESS_KEY_ID: s3.access_key_id: invalid value \\(not shown\\)"):
+            Config.load(str(store_dir)).remote_settings()
+
+
+def test_secrets_never_show_in_errors_and_endpoints_lose_their_password(store_dir):
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text("[s3]\nsecret_access_key = 98765432109876\n")
+    with pytest.raises(ConfigError) as caught:
+        Config.load(str(store_dir))
+    assert "98765432109876" not in str(caught.value) and "config.toml:2" in str(caught.value)
+    (store_dir / "config.toml").write_text('[s3]\nendpoint = "http://admin:hunter2@127.0.0.1:9000"\n')
+    setting = SETTINGS["s3.endpoint"]
+    assert mask(setting, Config.load(str(store_dir)).get("s3.endpoint")) == "http://127.0.0.1:9000"
 
 
 @pytest.mark.parametrize("text,line,needle", [

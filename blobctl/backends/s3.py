@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from blobctl.backends.base import Backend, RemoteSettings
 from blobctl.backends.common import (CHUNK_SIZE, FIRST_BACKOFF, MAX_BACKOFF, HeldBody, buffered, iter_exact,
-                                     redact)
+                                     mask_url, redact)
 from blobctl.errors import BlobctlError, NotFoundError, RemoteError, UsageError
 
 #: Values up to this size go in one PUT (conditional create possible); larger ones are
@@ -86,7 +86,7 @@ class S3Backend(Backend):
         from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 
         text = str(exc)
-        where = f"s3://{self.bucket}" + (f" at {self.endpoint}" if self.endpoint else "")
+        where = f"s3://{self.bucket}" + (f" at {mask_url(self.endpoint)}" if self.endpoint else "")
         if "NoSuchBucket" in text:
             return RemoteError(f"S3 bucket {self.bucket!r} does not exist ({where})",
                                "create the bucket or fix the remote URL")
