@@ -69,13 +69,14 @@ def test_parse_ref_rejects_anything_but_a_hash():
 
 @pytest.mark.parametrize("text,expected", [
     ("0", 0), ("20 GB", 20 * 10**9), ("1GiB", 2**30), ("1.5k", 1500), ("512MiB", 512 * 2**20),
-    (42, 42), ("7b", 7), ("3 TB", 3 * 10**12),
+    (42, 42), ("7b", 7), ("3 TB", 3 * 10**12), ("2.01 GB", 2_010_000_000), ("2.03 kB", 2030), ("1 PB", 10**15),
+    ("1.5 B", 1),
 ])
 def test_parse_size(text, expected):
     assert units.parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "x", "-1", "1 XB", "1e9", True, -5, "9" * 80])
+@pytest.mark.parametrize("text", ["", "x", "-1", "1 XB", "1e9", True, -5, "9" * 80, 1.5, 4.0])
 def test_parse_size_rejects(text):
     with pytest.raises(UsageError):
         units.parse_size(text)
@@ -110,5 +111,7 @@ def test_format_size_and_age():
     assert units.format_size(2 * 10**9) == "2.0 GB"
     assert units.format_size(None) == "-"
     assert units.format_age(90) == "1m" and units.format_age(3 * 86400) == "3d"
-    for n in (0, 999, 1500, 20 * 10**9, 123_456_789):
+    for n in (0, 999, 1500, 20 * 10**9, 123_456_789, 10**15, 10**18):  # config get prints, config set takes
         assert units.parse_size(units.format_size_exact(n)) == n
+    for seconds in (0, 0.5, 1e-7, 5400.25, 90061):
+        assert units.parse_age(units.format_duration(seconds)) == pytest.approx(seconds)
