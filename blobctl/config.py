@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -201,9 +202,12 @@ class ConfigFile:
     text: str = ""
 
     @classmethod
-    def load(cls, path: Path, *, allow_mounts: bool) -> ConfigFile:
+    def load(cls, path: Path, *, allow_mounts: bool, validate: bool = True) -> ConfigFile:
+        """The file's values; unless `validate` is off (for commands that edit the file,
+        which must be able to mend it), an unknown key or a bad value is a ConfigError.
+        Either way a value is checked again where it is used (Config.lookup)."""
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8").removeprefix("\ufeff")  # a BOM, as Notepad saves it
         except FileNotFoundError:
             return cls(path)
         except UnicodeDecodeError as exc:
@@ -231,12 +235,13 @@ class ConfigFile:
                 config.mounts.append(mount)
         for key, value in _flatten(data):
             setting = SETTINGS.get(key)
-            if setting is None:
+            if validate and setting is None:
                 raise config.error(key, f"unknown key {key!r}", "see 'blobctl config list' for the known keys")
-            try:
-                setting.parse(value)
-            except BlobctlError as exc:
-                raise config.error(key, f"{key}: {exc}") from exc
+            if validate:
+                try:
+                    setting.parse(value)
+                except BlobctlError as exc:
+                    raise config.error(key, f"{key}: {exc}") from exc
             config.values[key] = value
         return config
 
@@ -278,7 +283,9 @@ class ConfigFile:
         return self.text.count("\n", 0, match.start()) + 1 if match else None
 
     def save(self) -> None:
-        """Write values (nested by their dots) and mounts atomically."""
+        """Write values (nested by their dots) and mounts atomically. A symlinked file (a
+        dotfiles repository) is written where it points; the file keeps its permissions,
+        and a new one is readable by its owner only, as it may hold secrets."""
         import tomli_w
 
         from blobctl.fsutil import Syncer, atomic_write
@@ -295,9 +302,57 @@ class ConfigFile:
                                 for m in self.mounts]
         data = tomli_w.dumps(nested).encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        target = Path(os.path.realpath(self.path))
+        try:
+            mode = os.stat(target).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o600
         syncer = Syncer()
-        atomic_write(self.path, self.path.parent, lambda f: f.write(data), syncer)
+        atomic_write(target, target.parent, lambda f: f.write(data), syncer, mode=mode)
         syncer.flush()
+
+    @contextmanager
+    def updating(self, *, allow_mounts: bool) -> Iterator[ConfigFile]:
+        """This file as it is now on disk, read and saved under a lock, for a change:
+        two `config set`s at once each kept only their own setting (and a `mount` beside a
+        `config set` could drop the mount). Not validated, so that a bad value can be
+        mended; the lock is the file's directory, flock(2)ed (a lock file would be litter)."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise from_os_error(exc, "lock config directory", self.path.parent) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = ConfigFile.load(self.path, allow_mounts=allow_mounts, validate=False)
+            before = (dict(current.values), list(current.mounts))
+            yield current
+            if (current.values, current.mounts) != before:
+                if _has_comments(current.text):
+                    from blobctl.errors import warn
+
+                    warn(f"{self.path} is rewritten without its comments (tomli-w cannot keep them)")
+                current.save()
+        finally:
+            os.close(fd)
+
+
+def _has_comments(text: str) -> bool:
+    """Whether TOML text has a comment: a '#' outside quotes (multi-line strings aside)."""
+    for line in text.splitlines():
+        quote, escaped = None, False
+        for char in line:
+            if escaped:
+                escaped = False
+            elif quote == '"' and char == "\\":
+                escaped = True
+            elif quote is None and char == "#":
+                return True
+            elif char in "\"'" and quote in (None, char):
+                quote = None if quote else char
+    return False
 
 
 def _as_list(value: Any, config: ConfigFile) -> list:
@@ -351,10 +406,10 @@ class Config:
     store_file: ConfigFile
 
     @classmethod
-    def load(cls, store: str | None = None) -> Config:
+    def load(cls, store: str | None = None, *, validate: bool = True) -> Config:
         """Resolve the store directory first (--store > BLOBCTL_STORE > user config > default),
-        then read its config."""
-        user_file = ConfigFile.load(user_config_path(), allow_mounts=False)
+        then read its config (`validate`: see ConfigFile.load)."""
+        user_file = ConfigFile.load(user_config_path(), allow_mounts=False, validate=validate)
         if store is not None:  # `--store "$DIR"` with DIR unset must not fall back to the usual store
             if not store:
                 raise UsageError("--store is empty", "name a store directory, e.g. --store ~/blobs")
@@ -367,7 +422,7 @@ class Config:
             origin = str(user_file.path)
         else:
             store_path, origin = default_store_path(), "default"
-        store_file = ConfigFile.load(store_path / CONFIG_FILE, allow_mounts=True)
+        store_file = ConfigFile.load(store_path / CONFIG_FILE, allow_mounts=True, validate=validate)
         if "store" in store_file.values:
             raise store_file.error("store", "'store' cannot be set in a store's own config",
                                    "set it in the user config or BLOBCTL_STORE")
@@ -427,9 +482,8 @@ class Config:
             raise UsageError(f"{key}: {exc}") from exc
         if key == "store":  # the directory meant now, wherever later commands run
             value = os.path.abspath(os.path.expanduser(value))
-        target = self.file_for(user)
-        target.values[key] = _typed(setting, value)
-        target.save()
+        with self._updating(user) as target:
+            target.values[key] = _typed(setting, value)
 
     def add_mount(self, prefix: str, remote: str, *, read_only: bool) -> Mount:
         """Record a mount in the store's config (after the existing ones: mount order)."""
@@ -438,37 +492,46 @@ class Config:
         from blobctl.backends.common import mask_url
 
         mount = Mount(normalize_prefix(keys.validate_prefix(prefix)), check_url(remote, new=True), read_only)
-        if any(m.prefix == mount.prefix for m in self.mounts):
-            raise UsageError(f"{mount.prefix or '(empty prefix)'!s} is already mounted",
-                             f"unmount it first: blobctl umount '{mount.prefix}'")
-        same = next((m for m in self.mounts if remote_identity(m.remote) == remote_identity(mount.remote)), None)
-        if same is not None:  # 'team/x' under team/ and 'x' under '' would be one remote ref
-            raise UsageError(f"{mask_url(mount.remote)} is already mounted at {same.prefix or repr('')}",
-                             "its refs/ cannot hold the names of two prefixes apart; "
-                             f"unmount it first: blobctl umount '{same.prefix}'")
-        self.store_file.mounts.append(mount)
-        self.store_file.save()
+        with self._updating(user=False) as target:
+            if any(m.prefix == mount.prefix for m in target.mounts):
+                raise UsageError(f"{mount.prefix or '(empty prefix)'!s} is already mounted",
+                                 f"unmount it first: blobctl umount '{mount.prefix}'")
+            same = next((m for m in target.mounts if remote_identity(m.remote) == remote_identity(mount.remote)),
+                        None)
+            if same is not None:  # 'team/x' under team/ and 'x' under '' would be one remote ref
+                raise UsageError(f"{mask_url(mount.remote)} is already mounted at {same.prefix or repr('')}",
+                                 "its refs/ cannot hold the names of two prefixes apart; "
+                                 f"unmount it first: blobctl umount '{same.prefix}'")
+            target.mounts.append(mount)
         return mount
 
     def remove_mount(self, prefix: str) -> Mount:
         wanted = normalize_prefix(prefix)
-        for mount in self.mounts:
-            if mount.prefix == wanted:
-                self.store_file.mounts.remove(mount)
-                self.store_file.save()
-                return mount
-        from blobctl.errors import NotFoundError
+        with self._updating(user=False) as target:
+            for mount in target.mounts:
+                if mount.prefix == wanted:
+                    target.mounts.remove(mount)
+                    return mount
+            from blobctl.errors import NotFoundError
 
-        raise NotFoundError(f"nothing is mounted at {prefix!r}", "see mounts with 'blobctl mount'")
+            raise NotFoundError(f"nothing is mounted at {prefix!r}", "see mounts with 'blobctl mount'")
 
     def unset(self, key: str, *, user: bool) -> bool:
         known_setting(key)
-        target = self.file_for(user)
-        if key not in target.values:
-            return False
-        del target.values[key]
-        target.save()
-        return True
+        with self._updating(user) as target:
+            removed = target.values.pop(key, None) is not None
+        return removed
+
+    @contextmanager
+    def _updating(self, user: bool) -> Iterator[ConfigFile]:
+        """The user's or the store's file, fresh from disk and saved after the change (see
+        ConfigFile.updating); this Config sees the change too."""
+        with self.file_for(user).updating(allow_mounts=not user) as current:
+            yield current
+        if user:
+            self.user_file = current
+        else:
+            self.store_file = current
 
 
 def known_setting(key: str) -> Setting:

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -790,6 +791,51 @@ def test_config_commands(blobctl, store_dir, tmp_path):
     (store_dir / "config.toml").write_text("max_size = [broken\n")
     result = blobctl("stat")
     assert result.code == EXIT_USAGE and f"{store_dir / 'config.toml'}: malformed TOML" in one_line_error(result)
+
+
+def test_config_writes_keep_every_concurrent_change_and_the_files_permissions(blobctl, store_dir, tmp_path):
+    """Six `config set`s and a `mount` at once: every one is kept (each once rewrote the
+    file it had read at start-up). A new config file is private (it may hold secrets),
+    an existing one keeps its mode, and a symlinked one is written where it points."""
+    settings = [("jobs", "2"), ("compression_level", "5"), ("max_size", "1 GB"), ("gc_grace", "2h"),
+                ("remote_retries", "5"), ("auto_gc", "false")]
+    env = {**os.environ, "BLOBCTL_STORE": str(store_dir)}
+    procs = [subprocess.Popen(blobctl_executable() + ["config", "set", key, value], env=env,
+                              stderr=subprocess.PIPE) for key, value in settings]
+    procs.append(subprocess.Popen(blobctl_executable() + ["mount", "team", str(tmp_path / "remote")], env=env,
+                                  stderr=subprocess.PIPE))
+    assert [proc.wait(timeout=60) for proc in procs] == [0] * 7
+    for key, value in settings:
+        assert blobctl("config", "get", key, check=True).text.strip() == {"max_size": "1 GB"}.get(key, value)
+    assert json.loads(blobctl("mount", "--json", check=True).out)[0]["prefix"] == "team/"
+    assert stat.S_IMODE((store_dir / "config.toml").stat().st_mode) == 0o600
+    (store_dir / "config.toml").chmod(0o640)
+    blobctl("config", "set", "jobs", "3", check=True)
+    assert stat.S_IMODE((store_dir / "config.toml").stat().st_mode) == 0o640
+    dotfiles = tmp_path / "dotfiles" / "blobctl.toml"
+    dotfiles.parent.mkdir()
+    dotfiles.write_text("jobs = 4\n")
+    (tmp_path / "user-config.toml").symlink_to(dotfiles)
+    blobctl("config", "set", "--user", "compression_level", "6", check=True)
+    assert (tmp_path / "user-config.toml").is_symlink()
+    assert dotfiles.read_text() == "compression_level = 6\njobs = 4\n"
+
+
+def test_a_bad_value_in_a_config_file_can_be_mended_with_config_commands(blobctl, store_dir):
+    """A value a later version refuses (or a typo) made every command fail, config set
+    and unset included; they now edit the file, and other commands still name the line.
+    A BOM (Notepad) is not malformed TOML; rewriting a commented file says it drops them."""
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text("\ufeff# tuned by hand\njobs = 0\n", encoding="utf-8")
+    refused = blobctl("config", "get", "jobs")
+    assert refused.code == EXIT_USAGE and f"{store_dir / 'config.toml'}:2: jobs" in one_line_error(refused)
+    assert blobctl("config", "path", check=True).text.strip() == str(store_dir / "config.toml")
+    mended = blobctl("config", "set", "jobs", "4", check=True)
+    assert "without its comments" in mended.err
+    assert blobctl("config", "get", "jobs", check=True).text.strip() == "4"
+    (store_dir / "config.toml").write_text("jobs = 0\n")
+    blobctl("config", "unset", "jobs", check=True)
+    assert blobctl("config", "get", "jobs", check=True).text.strip() == "8"
 
 
 def test_messages_on_stderr_data_on_stdout(blobctl, files):

@@ -22,8 +22,10 @@ if TYPE_CHECKING:
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
-def load_config(ctx: typer.Context) -> Config:
-    return Config.load(ctx.find_root().obj)
+def load_config(ctx: typer.Context, *, validate: bool = True) -> Config:
+    """The config for --store; `validate` off for the commands that edit a config file,
+    which must be able to mend a bad value in it."""
+    return Config.load(ctx.find_root().obj, validate=validate)
 
 
 @contextmanager

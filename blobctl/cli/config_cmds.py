@@ -50,7 +50,7 @@ def config_set(ctx: typer.Context, key: KeyArgument,
                value: Annotated[str, typer.Argument(metavar="VALUE", help="The new value, e.g. '20 GB'.")],
                user: UserOption = False) -> None:
     """Validate and save a setting."""
-    config = load_config(ctx)
+    config = load_config(ctx, validate=False)
     config.set(key, value, user=user)
     render.message(f"{key} set in {config.file_for(user).path}")
 
@@ -60,7 +60,7 @@ def config_unset(ctx: typer.Context, key: KeyArgument, user: UserOption = False)
     """Remove a setting from a config file.
 
     The next layer's value (another file, the environment or the default) then applies."""
-    config = load_config(ctx)
+    config = load_config(ctx, validate=False)
     removed = config.unset(key, user=user)
     render.message(f"{key} {'removed from' if removed else 'was not set in'} {config.file_for(user).path}")
 
@@ -84,4 +84,4 @@ def config_list(ctx: typer.Context,
 @config_app.command("path")
 def config_path(ctx: typer.Context, user: UserOption = False) -> None:
     """Print the path of the store's (or the user's) config file."""
-    print(load_config(ctx).file_for(user).path)
+    print(load_config(ctx, validate=False).file_for(user).path)
