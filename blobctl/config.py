@@ -49,11 +49,14 @@ def _parse_int(low: int, high: int) -> Callable[[Any], int]:
     return parse
 
 
-def _parse_choice(*choices: str) -> Callable[[Any], str]:
+def _parse_choice(*choices: str, aliases: dict[str, str] | None = None) -> Callable[[Any], str]:
+    """One of `choices`, in any case (`ON`), or a word `aliases` maps to one."""
     def parse(value: Any) -> str:
-        if value not in choices:
+        word = value.strip().lower() if isinstance(value, str) else str(value).lower()
+        word = (aliases or {}).get(word, word)
+        if word not in choices:
             raise UsageError(f"invalid value {value!r}", f"use one of {', '.join(choices)}")
-        return value
+        return word
     return parse
 
 
@@ -123,7 +126,8 @@ DEFAULT_S3_REGION = "us-east-1"
 
 SETTINGS: dict[str, Setting] = {s.key: s for s in [
     Setting("store", _parse_directory, None, "store directory (user config or environment only)"),
-    Setting("durability", _parse_choice("on", "off"), "on",
+    Setting("durability", _parse_choice("on", "off", aliases={"true": "on", "false": "off", "yes": "on",
+                                                           "no": "off", "1": "on", "0": "off"}), "on",
             "'on': data, refs and directories are synced before a command exits 0; 'off': trust the OS"),
     Setting("compression_level", _parse_int(1, 19), 3, "zstd level for new objects"),
     Setting("verify_reads", _parse_choice("checksums", "sha256"), "checksums",
@@ -277,10 +281,25 @@ class ConfigFile:
         return ConfigError(f"{where}: {message}", hint)
 
     def line_of(self, key: str) -> int | None:
-        last = re.escape(key.split(".")[-1])
-        pattern = re.compile(rf"^[ \t]*(\[\[?[ \t]*)?\"?{last}\"?[ \t]*(=|\]\]?)", re.MULTILINE)
-        match = pattern.search(self.text)
-        return self.text.count("\n", 0, match.start()) + 1 if match else None
+        """The line setting `key`: 'a.b' as `a.b = ` at the top or `b = ` in table [a], a
+        plain key before any table; a table header spelling the key ([[mounts]])."""
+        *table, leaf = key.split(".")
+        headers = list(re.finditer(r"^[ \t]*\[\[?[ \t]*([^\]]*?)[ \t]*\]", self.text, re.MULTILINE))
+        bounds = [0] + [header.start() for header in headers] + [len(self.text)]
+        for position, name in enumerate([""] + [header.group(1) for header in headers]):
+            if position and name == key:
+                return self.text.count("\n", 0, bounds[position]) + 1
+            if name == ".".join(table):
+                wanted = "|".join(re.escape(form) for form in (leaf, f'"{leaf}"', f"'{leaf}'"))
+            elif name == "":
+                wanted = re.escape(key)
+            else:
+                continue
+            found = re.compile(rf"^[ \t]*(?:{wanted})[ \t]*=", re.MULTILINE).search(
+                self.text, bounds[position], bounds[position + 1])
+            if found:
+                return self.text.count("\n", 0, found.start()) + 1
+        return None
 
     def save(self) -> None:
         """Write values (nested by their dots) and mounts atomically. A symlinked file (a

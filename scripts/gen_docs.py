@@ -132,7 +132,8 @@ def man_page() -> str:
             ".PP", "Every setting can also be given as \\fBBLOBCTL_\\fR\\fIKEY\\fR (dots as underscores), "
                    "which overrides the config files:"]
     for key, setting in SETTINGS.items():
-        default = "" if setting.default is None else f" (default: {shown(setting, setting.default)})"
+        default = "" if setting.default is None or "default:" in setting.help \
+            else f" (default: {shown(setting, setting.default)})"
         out += [".TP", f"\\fB{roff(env_var(key))}\\fR", roff(setting.help + default)]
     out += [".SH FILES",
             ".TP", "\\fI~/.config/blobctl/config.toml\\fR",

@@ -130,6 +130,10 @@ def test_secrets_never_show_in_errors_and_endpoints_lose_their_password(store_di
     ("auto_gc = \"maybe\"\n", 1, "auto_gc"),
     ("jobs = inf\n", 1, "whole number"),
     ("jobs = 4.5\n", 1, "whole number"),
+    ("jobs = 4\nmax_size = \"1G\"\ns3.regoin = \"eu\"\n", 3, "unknown key 's3.regoin'"),  # a dotted key
+    ("jobs = 4\n\n[s3]\nendpoint = \"http://x\"\njobs = 2\n", 5, "unknown key 's3.jobs'"),  # not the top-level jobs
+    ("[s3]\n'region' = 5\n", 2, "s3.region"),
+    ("durability = \"sometimes\"\n", 1, "durability"),
 ])
 def test_bad_values_name_file_and_line(store_dir, text, line, needle):
     store_dir.mkdir()
@@ -164,6 +168,16 @@ def test_set_unset_round_trip_keeps_types(store_dir):
         config.set("nope", "1", user=False)
     with pytest.raises(UsageError):
         config.set("store", "/x", user=False)
+
+
+@pytest.mark.parametrize("typed,value", [("ON", "on"), ("Off", "off"), ("false", "off"), ("yes", "on")])
+def test_choices_take_any_case_and_durability_takes_booleans(store_dir, typed, value):
+    """Booleans took `ON` and `yes` but durability (on/off) refused `ON` and `false`."""
+    config = Config.load(str(store_dir))
+    config.set("durability", typed, user=False)
+    assert Config.load(str(store_dir)).get("durability") == value
+    config.set("verify_reads", "SHA256", user=False)
+    assert Config.load(str(store_dir)).get("verify_reads") == "sha256"
 
 
 def test_mounts_parse_and_validate(store_dir):
