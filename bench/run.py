@@ -211,6 +211,7 @@ def bench_stat(work: Path, store: Path, rounds: int) -> Case:
     case = Case(f"stat on a store of {count_objects(store):,} objects", "≤ 1.2x empty store", 1.2,
                 peer_label="stat on an empty store")
     empty = work / "empty-store"
+    empty.mkdir()  # an empty directory: the first stat makes it a store (only put and pull make the directory)
     subprocess.run([PRODUCT.blobctl, "stat"], env={**os.environ, **store_env(empty, work)},
                    capture_output=True, check=True)
     alternate(case, rounds,

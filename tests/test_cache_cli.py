@@ -114,7 +114,8 @@ def test_pin_unpin_and_ttl(blobctl, put, store_dir):
     assert gc_json(blobctl, "--max-size", "0")["executed"]["evicted"] == 2
 
 
-def test_pin_errors(blobctl):
+def test_pin_errors(blobctl, store_dir):
+    store_dir.mkdir()
     assert blobctl("pin", "no-such-name").code == 3
     assert blobctl("pin", "0" * 64, "--ttl", "soon").code == 2
     missing = blobctl("pin", "0" * 64)

@@ -206,9 +206,24 @@ def test_a_name_cannot_shadow_a_hash(blobctl, files, store_dir):
     (["config", "set", "max_size", "huge"], EXIT_USAGE, "invalid size"),
     (["config", "get", "nope"], EXIT_USAGE, "unknown config key"),
 ])
-def test_bad_input_is_one_clear_line(blobctl, args, code, needle):
+def test_bad_input_is_one_clear_line(blobctl, store_dir, args, code, needle):
+    store_dir.mkdir()
     result = blobctl(*args)
     assert result.code == code and needle in one_line_error(result) and result.out == b""
+
+
+def test_only_commands_that_store_make_a_store_where_no_directory_is(blobctl, tmp_path):
+    """A mistyped --store (or a backup disk not mounted) must not answer as a new empty
+    store: reading commands say there is none; put and pull make it; an existing empty
+    directory becomes a store by any command."""
+    missing = tmp_path / "typo"
+    for args in (["ls"], ["stat"], ["get", "0" * 64], ["gc", "--dry-run"], ["fsck"], ["mount"], ["rm", "x"]):
+        result = blobctl("--store", missing, *args)
+        assert result.code == EXIT_NOT_FOUND and f"no blobctl store at {missing}" in one_line_error(result), args
+        assert not missing.exists()
+    assert blobctl("--store", missing, "put", "-", input=b"x").code == 0 and (missing / "FORMAT").exists()
+    (tmp_path / "empty").mkdir()
+    assert blobctl("--store", tmp_path / "empty", "stat").code == 0 and (tmp_path / "empty" / "FORMAT").exists()
 
 
 @pytest.mark.parametrize("value,needle", [

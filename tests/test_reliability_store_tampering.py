@@ -235,6 +235,7 @@ def get_with_peak_memory(store: Path, digest: str) -> tuple[int, int, str]:
 @pytest.mark.slow
 def test_decompression_bombs_stream_in_bounded_memory(tmp_path):
     store = tmp_path / "store"
+    store.mkdir()  # an existing empty directory: any command makes it a store
     run_in(store, "stat")
     digest, frame = zeros_frame(BOMB_SIZE)
     small_digest, small_frame = zeros_frame(1 << 20)

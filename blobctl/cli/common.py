@@ -14,7 +14,7 @@ import typer
 
 from blobctl import render
 from blobctl.config import Config
-from blobctl.errors import BlobctlError, warn
+from blobctl.errors import BlobctlError, NotFoundError, warn
 
 if TYPE_CHECKING:
     from blobctl.store import Store
@@ -29,11 +29,18 @@ def load_config(ctx: typer.Context, *, validate: bool = True) -> Config:
 
 
 @contextmanager
-def open_store(ctx: typer.Context) -> Iterator[Store]:
-    """The store for this command; closed (counters committed, writes synced) at the end."""
+def open_store(ctx: typer.Context, *, create: bool = False) -> Iterator[Store]:
+    """The store for this command; closed (counters committed, writes synced) at the end.
+    Only a command that stores something (`create`) makes a store where no directory is:
+    `ls` or `gc --dry-run` on a mistyped --store, or on a backup disk not mounted, must
+    say so rather than answer for a new empty store. The default store is made by any."""
     from blobctl.store import Store
 
-    store = Store(load_config(ctx))
+    config = load_config(ctx)
+    if not create and config.store_origin != "default" and not os.path.lexists(config.store_path):
+        raise NotFoundError(f"no blobctl store at {config.store_path} (from {config.store_origin})",
+                            "check the path; a put or pull there creates the store")
+    store = Store(config)
     try:
         yield store
     finally:

@@ -126,7 +126,7 @@ def pull(
     """Prefetch objects and names from mounts into the local store.
 
     Use it before going offline: every remote name under a mount prefix, or the given keys."""
-    with open_store(ctx) as store:
+    with open_store(ctx, create=True) as store:
         with render.progress() as progress:
             reports = store.mounted().pull(targets, jobs=jobs or store.config.get("jobs"), progress=progress)
         trim_if_over_limit(store)

@@ -91,7 +91,7 @@ def put(
     if paths.count("-") > 1 and not stdin_paths:
         raise UsageError("standard input ('-') can be read only once")
     results, failure = [], None
-    with open_store(ctx) as store, render.progress("bytes" if len(paths) == 1 else "items") as progress:
+    with open_store(ctx, create=True) as store, render.progress("bytes" if len(paths) == 1 else "items") as progress:
         if name is not None:
             store.check_bindable(name)
         for outcome in _put_all(store, paths, name, progress, dash_is_stdin=not stdin_paths):
