@@ -9,11 +9,13 @@ small file instead of ~1 ms).
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import stat as stat_module
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -175,17 +177,65 @@ def temp_path(tmp_dir: str | Path, prefix: str = "", suffix: str = TEMP_SUFFIX) 
 
 
 def remove_temp_dir(path: str | Path) -> None:
-    """Remove a directory of temp files (see WorkerProcesses) with whatever it still holds."""
+    """Remove a directory of temp files (see locked_temp_dir) with whatever it holds, its
+    own directories too; what cannot be removed (gone already, or another process adding
+    to it) is left, for gc."""
     try:
-        entries = os.listdir(path)
-    except FileNotFoundError:
+        entries = list(os.scandir(path))
+    except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
-        discard_file(f"{path}/{entry}")
+        if entry.is_dir(follow_symlinks=False):
+            remove_temp_dir(entry.path)
+        else:
+            discard_file(entry.path)
     try:
         os.rmdir(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+            raise
+
+
+@contextmanager
+def locked_temp_dir(tmp_dir: str | Path) -> Iterator[str]:
+    """A fresh directory for one command's temp files, tmp/<random>.partial/, flock(2)ed
+    while the command runs so that gc never takes it for the leftover of a killed command
+    however long a file in it waits (the lock goes with the process); removed with its
+    contents at the end, before the lock is let go."""
+    import fcntl
+
+    path = temp_path(tmp_dir)
+    os.mkdir(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except BaseException:
+        os.rmdir(path)
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh name: nobody else holds it
+        yield path
+    finally:
+        try:
+            remove_temp_dir(path)
+        finally:
+            os.close(fd)
+
+
+def in_use(directory: str | Path) -> bool:
+    """Whether a command holds `directory` (see locked_temp_dir)."""
+    import fcntl
+
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
-        pass
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def discard_file(path: str | Path) -> None:

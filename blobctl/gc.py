@@ -25,7 +25,7 @@ from pathlib import Path
 from blobctl import pins, racehooks, stats
 from blobctl.config import Mount, covering_mounts
 from blobctl.errors import BlobctlError, IntegrityError, warn
-from blobctl.fsutil import TEMP_SUFFIX, remove_temp_dir
+from blobctl.fsutil import TEMP_SUFFIX, in_use, remove_temp_dir
 from blobctl.index import ObjectRow
 
 #: Why a surviving object stays, most important first (an object counts under the first).
@@ -61,7 +61,7 @@ class GcPlan:
     kept: tuple[Kept, ...]
     stale_temps: tuple[Path, ...]  # temp files, also those in stale_temp_dirs
     temp_bytes: int
-    stale_temp_dirs: tuple[Path, ...]  # a many-file put's task directories (see WorkerProcesses)
+    stale_temp_dirs: tuple[Path, ...]  # temp directories of killed commands (see locked_temp_dir)
 
     @property
     def evict_bytes(self) -> int:
@@ -157,19 +157,20 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
             kept.append(Kept(row.hash, row.stored, reason or "not_needed"))
     cutoff = now - int(max(grace, TEMP_MIN_AGE) * 1e9)
     temps, temp_dirs = _stale_temps(store.tmp_dir, cutoff)
-    for temp_dir in temp_dirs:  # all it holds: nothing is written there once the directory is stale
-        temps += _stale_temps(temp_dir, None)[0]
+    temp_dirs = [temp_dir for temp_dir in temp_dirs if not in_use(temp_dir)]  # a command running still
+    for temp_dir in temp_dirs:  # left by a killed command: all it holds
+        temps += _files_under(temp_dir)
     return GcPlan(now, max_size, older_than, grace, totals.objects, totals.stored,
                   tuple(evict), tuple(kept), tuple(path for path, _ in temps),
                   sum(size for _, size in temps), tuple(temp_dirs))
 
 
-def _stale_temps(directory: Path, cutoff_ns: int | None) -> tuple[list[tuple[Path, int]], list[Path]]:
-    """(path, size) of the blobctl temp files in `directory` last written before
-    `cutoff_ns` (None: all), and the temp directories last changed before it."""
+def _stale_temps(tmp_dir: Path, cutoff_ns: int) -> tuple[list[tuple[Path, int]], list[Path]]:
+    """(path, size) of the blobctl temp files in tmp/ last written before `cutoff_ns`, and
+    the temp directories (see locked_temp_dir) made before it."""
     files, directories = [], []
     try:
-        entries = list(os.scandir(directory))
+        entries = list(os.scandir(tmp_dir))
     except FileNotFoundError:
         return files, directories
     for entry in entries:
@@ -177,13 +178,25 @@ def _stale_temps(directory: Path, cutoff_ns: int | None) -> tuple[list[tuple[Pat
             info = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue
-        if not entry.name.endswith(TEMP_SUFFIX) or (cutoff_ns is not None and info.st_mtime_ns >= cutoff_ns):
+        if not entry.name.endswith(TEMP_SUFFIX) or info.st_mtime_ns >= cutoff_ns:
             continue
         if stat_module.S_ISREG(info.st_mode):
             files.append((Path(entry.path), info.st_size))
         elif stat_module.S_ISDIR(info.st_mode):
             directories.append(Path(entry.path))
     return files, directories
+
+
+def _files_under(directory: Path) -> list[tuple[Path, int]]:
+    """(path, size) of every file under `directory`."""
+    found = []
+    for root, _, names in os.walk(directory):
+        for name in names:
+            try:
+                found.append((Path(root, name), os.lstat(os.path.join(root, name)).st_size))
+            except FileNotFoundError:
+                continue
+    return found
 
 
 def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
@@ -268,7 +281,10 @@ def _remove_temps(store, paths: Iterable[Path], directories: Iterable[Path]) -> 
         except FileNotFoundError:
             continue
     for directory in directories:
-        remove_temp_dir(directory)
+        try:
+            remove_temp_dir(directory)
+        except OSError:  # left for the next gc: a stale temp directory is no reason to fail
+            continue
     if removed or directories:
         store.syncer.sync_dir_later(store.tmp_dir)
     return removed

@@ -31,7 +31,8 @@ from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, Partial
                             UsageError, from_os_error, warn)
 from blobctl.encoder import Encoder, InputFile, Pending, WorkerProcesses
 from blobctl.fsutil import (TEMP_SUFFIX, SlicedWriter, Syncer, atomic_write, descriptor_named, discard_file,
-                             is_regular_file, make_dirs, regular_file_size, temp_path, write_new_file)
+                             is_regular_file, locked_temp_dir, make_dirs, regular_file_size, temp_path,
+                             write_new_file)
 from blobctl.index import Index, IndexBusy, IndexReadOnly, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
@@ -558,12 +559,29 @@ class Store:
         on 2 cores: 1.53 -> 1.24 s) and encode a large file with threads of their own;
         this thread only publishes, which is what bounds the rate, so it does not stat
         those files to choose. Files already stored are only hashed, which costs less
-        than handing them over: putting the same 10,000 files again needs no workers."""
+        than handing them over: putting the same 10,000 files again needs no workers.
+
+        Every temp file goes to a directory of this put's, locked while it runs (see
+        locked_temp_dir): a file may wait there for long (behind a slow input), and gc
+        must not take it for a leftover; and whatever an interruption leaves unpublished
+        goes with the directory."""
+        from contextlib import ExitStack
+
+        with ExitStack() as held:
+            try:
+                workdir = held.enter_context(locked_temp_dir(self.tmp_dir))
+            except OSError as exc:
+                raise from_os_error(exc, "write to store", self.tmp_dir) from exc
+            yield from self._put_paths_via(self._encoder._replace(tmp_dir=Path(workdir)), paths, jobs)
+
+    def _put_paths_via(self, encoder: Encoder, paths: Iterable[str], jobs: int | None
+                       ) -> Iterator[PutResult | BlobctlError]:
+        """put_paths, its temp files written by `encoder`."""
         from concurrent.futures import Future, ThreadPoolExecutor  # 4 ms of imports only many-file puts need
 
         compressed_here = 0  # small files encoded here that were not stored yet
         chunk: list[str] = []
-        processes = WorkerProcesses(self._encoder)
+        processes = WorkerProcesses(encoder)
 
         def start(path: str) -> None:
             nonlocal compressed_here
@@ -572,9 +590,9 @@ class Store:
                 if len(chunk) >= PROCESS_CHUNK:
                     finish_chunk()
             elif _size_hint(path) >= INLINE_MAX_SIZE:
-                in_flight.append(threads.submit(self._encoder.encode_paths, [path]))
+                in_flight.append(threads.submit(encoder.encode_paths, [path]))
             else:
-                outcome = self._encoder.encode_paths([path])
+                outcome = encoder.encode_paths([path])
                 in_flight.append(outcome)
                 if isinstance(outcome[0], Pending) and outcome[0].temp is not None:
                     compressed_here += 1
@@ -599,12 +617,13 @@ class Store:
             if not syncing and not processes.running:
                 if ready:
                     yield from self._publish_in_order(ready)
+                    processes.published(ready)
                 return
             if ready:
                 syncing.append((ready, sync_thread.submit(self.syncer.sync_files, _temps(ready))))
             while len(syncing) > (1 if ready else 0):
                 yield from self._publish_in_order(*syncing[0])
-                syncing.popleft()
+                processes.published(syncing.popleft()[0])
 
         jobs = jobs or min(8, (os.cpu_count() or 2) + 2)
         in_flight: deque[Future | list] = deque()  # each: the outcomes of one or more paths, in order
@@ -616,7 +635,7 @@ class Store:
                 for path in paths:
                     start(path)
                     if len(in_flight) >= jobs * 4:
-                        batch += settle(in_flight[0])  # an interruption leaves it to `finally`
+                        batch += settle(in_flight[0])
                         in_flight.popleft()
                     if len(batch) >= PUBLISH_BATCH:
                         yield from publish(batch)
@@ -631,19 +650,12 @@ class Store:
                 yield from publish(batch)
                 batch = []
                 yield from publish([])
-            finally:  # interrupted: drop queued work and the temp files of finished work
+            finally:  # interrupted: drop queued work; what is unpublished goes with put_paths' directory
                 if in_flight:
                     processes.stop()
                 for item in in_flight:
                     if isinstance(item, Future):
                         item.cancel()
-                for item in in_flight:
-                    if not (isinstance(item, Future) and item.cancelled()):
-                        batch += settle(item)
-                for unpublished in [batch, *(ready for ready, _ in syncing)]:
-                    for item in unpublished:  # a published one's temp file is already gone
-                        if isinstance(item, Pending):
-                            item.discard()
 
     def _publish_in_order(self, batch: list[Pending | BlobctlError], synced: Future | None = None
                           ) -> Iterator[PutResult | BlobctlError]:

@@ -7,6 +7,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -676,6 +677,85 @@ def test_interrupting_a_put_of_many_files_leaves_no_temp_files(store_dir, tmp_pa
     for line in reported + rest.splitlines()[:50]:
         digest = line.split()[0].decode()
         assert (store_dir / "objects" / digest[:2] / digest[2:]).is_file()
+
+
+@pytest.mark.parametrize("endless", ["/dev/zero", "fifo"])
+def test_ctrl_c_stops_a_put_whose_worker_reads_an_endless_input(store_dir, tmp_path, endless):
+    """A worker reading /dev/zero, or a FIFO nobody writes to, never finishes its file:
+    Ctrl-C once waited for it forever. Now: exit 130 at once, nothing left in tmp/, no
+    worker left running."""
+    from blobctl.store import PROCESSES_MIN_FILES
+
+    paths = [str(path) for path in tiny_files(tmp_path, PROCESSES_MIN_FILES + 100)]
+    if endless == "fifo":
+        endless = str(tmp_path / "fifo")
+        os.mkfifo(endless)
+    proc = subprocess.Popen(blobctl_executable() + ["put", "--stdin-paths"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "BLOBCTL_STORE": str(store_dir)})
+    proc.stdin.write("\n".join(paths + [endless]).encode() + b"\n")
+    proc.stdin.close()
+    assert all(proc.stdout.readline() for _ in range(512))  # what comes before the endless input's batch
+    workers = worker_processes(proc.pid)
+    time.sleep(0.5)  # a worker is now inside the endless input
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.stdout.read()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=30) == 130 and b"Traceback" not in err, err
+    assert not leftover_temp_files(store_dir)
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if alive(pid)]
+
+
+def test_gc_leaves_the_temp_files_of_a_put_still_running_however_old(store_dir, tmp_path):
+    """A put's file may wait long behind a slow input (here a FIFO fed late), or be
+    written for long: gc took such files for a killed command's leftovers once they
+    were 15 minutes old, and the put then failed or hung. A running put's temp files
+    are in a directory it holds locked; gc removes only those of dead commands."""
+    from blobctl.store import PROCESSES_MIN_FILES
+
+    paths = [str(path) for path in tiny_files(tmp_path, PROCESSES_MIN_FILES + 300)]
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    env = {**os.environ, "BLOBCTL_STORE": str(store_dir)}
+    proc = subprocess.Popen(blobctl_executable() + ["put", "--stdin-paths"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdin.write("\n".join(paths[:PROCESSES_MIN_FILES + 100] + [str(fifo)] + paths[PROCESSES_MIN_FILES + 100:])
+                     .encode() + b"\n")
+    proc.stdin.close()
+    out = []  # read meanwhile: a full pipe would stop the put before it reaches the FIFO
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()))
+    reader.start()
+    with open(fifo, "wb") as feeder:  # the worker with the FIFO has started reading it
+        feeder.write(b"first part, ")
+        deadline = time.time() + 30
+        while len([p for p in (store_dir / "tmp").rglob("*.partial") if p.is_file()]) < 100:
+            assert time.time() < deadline, "the put wrote no temp files"
+            time.sleep(0.05)
+        two_hours_ago = time.time() - 7200
+        for path in (store_dir / "tmp").rglob("*"):
+            os.utime(path, (two_hours_ago, two_hours_ago))
+        assert subprocess.run(blobctl_executable() + ["gc", "--grace", "0"], env=env).returncode == 0
+        feeder.write(b"then the rest")
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err.decode()
+    reader.join()
+    lines = out[0].decode().splitlines()
+    assert lines[PROCESSES_MIN_FILES + 100] == f"{sha(b'first part, then the rest')}  {fifo}"
+    assert len(lines) == len(paths) + 1 and not leftover_temp_files(store_dir)
+    assert subprocess.run(blobctl_executable() + ["fsck"], env=env, capture_output=True).returncode == 0
+
+
+def test_a_nul_byte_in_a_list_of_paths_is_that_path_s_error(blobctl, tmp_path):
+    (tmp_path / "f1").write_bytes(b"one")
+    (tmp_path / "f2").write_bytes(b"two")
+    result = subprocess.run(blobctl_executable() + ["put", "--stdin-paths"], cwd=tmp_path, capture_output=True,
+                            input=b"f1\na\0b\nf2\n")
+    assert result.returncode == EXIT_USAGE and b"Traceback" not in result.stderr
+    assert result.stdout.decode().splitlines() == [f"{sha(b'one')}  f1", f"{sha(b'two')}  f2"]
+    assert b"a\\x00b: a path cannot hold a NUL byte" in result.stderr
 
 
 def test_workers_of_a_killed_put_stop(store_dir, tmp_path):

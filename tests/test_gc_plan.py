@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -247,26 +248,34 @@ def test_removes_stale_temp_files_and_empty_shards(store, store_dir):
     assert not (store_dir / "objects" / digest[:2]).exists()
 
 
-def test_removes_stale_task_directories_of_a_killed_put(store, store_dir):
-    """A many-file put killed outright leaves its worker tasks' directories in tmp/
-    (see WorkerProcesses.submit), some with temp files, some emptied: gc removes the
-    stale ones, files first, and leaves a fresh one (a put running now) alone."""
+def test_removes_the_temp_directories_of_killed_commands_only(store, store_dir):
+    """A many-file put keeps its temp files in a directory of its own (see
+    locked_temp_dir). Killed, it leaves that directory, with task directories inside:
+    gc removes it once stale. A put still running holds its directory's lock: gc leaves
+    it, however old, for a file in it may wait long (behind a slow input) or still grow."""
+    from blobctl.fsutil import locked_temp_dir
+
     stale_full, stale_empty, fresh = (store_dir / "tmp" / f"{name}.partial" for name in ("a", "b", "c"))
-    for directory in (stale_full, stale_empty, fresh):
+    for directory in (stale_full, stale_full / "task.partial", stale_empty, fresh):
         directory.mkdir()
-    (stale_full / "x.partial").write_bytes(b"x" * 10)
-    (stale_full / "outcomes.partial").write_bytes(b"y" * 5)
+    (stale_full / "task.partial" / "x.partial").write_bytes(b"x" * 10)
+    (stale_full / "y.partial").write_bytes(b"y" * 5)
     (fresh / "z.partial").write_bytes(b"z")
     two_hours_ago = time.time() - 7200
-    for path in (stale_full / "x.partial", stale_full / "outcomes.partial", stale_full, stale_empty):
-        os.utime(path, (two_hours_ago, two_hours_ago))
-    plan = gc.plan(store, max_size=None)
-    assert sorted(plan.stale_temps) == [stale_full / "outcomes.partial", stale_full / "x.partial"]
-    assert plan.temp_bytes == 15 and sorted(plan.stale_temp_dirs) == [stale_full, stale_empty]
-    outcome = gc.execute(store, plan)
-    assert outcome.temps_removed == 2
-    assert [p.name for p in (store_dir / "tmp").iterdir() if p.name != "journal"] == ["c.partial"]
-    assert (fresh / "z.partial").exists()
+    with locked_temp_dir(store_dir / "tmp") as running:
+        (Path(running) / "waiting.partial").write_bytes(b"w")
+        for path in (stale_full / "task.partial" / "x.partial", stale_full / "y.partial", stale_full / "task.partial",
+                     stale_full, stale_empty, Path(running) / "waiting.partial", Path(running)):
+            os.utime(path, (two_hours_ago, two_hours_ago))
+        plan = gc.plan(store, max_size=None)
+        assert sorted(plan.stale_temps) == [stale_full / "task.partial" / "x.partial", stale_full / "y.partial"]
+        assert plan.temp_bytes == 15 and sorted(plan.stale_temp_dirs) == [stale_full, stale_empty]
+        outcome = gc.execute(store, plan)
+        assert outcome.temps_removed == 2
+        assert sorted(p.name for p in (store_dir / "tmp").iterdir() if p.name != "journal") == \
+            sorted(["c.partial", Path(running).name])
+        assert (Path(running) / "waiting.partial").exists() and (fresh / "z.partial").exists()
+    assert not Path(running).exists()  # the put's own end removes it
 
 
 def test_never_follows_a_symlinked_object(store, store_dir, tmp_path):
