@@ -123,6 +123,16 @@ def test_pin_errors(blobctl, store_dir):
     assert blobctl("gc", "--max-size", "lots").code == 2
 
 
+def test_pin_ttl_must_be_more_than_zero(blobctl, put, store_dir):
+    digest = put()
+    for ttl in ("0", "0s", "0.0h"):
+        result = blobctl("pin", digest, "--ttl", ttl)
+        assert result.code == 2, result.err
+        assert result.err.count("\n") == 1 and "more than 0" in result.err
+    assert not (store_dir / "pins" / digest).exists()
+    assert blobctl("pin", digest, "--ttl", "0.5s").code == 0
+
+
 def test_automatic_gc_on_put(blobctl, put, store_dir):
     blobctl("config", "set", "max_size", "5 kB", check=True)
     digests = [put() for _ in range(4)]

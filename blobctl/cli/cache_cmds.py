@@ -9,7 +9,7 @@ import typer
 from blobctl import render, units
 from blobctl.cli import app
 from blobctl.cli.common import JsonOption, complete_keys, open_store
-from blobctl.errors import EXIT_INTEGRITY
+from blobctl.errors import EXIT_INTEGRITY, UsageError
 from blobctl.render import Column
 
 KeyArgument = Annotated[str, typer.Argument(metavar="KEY", autocompletion=complete_keys,
@@ -106,6 +106,9 @@ def pin(
     from blobctl import pins
 
     ttl_seconds = None if ttl is None else units.parse_age(ttl)
+    if ttl_seconds is not None and ttl_seconds <= 0:  # such a pin would have expired already
+        raise UsageError(f"invalid --ttl {ttl!r}: must be more than 0",
+                         "e.g. --ttl 7d; without --ttl the pin lasts until unpinned")
     with open_store(ctx) as store:
         digest = store.resolve(key).digest
         expires = pins.pin(store, digest, ttl_seconds)
