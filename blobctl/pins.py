@@ -1,5 +1,6 @@
 """Pins keep objects out of gc's reach: STORE/pins/<hash> holds nothing (pinned forever)
-or an expiry time in ns since the epoch; an expired pin no longer protects.
+or an expiry time in ns since the epoch; an expired pin no longer protects. Pinning again
+only ever lengthens a pin; unpin removes one.
 
 Pins are written and removed under the index's write lock, so gc's last check before
 deleting an object (made under the same lock) sees every pin that was set in time.
@@ -19,19 +20,25 @@ from blobctl.fsutil import atomic_write
 FOREVER = None
 
 
-def pin(store, digest: str, ttl_seconds: float | None) -> int | None:
-    """Pin a local object, for `ttl_seconds` or forever (None); returns the expiry in ns.
+def pin(store, digest: str, ttl_seconds: float | None) -> tuple[int | None, bool]:
+    """Pin a local object, for `ttl_seconds` or forever (None). Pinning again never
+    shortens a pin: a pin forever stays, and so does an expiry later than the new one
+    (unpin removes a pin). Returns the expiry in ns now in force (None: forever) and
+    whether this call set it (False: an existing pin was kept).
     The object is looked for under the lock: a gc deleting it meanwhile must not leave a
     pin of nothing, reported as done."""
     expires = FOREVER if ttl_seconds is None else time.time_ns() + int(ttl_seconds * 1e9)
     content = b"" if expires is FOREVER else str(expires).encode()
+    path = store.pins_dir / keys.validate_hash(digest)
     with store.index.transaction():
         if not store.has_object(digest):
             raise NotFoundError(f"cannot pin {digest[:12]}: the object is not in the local store",
                                 f"fetch it first with: blobctl pull {digest}")
-        atomic_write(store.pins_dir / keys.validate_hash(digest), store.tmp_dir,
-                     lambda handle: handle.write(content), store.syncer)
-    return expires
+        current = _recorded_expiry(path)
+        if current is not _NONE and (current is FOREVER or (expires is not FOREVER and current >= expires)):
+            return current, False
+        atomic_write(path, store.tmp_dir, lambda handle: handle.write(content), store.syncer)
+    return expires, True
 
 
 def unpin(store, digest: str) -> bool:
@@ -46,14 +53,29 @@ def unpin(store, digest: str) -> bool:
     return True
 
 
+#: What _recorded_expiry returns for a pin that is not there, or is damaged.
+_NONE = object()
+
+
+def _recorded_expiry(path: Path):
+    """The expiry in a pin file; _NONE when there is none or it is damaged (so that
+    pinning again repairs it, as the warning about a damaged pin advises)."""
+    try:
+        return _parse(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return _NONE
+
+
+def _parse(text: bytes) -> int | None:
+    text = text.strip()
+    return FOREVER if not text else int(text)
+
+
 def pin_expiry(path: Path) -> int | None:
     """The expiry recorded in a pin file (None: forever). A damaged pin is read as
     'forever' with a warning: protecting an object by mistake is the harmless error."""
-    text = path.read_bytes().strip()
-    if not text:
-        return FOREVER
     try:
-        return int(text)
+        return _parse(path.read_bytes())
     except ValueError:
         warn(f"pin {path} is damaged; treating it as a pin forever (re-pin or unpin the object)")
         return FOREVER

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -112,6 +113,29 @@ def test_pin_unpin_and_ttl(blobctl, put, store_dir):
     assert blobctl("unpin", forever).code == 0
     assert "was not pinned" in blobctl("unpin", forever).err
     assert gc_json(blobctl, "--max-size", "0")["executed"]["evicted"] == 2
+
+
+def test_pinning_again_never_shortens_a_pin(blobctl, put, store_dir):
+    forever, timed = put(), put()
+    pin_file = store_dir / "pins" / timed
+    blobctl("pin", forever, check=True)
+    result = blobctl("pin", forever, "--ttl", "0.1s")
+    assert result.code == 0 and "stays pinned until unpinned" in result.err
+    blobctl("pin", timed, "--ttl", "2h", check=True)
+    expiry = int(pin_file.read_text())
+    result = blobctl("pin", timed, "--ttl", "1h")
+    assert result.code == 0 and "stays pinned" in result.err and "never shortened" in result.err
+    assert int(pin_file.read_text()) == expiry
+    time.sleep(0.2)  # the 0.1s pin would have expired by now
+    assert gc_json(blobctl, "--max-size", "0", "--grace", "0")["executed"]["evicted"] == 0
+    assert object_file(store_dir, forever).exists()
+    assert "for 3h" in blobctl("pin", timed, "--ttl", "3h", check=True).err  # longer: extended
+    assert int(pin_file.read_text()) > expiry
+    assert "until unpinned" in blobctl("pin", timed, check=True).err
+    assert pin_file.read_bytes() == b""
+    pin_file.write_text("damaged")  # read as forever, with a warning that says to re-pin
+    blobctl("pin", timed, "--ttl", "1h", check=True)
+    assert int(pin_file.read_text()) > time.time_ns()
 
 
 def test_pin_errors(blobctl, store_dir):

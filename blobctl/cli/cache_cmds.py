@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Optional
 
 import typer
@@ -102,7 +103,10 @@ def pin(
     ttl: Annotated[Optional[str], typer.Option(
         "--ttl", metavar="AGE", help="Pin for AGE only, e.g. 7d (default: until unpinned).")] = None,
 ) -> None:
-    """Keep an object out of gc's reach, forever or for --ttl."""
+    """Keep an object out of gc's reach, forever or for --ttl.
+
+    Pinning again never shortens a pin: a pin forever stays, and so does one that expires
+    later than the new --ttl; unpin removes a pin."""
     from blobctl import pins
 
     ttl_seconds = None if ttl is None else units.parse_age(ttl)
@@ -111,9 +115,14 @@ def pin(
                          "e.g. --ttl 7d; without --ttl the pin lasts until unpinned")
     with open_store(ctx) as store:
         digest = store.resolve(key).digest
-        expires = pins.pin(store, digest, ttl_seconds)
-    until = "until unpinned" if expires is None else f"for {units.format_duration(ttl_seconds)}"
-    render.message(f"pinned {digest} {until}")
+        expires, changed = pins.pin(store, digest, ttl_seconds)
+    if changed:
+        until = "until unpinned" if expires is None else f"for {units.format_duration(ttl_seconds)}"
+        render.message(f"pinned {digest} {until}")
+        return
+    remaining = max(1, round((expires - time.time_ns()) / 1e9)) if expires is not None else None
+    until = "until unpinned" if remaining is None else f"for {units.format_duration(remaining)} more"
+    render.message(f"{digest} stays pinned {until}: a pin is never shortened (unpin removes it)")
 
 
 @app.command()
