@@ -80,6 +80,11 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], title: str |
     emit_lines(lines + [line(r) for r in rows])
 
 
+def count(n: int, noun: str) -> str:
+    """'1 object', '2 objects', '1,000 objects': a number with its noun, singular or plural."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def short_hash(digest: str) -> str:
     """The first 12 hex digits: keeps tables within 80 columns and still works as a `get`
     prefix (an ambiguous one is reported with its candidates); JSON keeps the full hash."""

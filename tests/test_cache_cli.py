@@ -36,6 +36,9 @@ def gc_json(blobctl, *args: str) -> dict:
 def test_gc_table_shows_the_plan_and_evicts(blobctl, put, store_dir):
     old, named = put(), put("--name", "keep")
     backdate(store_dir, old, 5)
+    stale = store_dir / "tmp" / "abc.partial"
+    stale.write_bytes(b"x")
+    os.utime(stale, (0, 0))
     result = blobctl("gc", "--max-size", "0")
     assert result.code == 0, result.err
     rows = {label: cells for label, *cells in
@@ -44,7 +47,7 @@ def test_gc_table_shows_the_plan_and_evicts(blobctl, put, store_dir):
     assert rows["evict"] == ["1", "1.0 kB"]
     assert rows["kept: named"] == ["1", "1.0 kB"]
     assert rows["after"] == ["1", "1.0 kB"]
-    assert "evicted 1 objects" in result.err
+    assert "evicted 1 object (" in result.err and "removed 1 stale temp file;" in result.err
     assert not object_file(store_dir, old).exists()
     assert object_file(store_dir, named).exists()
 

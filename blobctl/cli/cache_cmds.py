@@ -54,11 +54,11 @@ def gc(
 
 def gc_summary(outcome) -> str:
     """One line saying what a gc run did (shared by gc and the automatic gc after put)."""
-    line = f"evicted {len(outcome.evicted):,} objects ({render.size(outcome.evicted_bytes)})"
+    line = f"evicted {render.count(len(outcome.evicted), 'object')} ({render.size(outcome.evicted_bytes)})"
     if outcome.changed:
-        line += f"; kept {outcome.changed:,} accessed, named or pinned since planning"
+        line += f"; kept {render.count(outcome.changed, 'object')} accessed, named or pinned since planning"
     if outcome.temps_removed:
-        line += f"; removed {outcome.temps_removed:,} stale temp files"
+        line += f"; removed {render.count(outcome.temps_removed, 'stale temp file')}"
     return line + f"; store now {render.size(outcome.stored_after)}"
 
 
