@@ -101,6 +101,17 @@ def test_gc_uses_config_max_size(blobctl, put, store_dir):
     assert gc_json(blobctl)["evict"]["hashes"] == digests[:1]
 
 
+def test_max_size_none_lifts_the_configured_limit_for_one_run(blobctl, put, store_dir):
+    old = put()
+    backdate(store_dir, old, 5)
+    blobctl("config", "set", "max_size", "0", check=True)
+    for word in ("none", "unlimited"):
+        report = gc_json(blobctl, "--max-size", word)
+        assert report["max_size"] is None and report["evict"]["hashes"] == []
+    assert object_file(store_dir, old).exists()
+    assert gc_json(blobctl, "--max-size", "none", "--older-than", "1h")["evict"]["hashes"] == [old]
+
+
 def test_pin_unpin_and_ttl(blobctl, put, store_dir):
     forever, short = put(), put("--name", "short-lived")
     assert blobctl("pin", forever[:12]).code == 0

@@ -10,6 +10,7 @@ import typer
 from blobctl import render, units
 from blobctl.cli import app
 from blobctl.cli.common import JsonOption, complete_keys, open_store
+from blobctl.config import SETTINGS
 from blobctl.errors import EXIT_INTEGRITY, UsageError
 from blobctl.render import Column
 
@@ -21,7 +22,7 @@ KeyArgument = Annotated[str, typer.Argument(metavar="KEY", autocompletion=comple
 def gc(
     ctx: typer.Context,
     max_size: Annotated[Optional[str], typer.Option(
-        "--max-size", metavar="SIZE", help="Trim to this size (default: config max_size), e.g. '20 GB'.")] = None,
+        "--max-size", metavar="SIZE", help="Trim to this size (default: config max_size), e.g. '20 GB'; 'none' for no limit.")] = None,
     older_than: Annotated[Optional[str], typer.Option(
         "--older-than", metavar="AGE", help="Also evict what has not been accessed for AGE, e.g. 30d.")] = None,
     grace: Annotated[Optional[str], typer.Option(
@@ -38,7 +39,8 @@ def gc(
     from blobctl import gc as collector
 
     with open_store(ctx) as store:
-        limit = units.parse_size(max_size) if max_size is not None else store.config.get("max_size")
+        # read as the config reads max_size, so that 'none' lifts a configured limit for this run
+        limit = SETTINGS["max_size"].parse(max_size) if max_size is not None else store.config.get("max_size")
         plan = collector.plan(store, max_size=limit,
                               older_than=None if older_than is None else units.parse_age(older_than),
                               grace=None if grace is None else units.parse_age(grace))
