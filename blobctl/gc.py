@@ -10,7 +10,8 @@ see name_protection), that is pinned, or that was accessed within the grace peri
 put): just before unlinking it re-checks that the object's recorded access is unchanged
 since the plan, that no name (via the index's name mirror, which bind() updates under the
 same lock) and no pin protects it now. A put that reused the object, or a bind or pin that
-arrived after planning, therefore keeps it.
+arrived after planning, therefore keeps it. Then it removes the expired pins the plan
+found, each read again under the lock (a pin set again meanwhile stays).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class GcPlan:
     stale_temps: tuple[Path, ...]  # temp files, also those in stale_temp_dirs
     temp_bytes: int
     stale_temp_dirs: tuple[Path, ...]  # temp directories of killed commands (see locked_temp_dir)
+    expired_pins: tuple[str, ...] = ()  # hashes whose pin file has expired
 
     @property
     def evict_bytes(self) -> int:
@@ -92,6 +94,7 @@ class GcOutcome:
     shard_dirs_removed: int
     objects_after: int
     stored_after: int
+    pins_removed: int = 0  # expired pin files deleted
 
 
 def name_protection(mounts: Iterable[Mount], remote_hash: Callable[[str, str], str | None],
@@ -138,7 +141,8 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
         reason = protection(name, digest)
         if reason is not None:
             protect(digest, reason)
-    for digest in pins.active_pins(store.pins_dir, now):
+    active_pins, expired_pins = pins.scan(store.pins_dir, now)
+    for digest in active_pins:
         protect(digest, "pinned")
 
     grace_start = now - int(grace * 1e9)
@@ -162,7 +166,7 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
         temps += _files_under(temp_dir)
     return GcPlan(now, max_size, older_than, grace, totals.objects, totals.stored,
                   tuple(evict), tuple(kept), tuple(path for path, _ in temps),
-                  sum(size for _, size in temps), tuple(temp_dirs))
+                  sum(size for _, size in temps), tuple(temp_dirs), tuple(sorted(expired_pins)))
 
 
 def _stale_temps(tmp_dir: Path, cutoff_ns: int) -> tuple[list[tuple[Path, int]], list[Path]]:
@@ -234,10 +238,11 @@ def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
     for shard in shards:
         store.syncer.sync_dir_later(shard)
     temps_removed = _remove_temps(store, gc_plan.stale_temps, gc_plan.stale_temp_dirs)
+    pins_removed = pins.remove_expired(store, gc_plan.expired_pins)
     shard_dirs_removed = _remove_empty_shards(store)
     totals = store.index.totals()
     return GcOutcome(tuple(evicted), evicted_bytes, changed, temps_removed,
-                     shard_dirs_removed, totals.objects, totals.stored)
+                     shard_dirs_removed, totals.objects, totals.stored, pins_removed)
 
 
 def _changed_since_plan(store, batch: tuple[ObjectRow, ...]) -> set[str]:

@@ -1,6 +1,6 @@
 """Pins keep objects out of gc's reach: STORE/pins/<hash> holds nothing (pinned forever)
-or an expiry time in ns since the epoch; an expired pin no longer protects. Pinning again
-only ever lengthens a pin; unpin removes one.
+or an expiry time in ns since the epoch; an expired pin no longer protects, and gc
+removes it. Pinning again only ever lengthens a pin; unpin removes one.
 
 Pins are written and removed under the index's write lock, so gc's last check before
 deleting an object (made under the same lock) sees every pin that was set in time.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from blobctl import keys
@@ -92,11 +93,41 @@ def is_pinned(pins_dir: Path, digest: str, now: int) -> bool:
         return False
 
 
-def active_pins(pins_dir: Path, now: int) -> set[str]:
-    """Hashes of the objects pinned at `now`."""
+def scan(pins_dir: Path, now: int) -> tuple[set[str], set[str]]:
+    """The hashes of the objects pinned at `now`, and those whose pin has expired (one
+    read per pin file)."""
     try:
         entries = os.listdir(pins_dir)
     except FileNotFoundError:
-        return set()
-    return {digest for digest in entries
-            if keys.is_full_hash(digest) and is_pinned(pins_dir, digest, now)}
+        return set(), set()
+    active, expired = set(), set()
+    for digest in entries:
+        if not keys.is_full_hash(digest):
+            continue
+        try:
+            (active if is_active(pin_expiry(pins_dir / digest), now) else expired).add(digest)
+        except FileNotFoundError:  # unpinned meanwhile
+            continue
+    return active, expired
+
+
+def remove_expired(store, digests: Iterable[str]) -> int:
+    """Delete those of these pins that have expired, each read again under the write lock:
+    a pin set again since they were found stays. A damaged pin stays too (for the user to
+    re-pin or unpin). Returns how many were removed."""
+    digests = list(digests)
+    if not digests:
+        return 0
+    removed = 0
+    with store.index.transaction():
+        now = time.time_ns()
+        for digest in digests:
+            path = store.pins_dir / digest
+            expiry = _recorded_expiry(path)
+            if expiry is _NONE or is_active(expiry, now):
+                continue
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        store.syncer.sync_dir_later(store.pins_dir)
+    return removed

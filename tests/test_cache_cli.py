@@ -152,6 +152,21 @@ def test_pinning_again_never_shortens_a_pin(blobctl, put, store_dir):
     assert int(pin_file.read_text()) > time.time_ns()
 
 
+def test_gc_removes_expired_pins_but_not_with_dry_run(blobctl, put, store_dir):
+    forever, later, expired = put(), put(), put()
+    blobctl("pin", forever, check=True)
+    for digest in (later, expired):
+        blobctl("pin", digest, "--ttl", "1h", check=True)
+    (store_dir / "pins" / expired).write_text(str(time.time_ns() - 1))
+    blobctl("gc", "--dry-run", check=True)
+    assert (store_dir / "pins" / expired).exists()
+    result = blobctl("gc", check=True)  # no size limit: nothing to evict, the pin goes all the same
+    assert "removed 1 expired pin;" in result.err
+    assert sorted(os.listdir(store_dir / "pins")) == sorted([forever, later])
+    assert all(object_file(store_dir, d).exists() for d in (forever, later, expired))
+    assert gc_json(blobctl)["executed"]["expired_pins_removed"] == 0
+
+
 def test_pin_errors(blobctl, store_dir):
     store_dir.mkdir()
     assert blobctl("pin", "no-such-name").code == 3

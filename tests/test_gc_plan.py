@@ -227,6 +227,20 @@ def test_execute_keeps_an_object_named_or_pinned_after_planning(store, store_dir
     assert object_file(store_dir, digests[0]).is_file()
 
 
+def test_execute_removes_expired_pins_unless_pinned_again_after_planning(store, store_dir):
+    expired, renewed, active = aged_objects(store, store_dir, 3)
+    for digest in (expired, renewed):
+        (store_dir / "pins" / digest).write_text(str(time.time_ns() - 1))
+    pins.pin(store, active, 3600)
+    (store_dir / "pins" / "not-a-pin").write_text("")
+    plan = gc.plan(store, max_size=None)
+    assert sorted(plan.expired_pins) == sorted([expired, renewed])
+    pins.pin(store, renewed, 3600)
+    outcome = gc.execute(store, plan)
+    assert outcome.pins_removed == 1
+    assert sorted(os.listdir(store_dir / "pins")) == sorted([renewed, active, "not-a-pin"])
+
+
 def test_evicted_objects_are_remembered_for_the_miss_counter(store, store_dir):
     (digest,) = aged_objects(store, store_dir, 1)
     gc.execute(store, gc.plan(store, max_size=0))

@@ -33,8 +33,8 @@ def gc(
     """Evict least recently used objects to fit the size limit.
 
     Never evicts named, pinned or unpushed objects, or ones accessed within the grace
-    period. Also removes stale temp files and empty shard directories. Prints the plan,
-    then carries it out unless --dry-run (JSON fields: docs/JSON.md).
+    period. Also removes stale temp files, expired pins and empty shard directories.
+    Prints the plan, then carries it out unless --dry-run (JSON fields: docs/JSON.md).
     """
     from blobctl import gc as collector
 
@@ -61,6 +61,8 @@ def gc_summary(outcome) -> str:
         line += f"; kept {render.count(outcome.changed, 'object')} accessed, named or pinned since planning"
     if outcome.temps_removed:
         line += f"; removed {render.count(outcome.temps_removed, 'stale temp file')}"
+    if outcome.pins_removed:
+        line += f"; removed {render.count(outcome.pins_removed, 'expired pin')}"
     return line + f"; store now {render.size(outcome.stored_after)}"
 
 
@@ -80,7 +82,8 @@ def _gc_json(plan, outcome) -> dict:
     if outcome is not None:
         executed = {"evicted": len(outcome.evicted), "stored": outcome.evicted_bytes,
                     "changed": outcome.changed, "temp_files_removed": outcome.temps_removed,
-                    "shard_dirs_removed": outcome.shard_dirs_removed}
+                    "shard_dirs_removed": outcome.shard_dirs_removed,
+                    "expired_pins_removed": outcome.pins_removed}
         after = {"objects": outcome.objects_after, "stored": outcome.stored_after}
     else:
         after = {"objects": plan.objects_before - len(plan.evict), "stored": plan.stored_after}
