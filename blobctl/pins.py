@@ -86,6 +86,16 @@ def is_active(expiry: int | None, now: int) -> bool:
     return expiry is FOREVER or expiry > now
 
 
+def state(pins_dir: Path, digest: str, now: int) -> tuple[bool, int | None]:
+    """Whether the object is pinned at `now`, and the pin's expiry in ns (None: forever,
+    or not pinned); one read of its pin file."""
+    try:
+        expiry = pin_expiry(pins_dir / digest)
+    except FileNotFoundError:
+        return False, None
+    return (True, expiry) if is_active(expiry, now) else (False, None)
+
+
 def is_pinned(pins_dir: Path, digest: str, now: int) -> bool:
     try:
         return is_active(pin_expiry(pins_dir / digest), now)

@@ -103,6 +103,11 @@ def age(ns: int | None, now_ns: int) -> str:
     return "-" if ns is None else format_age((now_ns - ns) / 1e9) + " ago"
 
 
+def time_left(ns: int, now_ns: int) -> str:
+    """How long until `ns`: '6d left' (the largest whole unit, as age() shows)."""
+    return format_age((ns - now_ns) / 1e9) + " left"
+
+
 class _SilentProgress:
     """Progress that shows nothing: stderr is not a terminal, or --quiet."""
 

@@ -41,6 +41,8 @@ class KeyInfo(NamedTuple):
     stored: int | None
     accessed_ns: int | None
     names: tuple[str, ...] = ()
+    pinned: bool = False
+    pin_expires_ns: int | None = None  # None: pinned forever, or not pinned
 
 
 class Removed(NamedTuple):

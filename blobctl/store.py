@@ -1087,8 +1087,9 @@ class Store:
         resolved = self.resolve(key)
         size, stored, accessed = self.describe(resolved.digest)
         names = tuple(self.index.names_of(resolved.digest))
+        pinned, pin_expires = pins.state(self.pins_dir, resolved.digest, time.time_ns())
         return KeyInfo(key, resolved.digest, size is not None or stored is not None,
-                       size, stored, accessed, names)
+                       size, stored, accessed, names, pinned, pin_expires)
 
     def zero_counters(self) -> None:
         with self.index.transaction():

@@ -167,6 +167,21 @@ def test_gc_removes_expired_pins_but_not_with_dry_run(blobctl, put, store_dir):
     assert gc_json(blobctl)["executed"]["expired_pins_removed"] == 0
 
 
+def test_stat_key_shows_the_pin(blobctl, put, store_dir):
+    forever, timed, expired, loose = put(), put(), put(), put()
+    blobctl("pin", forever, check=True)
+    blobctl("pin", timed, "--ttl", "2d", check=True)
+    expiry = int((store_dir / "pins" / timed).read_text())
+    blobctl("pin", expired, "--ttl", "1h", check=True)
+    (store_dir / "pins" / expired).write_text(str(time.time_ns() - 1))
+    infos = json.loads(blobctl("stat", "--json", forever, timed, expired, loose, check=True).out)
+    assert [(i["pinned"], i["pin_expires_ns"]) for i in infos] == [
+        (True, None), (True, expiry), (False, None), (False, None)]
+    lines = blobctl("stat", forever, timed, expired, loose, check=True).text.splitlines()
+    assert lines[0].split()[-1] == "pinned"
+    assert [re.split(r"\s{2,}", line)[-1] for line in lines[1:]] == ["forever", "1d left", "-", "-"]
+
+
 def test_pin_errors(blobctl, store_dir):
     store_dir.mkdir()
     assert blobctl("pin", "no-such-name").code == 3

@@ -258,7 +258,7 @@ def stat(
     """Summarise the store, or describe keys.
 
     The summary shows sizes, compression and the hit/miss counters; with KEYs, one row per
-    key."""
+    key, with its pin: 'forever', the time left, or '-'."""
     if zero and keys_:
         raise UsageError("--zero resets the store's counters; it takes no KEY")
     with open_store(ctx) as store:
@@ -295,11 +295,22 @@ def stat(
 def _render_key_infos(infos: list, as_json: bool) -> None:
     if as_json:
         render.emit_json([{"key": i.key, "hash": i.digest, "local": i.local, "size": i.size,
-                           "stored": i.stored, "accessed_ns": i.accessed_ns, "names": list(i.names)}
+                           "stored": i.stored, "accessed_ns": i.accessed_ns, "names": list(i.names),
+                           "pinned": i.pinned, "pin_expires_ns": i.pin_expires_ns}
                           for i in infos])
         return
     now = time.time_ns()
     render.table([Column("key"), Column("hash"), Column("size", "right"), Column("stored", "right"),
-                  Column("ratio", "right"), Column("accessed", "right")],
+                  Column("ratio", "right"), Column("accessed", "right"), Column("pinned", "right")],
                  [[i.key, render.short_hash(i.digest), render.size(i.size), render.size(i.stored),
-                   render.ratio(i.size, i.stored), render.age(i.accessed_ns, now)] for i in infos])
+                   render.ratio(i.size, i.stored), render.age(i.accessed_ns, now), _pin_cell(i, now)]
+                  for i in infos])
+
+
+def _pin_cell(info, now: int) -> str:
+    """'forever', the time left ('6d left'), or '-' when not pinned."""
+    if not info.pinned:
+        return "-"
+    if info.pin_expires_ns is None:
+        return "forever"
+    return render.time_left(info.pin_expires_ns, now)
