@@ -7,6 +7,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,59 @@ def test_completion_is_silent_on_a_broken_or_missing_store(store_dir, tmp_path):
                                      "COMP_WORDS": "blobctl get ", "COMP_CWORD": "2"})
         assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "", "")
     assert not missing.exists()
+
+
+MARK = "@@"  # typed after the Tab: once the shell shows it, the completion has run
+
+
+@pytest.fixture
+def tab_in_shell(tmp_path, store_dir):
+    """Type a command line and Tab into a fresh interactive bash or zsh in tmux, with the
+    completion installed as packages install it (bash: the script sourced; zsh: _blobctl
+    autoloaded from fpath after compinit). Returns the screen once the shell has read the
+    keys after the Tab. The working directory holds one file, so file names offered show."""
+    tmux = require_tool("tmux")
+    rc, cwd = tmp_path / "rc", tmp_path / "cwd"
+    rc.mkdir()
+    cwd.mkdir()
+    (cwd / "only-file").touch()
+    (rc / "bashrc").write_text(f"PS1='$ '\nsource {shlex.quote(str(ROOT / 'completions/blobctl.bash'))}\n")
+    (rc / ".zshrc").write_text(f"fpath=({shlex.quote(str(ROOT / 'completions'))} $fpath)\n"
+                               f"autoload -U compinit; compinit -u -d {shlex.quote(str(rc / 'zcompdump'))}\n"
+                               "PS1='$ '\n")
+    shells = {"bash": f"{require_tool('bash')} --noprofile --rcfile {shlex.quote(str(rc / 'bashrc'))} -i",
+              "zsh": f"env ZDOTDIR={shlex.quote(str(rc))} {require_tool('zsh')} -i"}
+    env = completion_env(store_dir)
+    prefix = "env " + " ".join(f"{name}={shlex.quote(env[name])}" for name in ("PATH", "BLOBCTL_STORE",
+                                                                              "BLOBCTL_CONFIG", "NO_COLOR"))
+    sockets = []
+
+    def type_tab(shell: str, line: str) -> str:
+        socket = f"blobctl-compl-{uuid.uuid4().hex[:8]}"
+        sockets.append(socket)
+        subprocess.run([tmux, "-L", socket, "new-session", "-d", "-x", "120", "-y", "30", "-c", str(cwd),
+                        f"{prefix} {shells[shell]}"], check=True)
+
+        def screen_once(ready) -> str:
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                shown = subprocess.run([tmux, "-L", socket, "capture-pane", "-p"], capture_output=True,
+                                       text=True).stdout
+                if ready(shown):
+                    return shown
+                time.sleep(0.05)
+            pytest.fail(f"{shell} in tmux did not get there: {shown}")
+
+        screen_once(lambda shown: shown.startswith("$"))  # the prompt: the shell reads keys now
+        for keys in (["-l", line], ["Tab"], ["-l", MARK]):
+            subprocess.run([tmux, "-L", socket, "send-keys", *keys], check=True)
+        return screen_once(lambda shown: MARK in shown)
+
+    yield type_tab
+    for socket in sockets:
+        subprocess.run([tmux, "-L", socket, "kill-server"], capture_output=True)
+
+
+def test_zsh_autoloaded_from_fpath_completes_on_the_first_tab(blobctl, tab_in_shell):
+    blobctl("put", "--name", "other/one", "-", input=b"x", check=True)
+    assert f"$ blobctl get other/one {MARK}" in tab_in_shell("zsh", "blobctl get oth")

@@ -167,11 +167,12 @@ COMPLETE_VAR = "_BLOBCTL_COMPLETE"
 
 
 def _enable_shell_completion() -> None:
-    """Register Typer's bash/zsh/fish script classes, which `add_completion=False` leaves
-    out; done only when a shell asks (COMPLETE_VAR set), so normal start-up stays fast."""
-    from typer.completion import completion_init
+    """Register the shell completion classes (blobctl's own where Typer's fall short), which
+    `add_completion=False` leaves out; done only when a shell asks (COMPLETE_VAR set), so
+    normal start-up stays fast."""
+    from blobctl.cli.completion import register
 
-    completion_init()
+    register()
 
 
 class _Terminated(KeyboardInterrupt):
