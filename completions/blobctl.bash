@@ -1,8 +1,8 @@
 _blobctl_completion() {
-    local IFS=$'
-'
+    local IFS=$'\n'
     COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
                    COMP_CWORD=$COMP_CWORD \
+                   _BLOBCTL_LINE="${COMP_LINE:0:COMP_POINT}" \
                    _BLOBCTL_COMPLETE=complete_bash $1 ) )
     return 0
 }

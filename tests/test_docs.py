@@ -80,11 +80,13 @@ def test_version_does_not_import_rich():
 
 
 def complete_in_bash(store: Path, *words: str) -> list[str]:
-    """Source the committed bash script and complete `blobctl WORDS...`; the last word is
-    the one being completed ('' for a new one)."""
+    """Source the committed bash script and complete `blobctl WORDS...`, the cursor at the
+    end; the last word is the one being completed ('' for a new one)."""
     bash = require_tool("bash")
     line = " ".join(shlex.quote(word) for word in ("blobctl", *words))
+    typed = " ".join(shlex.quote(word) if word else "" for word in ("blobctl", *words))  # as bash's COMP_LINE
     script = (f"source {ROOT / 'completions/blobctl.bash'}; COMP_WORDS=({line}); COMP_CWORD={len(words)}; "
+              f"COMP_LINE={shlex.quote(typed)}; COMP_POINT=${{#COMP_LINE}}; "
               "_blobctl_completion blobctl; printf '%s\\n' \"${COMPREPLY[@]}\"")
     env = {**os.environ, "PATH": f"{Path(blobctl_executable()[0]).parent}:{os.environ['PATH']}",
            "BLOBCTL_STORE": str(store)}
@@ -210,3 +212,10 @@ def tab_in_shell(tmp_path, store_dir):
 def test_zsh_autoloaded_from_fpath_completes_on_the_first_tab(blobctl, tab_in_shell):
     blobctl("put", "--name", "other/one", "-", input=b"x", check=True)
     assert f"$ blobctl get other/one {MARK}" in tab_in_shell("zsh", "blobctl get oth")
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_store_option_given_with_equals_is_used(blobctl, tmp_path, tab_in_shell, shell):
+    """bash splits `--store=DIR` into three words at '=': completion must see one option."""
+    blobctl("--store", tmp_path / "cs", "put", "--name", "other/one", "-", input=b"x", check=True)
+    assert f"$ blobctl --store=../cs get other/one {MARK}" in tab_in_shell(shell, "blobctl --store=../cs get oth")
