@@ -219,3 +219,7 @@ def test_store_option_given_with_equals_is_used(blobctl, tmp_path, tab_in_shell,
     """bash splits `--store=DIR` into three words at '=': completion must see one option."""
     blobctl("--store", tmp_path / "cs", "put", "--name", "other/one", "-", input=b"x", check=True)
     assert f"$ blobctl --store=../cs get other/one {MARK}" in tab_in_shell(shell, "blobctl --store=../cs get oth")
+
+
+def test_zsh_descriptions_keep_apostrophes(tab_in_shell):
+    assert "Write an object's original bytes" in tab_in_shell("zsh", "blobctl g")

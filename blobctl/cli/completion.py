@@ -3,14 +3,15 @@ users down. Imported only when a shell asks (COMPLETE_VAR set).
 
 - bash: the words are taken from the command line up to the cursor, not from
   COMP_WORDS, which bash splits at '=' (`--store=DIR` would arrive as three words).
-- zsh: the script also works autoloaded from fpath (it completes on the first Tab).
+- zsh: the script also works autoloaded from fpath (it completes on the first Tab),
+  and apostrophes in descriptions survive without the RC_QUOTES option.
 """
 
 from __future__ import annotations
 
 import os
 
-from typer._click.shell_completion import add_completion_class, split_arg_string
+from typer._click.shell_completion import CompletionItem, add_completion_class, split_arg_string
 from typer._completion_classes import BashComplete, ZshComplete
 
 BASH_SCRIPT = r"""
@@ -62,6 +63,11 @@ class BlobctlBashComplete(BashComplete):
 
 class BlobctlZshComplete(ZshComplete):
     source_template = ZSH_SCRIPT
+
+    def format_completion(self, item: CompletionItem) -> str:
+        # The line is evaluated inside a single-quoted word, where Typer writes ' as '',
+        # which zsh reads as a quote only with RC_QUOTES: close, \', reopen instead.
+        return super().format_completion(item).replace("''", "'\\''")
 
 
 def register() -> None:
