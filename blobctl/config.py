@@ -34,6 +34,9 @@ def _parse_bool(value: Any) -> bool:
     raise UsageError(f"invalid boolean {value!r}", "use true or false")
 
 
+_parse_bool.choices = ("true", "false")  # what completion offers
+
+
 def _parse_int(low: int, high: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         text = value.strip() if isinstance(value, str) else None
@@ -57,6 +60,7 @@ def _parse_choice(*choices: str, aliases: dict[str, str] | None = None) -> Calla
         if word not in choices:
             raise UsageError(f"invalid value {value!r}", f"use one of {', '.join(choices)}")
         return word
+    parse.choices = choices  # what completion offers
     return parse
 
 

@@ -158,6 +158,11 @@ def test_completion_is_silent_on_a_broken_or_missing_store(store_dir, tmp_path):
     assert not missing.exists()
 
 
+def test_bash_completes_setting_values(store_dir):
+    assert complete_in_bash(store_dir, "config", "set", "durability", "") == ["on", "off"]
+    assert complete_in_bash(store_dir, "config", "set", "auto_gc", "f") == ["false"]
+
+
 MARK = "@@"  # typed after the Tab: once the shell shows it, the completion has run
 
 
@@ -223,3 +228,20 @@ def test_store_option_given_with_equals_is_used(blobctl, tmp_path, tab_in_shell,
 
 def test_zsh_descriptions_keep_apostrophes(tab_in_shell):
     assert "Write an object's original bytes" in tab_in_shell("zsh", "blobctl g")
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+@pytest.mark.parametrize("line, files", [("blobctl config set max_size ", False), ("blobctl gc --max-size ", False),
+                                         ("blobctl get -o ", True)])
+def test_file_names_are_offered_only_where_a_file_goes(tab_in_shell, shell, line, files):
+    shown = tab_in_shell(shell, line)
+    assert ("only-file" in shown) == files and (f"$ {line}{MARK}" in shown) == (not files), shown
+
+
+def test_fish_offers_file_names_only_where_a_file_goes(store_dir, tmp_path):
+    fish = require_tool("fish")
+    (tmp_path / "only-file").touch()
+    script = (f"source {ROOT / 'completions/blobctl.fish'}; cd {shlex.quote(str(tmp_path))}; "
+              "complete -C 'blobctl config set max_size '; echo -; complete -C 'blobctl gc --max-size '; echo -; "
+              "complete -C 'blobctl get -o '")
+    assert run_shell([fish, "--no-config", "-c"], script, store_dir).split("-\n") == ["", "", "only-file\n"]

@@ -9,7 +9,7 @@ import typer
 
 from blobctl import render, units
 from blobctl.cli import app
-from blobctl.cli.common import JsonOption, complete_keys, open_store
+from blobctl.cli.common import JsonOption, complete_keys, complete_nothing, open_store
 from blobctl.config import SETTINGS
 from blobctl.errors import EXIT_INTEGRITY, UsageError
 from blobctl.render import Column
@@ -22,11 +22,14 @@ KeyArgument = Annotated[str, typer.Argument(metavar="KEY", autocompletion=comple
 def gc(
     ctx: typer.Context,
     max_size: Annotated[Optional[str], typer.Option(
-        "--max-size", metavar="SIZE", help="Trim to this size (default: config max_size), e.g. '20 GB'; 'none' for no limit.")] = None,
+        "--max-size", metavar="SIZE", autocompletion=complete_nothing,
+        help="Trim to this size (default: config max_size), e.g. '20 GB'; 'none' for no limit.")] = None,
     older_than: Annotated[Optional[str], typer.Option(
-        "--older-than", metavar="AGE", help="Also evict what has not been accessed for AGE, e.g. 30d.")] = None,
+        "--older-than", metavar="AGE", autocompletion=complete_nothing,
+        help="Also evict what has not been accessed for AGE, e.g. 30d.")] = None,
     grace: Annotated[Optional[str], typer.Option(
-        "--grace", metavar="AGE", help="Keep what was accessed within AGE (default: config gc_grace).")] = None,
+        "--grace", metavar="AGE", autocompletion=complete_nothing,
+        help="Keep what was accessed within AGE (default: config gc_grace).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; delete nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -106,7 +109,8 @@ def pin(
     ctx: typer.Context,
     key: KeyArgument,
     ttl: Annotated[Optional[str], typer.Option(
-        "--ttl", metavar="AGE", help="Pin for AGE only, e.g. 7d (default: until unpinned).")] = None,
+        "--ttl", metavar="AGE", autocompletion=complete_nothing,
+        help="Pin for AGE only, e.g. 7d (default: until unpinned).")] = None,
 ) -> None:
     """Keep an object out of gc's reach, forever or for --ttl.
 

@@ -50,7 +50,7 @@ def open_store(ctx: typer.Context, *, create: bool = False) -> Iterator[Store]:
 COMPLETION_LIMIT = 1000  # names offered at most: completion must answer at once, even on a huge store
 
 
-def _silent(complete: Callable[[typer.Context, str], list[str]]) -> Callable[[typer.Context, str], list[str]]:
+def silent_completion(complete: Callable[[typer.Context, str], list[str]]) -> Callable[[typer.Context, str], list[str]]:
     """Completion runs inside the user's shell and must never print: any failure (broken
     config, unreadable store) completes nothing."""
 
@@ -64,13 +64,20 @@ def _silent(complete: Callable[[typer.Context, str], list[str]]) -> Callable[[ty
     return guarded
 
 
-@_silent
+@silent_completion
+def complete_nothing(ctx: typer.Context, incomplete: str) -> list[str]:
+    """For a value that is never a file name (a size, an age, a count): no candidates,
+    so that the shell does not offer file names instead."""
+    return []
+
+
+@silent_completion
 def complete_mount_prefixes(ctx: typer.Context, incomplete: str) -> list[str]:
     """Mounted prefixes (from the store's config) starting with what was typed."""
     return _mount_prefixes(_completion_config(ctx), incomplete)
 
 
-@_silent
+@silent_completion
 def complete_keys(ctx: typer.Context, incomplete: str) -> list[str]:
     """Mount prefixes, then local names, starting with what was typed."""
     config = _completion_config(ctx)

@@ -1,6 +1,9 @@
-"""blobctl's shell completion: Typer's classes with the scripts fixed where they let
-users down. Imported only when a shell asks (COMPLETE_VAR set).
+"""blobctl's bash, zsh and fish completion: Typer's classes with the scripts and answers
+fixed where they let users down. Imported only when a shell asks (COMPLETE_VAR set).
 
+- File names are offered only where a file can go (a parameter without a completion
+  of its own, such as FILE or --store DIR); elsewhere (a key, a size, a setting's
+  value) what the parameter offers is the whole answer, even when it is nothing.
 - bash: the words are taken from the command line up to the cursor, not from
   COMP_WORDS, which bash splits at '=' (`--store=DIR` would arrive as three words).
 - zsh: the script also works autoloaded from fpath (it completes on the first Tab),
@@ -10,9 +13,15 @@ users down. Imported only when a shell asks (COMPLETE_VAR set).
 from __future__ import annotations
 
 import os
+import sys
 
-from typer._click.shell_completion import CompletionItem, add_completion_class, split_arg_string
-from typer._completion_classes import BashComplete, ZshComplete
+from typer._click.shell_completion import (CompletionItem, _resolve_context, _resolve_incomplete,
+                                           add_completion_class, split_arg_string)
+from typer._completion_classes import BashComplete, FishComplete, ZshComplete
+
+#: Exit status of `complete_bash` when the shell should complete file names itself
+#: (0: what was printed is the whole answer, even when it is nothing).
+BASH_FILES = 1
 
 BASH_SCRIPT = r"""
 %(complete_func)s() {
@@ -21,6 +30,10 @@ BASH_SCRIPT = r"""
                    COMP_CWORD=$COMP_CWORD \
                    _BLOBCTL_LINE="${COMP_LINE:0:COMP_POINT}" \
                    %(autocomplete_var)s=complete_bash $1 ) )
+    # exit status 0 with no candidates: nothing fits here, not even a file name
+    if [[ $? == 0 && ${#COMPREPLY[@]} == 0 ]]; then
+        compopt +o default 2>/dev/null
+    fi
     return 0
 }
 
@@ -52,7 +65,24 @@ def _words_before_cursor(line: str) -> tuple[list[str], str]:
     return words, ""
 
 
-class BlobctlBashComplete(BashComplete):
+class _Answer:
+    """The candidates for the word being typed, and whether file names fit there."""
+
+    def answer(self) -> tuple[list[CompletionItem], bool]:
+        args, incomplete = self.get_completion_args()
+        ctx = _resolve_context(self.cli, self.ctx_args, self.prog_name, args)
+        target, incomplete = _resolve_incomplete(ctx, args, incomplete)
+        items = target.shell_complete(ctx, incomplete)
+        plain = [item for item in items if item.type == "plain"]
+        # Typer falls back to file names whenever there is no candidate; here only for a
+        # parameter without a completion of its own, or when one asks for them (type file)
+        own_completion = getattr(target, "_custom_shell_complete", None) is not None
+        files = len(plain) < len(items) or (not plain and not own_completion
+                                            and getattr(target, "param_type_name", "") in ("argument", "option"))
+        return plain, files
+
+
+class BlobctlBashComplete(_Answer, BashComplete):
     source_template = BASH_SCRIPT
 
     def get_completion_args(self) -> tuple[list[str], str]:
@@ -60,8 +90,14 @@ class BlobctlBashComplete(BashComplete):
             return _words_before_cursor(os.environ["_BLOBCTL_LINE"])
         return super().get_completion_args()  # a script from before _BLOBCTL_LINE
 
+    def complete(self) -> str:
+        items, files = self.answer()
+        if files:
+            sys.exit(BASH_FILES)
+        return "\n".join(self.format_completion(item) for item in items)
 
-class BlobctlZshComplete(ZshComplete):
+
+class BlobctlZshComplete(_Answer, ZshComplete):
     source_template = ZSH_SCRIPT
 
     def format_completion(self, item: CompletionItem) -> str:
@@ -69,11 +105,25 @@ class BlobctlZshComplete(ZshComplete):
         # which zsh reads as a quote only with RC_QUOTES: close, \', reopen instead.
         return super().format_completion(item).replace("''", "'\\''")
 
+    def complete(self) -> str:
+        items, files = self.answer()
+        if items:
+            return "_arguments '*: :((%s))'" % "\n".join(self.format_completion(item) for item in items)
+        return "_files" if files else "return 1"
+
+
+class BlobctlFishComplete(_Answer, FishComplete):
+    def complete(self) -> str:
+        items, files = self.answer()
+        if os.environ.get("_TYPER_COMPLETE_FISH_ACTION") == "is-args":
+            sys.exit(1 if files else 0)  # 0: the script's candidates only (--no-files)
+        return "\n".join(self.format_completion(item) for item in items)
+
 
 def register() -> None:
-    """Typer's classes for the other shells, these for the ones listed above."""
+    """Typer's classes for the other shells, these for bash, zsh and fish."""
     from typer.completion import completion_init
 
     completion_init()
-    add_completion_class(BlobctlBashComplete, "bash")
-    add_completion_class(BlobctlZshComplete, "zsh")
+    for shell, cls in (("bash", BlobctlBashComplete), ("zsh", BlobctlZshComplete), ("fish", BlobctlFishComplete)):
+        add_completion_class(cls, shell)

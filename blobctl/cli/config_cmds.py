@@ -8,7 +8,7 @@ import typer
 
 from blobctl import render
 from blobctl.cli import app
-from blobctl.cli.common import JsonOption, load_config
+from blobctl.cli.common import JsonOption, load_config, silent_completion
 from blobctl.config import SETTINGS, Setting, known_setting, mask
 from blobctl.render import Column
 
@@ -21,6 +21,15 @@ UserOption = Annotated[bool, typer.Option("--user", help="The user config instea
 
 def _complete_setting(incomplete: str) -> list[str]:
     return [key for key in SETTINGS if key.startswith(incomplete)]
+
+
+@silent_completion
+def _complete_value(ctx: typer.Context, incomplete: str) -> list[str]:
+    """The values a setting takes when they are a short list (on/off, true/false...);
+    nothing otherwise, rather than the shell's file names."""
+    setting = SETTINGS.get(ctx.params.get("key") or "")
+    choices = getattr(setting.parse, "choices", ()) if setting is not None else ()
+    return [choice for choice in choices if choice.startswith(incomplete)]
 
 
 KeyArgument = Annotated[str, typer.Argument(metavar="KEY", autocompletion=_complete_setting,
@@ -47,7 +56,8 @@ def config_get(ctx: typer.Context, key: KeyArgument) -> None:
 
 @config_app.command("set")
 def config_set(ctx: typer.Context, key: KeyArgument,
-               value: Annotated[str, typer.Argument(metavar="VALUE", help="The new value, e.g. '20 GB'.")],
+               value: Annotated[str, typer.Argument(metavar="VALUE", autocompletion=_complete_value,
+                                                    help="The new value, e.g. '20 GB'.")],
                user: UserOption = False) -> None:
     """Validate and save a setting."""
     config = load_config(ctx, validate=False)

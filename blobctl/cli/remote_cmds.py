@@ -8,8 +8,8 @@ import typer
 
 from blobctl import render
 from blobctl.cli import app
-from blobctl.cli.common import (JsonOption, complete_keys, complete_mount_prefixes, load_config, open_store,
-                                trim_if_over_limit)
+from blobctl.cli.common import (JsonOption, complete_keys, complete_mount_prefixes, complete_nothing, load_config,
+                                open_store, trim_if_over_limit)
 from blobctl.errors import warn
 from blobctl.render import Column
 
@@ -18,7 +18,8 @@ from blobctl.render import Column
 def mount(
     ctx: typer.Context,
     prefix: Annotated[Optional[str], typer.Argument(
-        metavar="PREFIX", help="Key prefix to overlay ('' for every name).")] = None,
+        metavar="PREFIX", autocompletion=complete_nothing,
+        help="Key prefix to overlay ('' for every name).")] = None,
     remote: Annotated[Optional[str], typer.Argument(
         metavar="REMOTE", help="A directory, file://, http(s):// or s3://bucket/prefix URL.")] = None,
     read_only: Annotated[bool, typer.Option("--read-only", help="Never write to this remote.")] = False,
@@ -76,7 +77,8 @@ def umount(ctx: typer.Context,
 
 
 JobsOption = Annotated[Optional[int], typer.Option(
-    "--jobs", "-j", min=1, max=256, metavar="N", help="Parallel transfers (default: config 'jobs').")]
+    "--jobs", "-j", min=1, max=256, metavar="N", autocompletion=complete_nothing,
+    help="Parallel transfers (default: config 'jobs').")]
 
 
 @app.command()

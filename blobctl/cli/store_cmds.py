@@ -12,7 +12,7 @@ import typer
 
 from blobctl import keys, render, stats
 from blobctl.cli import app
-from blobctl.cli.common import JsonOption, complete_keys, open_store, trim_if_over_limit
+from blobctl.cli.common import JsonOption, complete_keys, complete_nothing, open_store, trim_if_over_limit
 from blobctl.errors import BlobctlError, PartialOutputError, UsageError
 from blobctl.render import Column
 
@@ -122,7 +122,8 @@ def get(
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout.")] = None,
     byte_range: Annotated[Optional[str], typer.Option(
-        "--range", metavar="START:END", help="Only bytes START (inclusive) to END (exclusive).")] = None,
+        "--range", metavar="START:END", autocompletion=complete_nothing,
+        help="Only bytes START (inclusive) to END (exclusive).")] = None,
     batch: Annotated[bool, typer.Option(
         "--batch", help="Read keys from stdin, one per line, and write each object to stdout as "
                         "'HASH SIZE', newline, the bytes, newline (like git cat-file --batch); "
