@@ -158,7 +158,11 @@ def test_completion_is_silent_on_a_broken_or_missing_store(store_dir, tmp_path):
     assert not missing.exists()
 
 
-def test_bash_completes_setting_values(store_dir):
+def test_bash_completes_setting_values_and_store_only_for_the_user_config(store_dir):
+    assert "store" not in complete_in_bash(store_dir, "config", "set", "")  # rejected without --user
+    assert complete_in_bash(store_dir, "config", "set", "--user", "st") == ["store"]
+    assert complete_in_bash(store_dir, "config", "unset", "st") == []
+    assert complete_in_bash(store_dir, "config", "get", "st") == ["store"]
     assert complete_in_bash(store_dir, "config", "set", "durability", "") == ["on", "off"]
     assert complete_in_bash(store_dir, "config", "set", "auto_gc", "f") == ["false"]
 

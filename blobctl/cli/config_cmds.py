@@ -19,8 +19,15 @@ app.add_typer(config_app, name="config")
 UserOption = Annotated[bool, typer.Option("--user", help="The user config instead of the store's.")]
 
 
-def _complete_setting(incomplete: str) -> list[str]:
+@silent_completion
+def _complete_setting(ctx: typer.Context, incomplete: str) -> list[str]:
     return [key for key in SETTINGS if key.startswith(incomplete)]
+
+
+@silent_completion
+def _complete_writable_setting(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Settings for set and unset: 'store' only with --user, as a store cannot name itself."""
+    return [key for key in _complete_setting(ctx, incomplete) if key != "store" or ctx.params.get("user")]
 
 
 @silent_completion
@@ -34,6 +41,8 @@ def _complete_value(ctx: typer.Context, incomplete: str) -> list[str]:
 
 KeyArgument = Annotated[str, typer.Argument(metavar="KEY", autocompletion=_complete_setting,
                                             help="A setting, e.g. max_size.")]
+WritableKeyArgument = Annotated[str, typer.Argument(metavar="KEY", autocompletion=_complete_writable_setting,
+                                                    help="A setting, e.g. max_size.")]
 
 
 def shown(setting: Setting, value: object) -> str:
@@ -55,7 +64,7 @@ def config_get(ctx: typer.Context, key: KeyArgument) -> None:
 
 
 @config_app.command("set")
-def config_set(ctx: typer.Context, key: KeyArgument,
+def config_set(ctx: typer.Context, key: WritableKeyArgument,
                value: Annotated[str, typer.Argument(metavar="VALUE", autocompletion=_complete_value,
                                                     help="The new value, e.g. '20 GB'.")],
                user: UserOption = False) -> None:
@@ -66,7 +75,7 @@ def config_set(ctx: typer.Context, key: KeyArgument,
 
 
 @config_app.command("unset")
-def config_unset(ctx: typer.Context, key: KeyArgument, user: UserOption = False) -> None:
+def config_unset(ctx: typer.Context, key: WritableKeyArgument, user: UserOption = False) -> None:
     """Remove a setting from a config file.
 
     The next layer's value (another file, the environment or the default) then applies."""
