@@ -301,10 +301,11 @@ def _render_key_infos(infos: list, as_json: bool) -> None:
                           for i in infos])
         return
     now = time.time_ns()
+    pins = any(i.pinned for i in infos)  # a column only when it says something: tables must fit 80 columns
     render.table([Column("key"), Column("hash"), Column("size", "right"), Column("stored", "right"),
-                  Column("ratio", "right"), Column("accessed", "right"), Column("pinned", "right")],
+                  Column("ratio", "right"), Column("accessed", "right")] + [Column("pinned", "right")] * pins,
                  [[i.key, render.short_hash(i.digest), render.size(i.size), render.size(i.stored),
-                   render.ratio(i.size, i.stored), render.age(i.accessed_ns, now), _pin_cell(i, now)]
+                   render.ratio(i.size, i.stored), render.age(i.accessed_ns, now)] + [_pin_cell(i, now)] * pins
                   for i in infos])
 
 
