@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 FORMAT_MARKER = "blobctl-store 1\n"
 #: Objects at most this large are verified completely before the first byte is emitted.
 VERIFY_BEFORE_EMIT_SIZE = 8 << 20
+#: The directories of a store's layout (docs/FORMAT.md).
+_LAYOUT = ("objects", "refs", "pins", "tmp")
 #: Objects published per index transaction when putting many files.
 PUBLISH_BATCH = 256
 #: Files smaller than this are encoded in the thread reading the list (see put_paths).
@@ -112,6 +114,37 @@ def _size_hint(path: str) -> int:
         return 0
 
 
+def check_store_directory(root: Path) -> None:
+    """UsageError unless `root` is a store, empty, missing or a store being created: for
+    commands that write a store's config without opening the store (config set, mount)."""
+    if not (root / "FORMAT").exists() and not being_created(root):
+        raise _foreign_directory(root)
+
+
+def _foreign_directory(root: Path) -> UsageError:
+    return UsageError(f"{root} is not empty and not a blobctl store",
+                      "point --store at a blobctl store or an empty directory")
+
+
+def being_created(root: Path) -> bool:
+    """Whether a directory without FORMAT holds nothing but what creating a store makes
+    before FORMAT: empty layout directories (tmp/ may hold the temp file of FORMAT),
+    config.toml and the temp file of writing it (`config set` first). Commands that
+    write a store's config check it too, so that they never litter a user's directory."""
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return True
+    for entry in entries:
+        if entry.name == "config.toml" or (entry.name.endswith(TEMP_SUFFIX) and entry.is_file()):
+            continue
+        if entry.name not in _LAYOUT or not entry.is_dir(follow_symlinks=False):
+            return False
+        if any(not (entry.name == "tmp" and inner.endswith(TEMP_SUFFIX)) for inner in os.listdir(entry.path)):
+            return False
+    return True
+
+
 class Store:
     def __init__(self, config: Config):
         self.config = config
@@ -154,7 +187,7 @@ class Store:
         if text is not None and text != FORMAT_MARKER:
             raise UsageError(f"{self.root} is not a blobctl store of a known format",
                              "point --store at a blobctl store or an empty directory")
-        layout = (self.objects_dir, self.refs_dir, self.pins_dir, self.tmp_dir)
+        layout = [self.root / name for name in _LAYOUT]
         if text is not None:
             for directory in layout:
                 if not os.path.isdir(directory):
@@ -163,9 +196,8 @@ class Store:
                     except OSError:  # a read-only store: reads do without it, writes say why
                         pass
             return
-        if not self._being_created(layout) and not marker.exists():  # (FORMAT written meanwhile?)
-            raise UsageError(f"{self.root} is not empty and not a blobctl store",
-                             "point --store at a blobctl store or an empty directory")
+        if not being_created(self.root) and not marker.exists():  # (FORMAT written meanwhile?)
+            raise _foreign_directory(self.root)
         try:
             for directory in layout:
                 make_dirs(directory, self.syncer)
@@ -173,23 +205,6 @@ class Store:
                          self.syncer)
         except OSError as exc:
             raise from_os_error(exc, "create store", self.root) from exc
-
-    def _being_created(self, layout: tuple[Path, ...]) -> bool:
-        """Whether a directory without FORMAT holds nothing but what creating a store
-        makes before FORMAT: empty layout directories (tmp/ may hold the temp file of
-        FORMAT), config.toml and the temp file of writing it (`config set` first)."""
-        try:
-            entries = list(os.scandir(self.root))
-        except FileNotFoundError:
-            return True
-        for entry in entries:
-            if entry.name == "config.toml" or (entry.name.endswith(TEMP_SUFFIX) and entry.is_file()):
-                continue
-            if self.root / entry.name not in layout or not entry.is_dir(follow_symlinks=False):
-                return False
-            if any(not (entry.name == "tmp" and inner.endswith(TEMP_SUFFIX)) for inner in os.listdir(entry.path)):
-                return False
-        return True
 
     @property
     def index(self) -> Index:

@@ -916,6 +916,21 @@ def test_config_writes_keep_every_concurrent_change_and_the_files_permissions(bl
     assert dotfiles.read_text() == "compression_level = 6\njobs = 4\n"
 
 
+def test_config_set_and_mount_never_write_into_a_directory_that_is_not_a_store(blobctl, tmp_path):
+    """`config set` wrote config.toml into a project directory that `put` then refused as
+    not a store; both now refuse it alike, and a new or empty directory still works."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    for args in (["config", "set", "max_size", "1G"], ["mount", "team", str(tmp_path / "remote")],
+                 ["put", "-"]):
+        result = blobctl("--store", project, *args, input=b"x")
+        assert result.code == EXIT_USAGE and "is not empty and not a blobctl store" in one_line_error(result), args
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt"]
+    assert blobctl("--store", tmp_path / "new", "config", "set", "max_size", "1G").code == 0
+    assert blobctl("--store", tmp_path / "new", "put", "-", input=b"x").code == 0
+
+
 def test_a_bad_value_in_a_config_file_can_be_mended_with_config_commands(blobctl, store_dir):
     """A value a later version refuses (or a typo) made every command fail, config set
     and unset included; they now edit the file, and other commands still name the line.

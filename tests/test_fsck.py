@@ -33,7 +33,14 @@ def test_clean_store(blobctl, objects):
     code, problems, report = fsck(blobctl)
     assert (code, problems) == (0, [])
     assert report["clean"] is True and report["objects"] == 4 and report["refs"] == 4
-    assert blobctl("fsck").code == 0
+    result = blobctl("fsck")
+    assert result.code == 0 and result.err.strip() == "checked 4 objects and 4 refs: 0 problems, 0 remaining"
+
+
+def test_one_object_is_said_in_the_singular(blobctl, store_dir):
+    blobctl("put", "--name", "only", "-", input=b"one", check=True)
+    result = blobctl("fsck")
+    assert result.code == 0 and result.err.strip() == "checked 1 object and 1 ref: 0 problems, 0 remaining"
 
 
 def damage(path, how: str, other) -> None:

@@ -167,8 +167,7 @@ def fsck(
         render.table(columns + ([Column("repaired")] if repair else []),
                      [[p.kind, p.key, p.detail] + (["yes" if p.repaired else "no"] if repair else [])
                       for p in report.problems])
-    render.message(f"checked {report.objects:,} objects and {report.refs:,} refs: "
-                   f"{len(report.problems)} problem{'' if len(report.problems) == 1 else 's'}, "
-                   f"{len(report.remaining)} remaining")
+    render.message(f"checked {render.count(report.objects, 'object')} and {render.count(report.refs, 'ref')}: "
+                   f"{render.count(len(report.problems), 'problem')}, {len(report.remaining)} remaining")
     if report.remaining:
         raise typer.Exit(EXIT_INTEGRITY)

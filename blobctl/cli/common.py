@@ -28,6 +28,14 @@ def load_config(ctx: typer.Context, *, validate: bool = True) -> Config:
     return Config.load(ctx.find_root().obj, validate=validate)
 
 
+def check_store_directory(config: Config) -> None:
+    """For commands that write the store's config without opening it (config set, mount):
+    refuse a directory that holds other things (blobctl.store.check_store_directory)."""
+    from blobctl import store
+
+    store.check_store_directory(config.store_path)
+
+
 @contextmanager
 def open_store(ctx: typer.Context, *, create: bool = False) -> Iterator[Store]:
     """The store for this command; closed (counters committed, writes synced) at the end.

@@ -8,7 +8,7 @@ import typer
 
 from blobctl import render
 from blobctl.cli import app
-from blobctl.cli.common import JsonOption, load_config, silent_completion
+from blobctl.cli.common import JsonOption, check_store_directory, load_config, silent_completion
 from blobctl.config import SETTINGS, Setting, known_setting, mask
 from blobctl.render import Column
 
@@ -70,6 +70,8 @@ def config_set(ctx: typer.Context, key: WritableKeyArgument,
                user: UserOption = False) -> None:
     """Validate and save a setting."""
     config = load_config(ctx, validate=False)
+    if not user:
+        check_store_directory(config)
     config.set(key, value, user=user)
     render.message(f"{key} set in {config.file_for(user).path}")
 

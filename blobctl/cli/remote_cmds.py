@@ -8,8 +8,8 @@ import typer
 
 from blobctl import render
 from blobctl.cli import app
-from blobctl.cli.common import (JsonOption, complete_keys, complete_mount_prefixes, complete_nothing, load_config,
-                                open_store, trim_if_over_limit)
+from blobctl.cli.common import (JsonOption, check_store_directory, complete_keys, complete_mount_prefixes,
+                                complete_nothing, load_config, open_store, trim_if_over_limit)
 from blobctl.errors import warn
 from blobctl.render import Column
 
@@ -31,7 +31,9 @@ def mount(
     verification; writes stay local until push. Without arguments, a table of the mounts
     with their fetched, hit, miss and unpushed counts."""
     if prefix is not None and remote is not None:
-        added = load_config(ctx).add_mount(prefix, remote, read_only=read_only)
+        config = load_config(ctx)
+        check_store_directory(config)
+        added = config.add_mount(prefix, remote, read_only=read_only)
         render.message(f"mounted {_masked(added.remote)} at {added.prefix or '(every name)'}"
                        + (" read-only" if added.read_only else ""))
         return
