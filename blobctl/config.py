@@ -242,10 +242,10 @@ class ConfigFile:
                                        "remove one of the two entries", line=config._mount_line(position))
                 config.mounts.append(mount)
         for key, value in _flatten(data):
-            setting = SETTINGS.get(key)
-            if validate and setting is None:
-                raise config.error(key, f"unknown key {key!r}", "see 'blobctl config list' for the known keys")
             if validate:
+                setting = SETTINGS.get(key)
+                if setting is None:
+                    raise config.error(key, f"unknown key {key!r}", "see 'blobctl config list' for the known keys")
                 try:
                     setting.parse(value)
                 except BlobctlError as exc:

@@ -97,10 +97,7 @@ def state(pins_dir: Path, digest: str, now: int) -> tuple[bool, int | None]:
 
 
 def is_pinned(pins_dir: Path, digest: str, now: int) -> bool:
-    try:
-        return is_active(pin_expiry(pins_dir / digest), now)
-    except FileNotFoundError:
-        return False
+    return state(pins_dir, digest, now)[0]
 
 
 def scan(pins_dir: Path, now: int) -> tuple[set[str], set[str]]:

@@ -116,14 +116,11 @@ def _size_hint(path: str) -> int:
 
 def check_store_directory(root: Path) -> None:
     """UsageError unless `root` is a store, empty, missing or a store being created: for
-    commands that write a store's config without opening the store (config set, mount)."""
-    if not (root / "FORMAT").exists() and not being_created(root):
-        raise _foreign_directory(root)
-
-
-def _foreign_directory(root: Path) -> UsageError:
-    return UsageError(f"{root} is not empty and not a blobctl store",
-                      "point --store at a blobctl store or an empty directory")
+    opening a store, and for commands that write its config without opening it (config
+    set, mount). FORMAT is looked for last: another command may be writing it meanwhile."""
+    if not being_created(root) and not (root / "FORMAT").exists():
+        raise UsageError(f"{root} is not empty and not a blobctl store",
+                         "point --store at a blobctl store or an empty directory")
 
 
 def being_created(root: Path) -> bool:
@@ -196,8 +193,7 @@ class Store:
                     except OSError:  # a read-only store: reads do without it, writes say why
                         pass
             return
-        if not being_created(self.root) and not marker.exists():  # (FORMAT written meanwhile?)
-            raise _foreign_directory(self.root)
+        check_store_directory(self.root)
         try:
             for directory in layout:
                 make_dirs(directory, self.syncer)
