@@ -200,13 +200,16 @@ def start_seaweed(root: Path) -> tuple[str, subprocess.Popen]:
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     p = seaweed_base_port()
     log = root / "weed.log"
+    # Each bucket is a collection that grows 7 volumes; -volume.max=0 would cap the volumes
+    # at free disk / 64 MB, so on a disk with 8 GB free the 28th test bucket got 500s.
+    # Volumes are not preallocated: a high cap costs no disk.
     with open(log, "wb") as output:
         proc = subprocess.Popen(
             [program, f"-logdir={root}", "server", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-master.port={p}", f"-volume.port={p + 1}", "-filer", f"-filer.port={p + 2}",
              "-s3", f"-s3.port={p + 3}", f"-s3.config={root / 's3.json'}",
              "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
-             "-master.volumeSizeLimitMB=64", "-volume.max=0", "-volume.preStopSeconds=0",
+             "-master.volumeSizeLimitMB=64", "-volume.max=10000", "-volume.preStopSeconds=0",
              f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"],
             stdout=output, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{p + 3}"
