@@ -315,3 +315,9 @@ def atomic_write(dest: Path, tmp_dir: Path, fill: Callable[[BinaryIO], T], synce
         raise
     syncer.sync_dir_later(dest.parent)
     return result
+
+
+def free_bytes(path: Path) -> int:
+    """Space this user may still use on the file system holding `path`."""
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize

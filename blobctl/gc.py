@@ -12,6 +12,13 @@ since the plan, that no name (via the index's name mirror, which bind() updates 
 same lock) and no pin protects it now. A put that reused the object, or a bind or pin that
 arrived after planning, therefore keeps it. Then it removes the expired pins the plan
 found, each read again under the lock (a pin set again meanwhile stays).
+
+On a full disk the index cannot be opened for writing (Index.full), yet that is when gc
+is needed most. `make_room()` then deletes the files of the first planned objects,
+re-checked as above on the read-only index, until ROOM is free, and opens the index
+again; execute() drops their rows with the rest. No other command can write the index
+or a name meanwhile (the disk is full). If gc dies in between, their rows stay behind
+without files: fsck reports them, and the next gc drops them.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from pathlib import Path
 from blobctl import pins, racehooks, stats
 from blobctl.config import Mount, covering_mounts
 from blobctl.errors import BlobctlError, IntegrityError, warn
-from blobctl.fsutil import TEMP_SUFFIX, in_use, remove_temp_dir
+from blobctl.fsutil import TEMP_SUFFIX, free_bytes, in_use, remove_temp_dir
 from blobctl.index import ObjectRow
 
 #: Why a surviving object stays, most important first (an object counts under the first).
@@ -39,6 +46,9 @@ LOW_WATER = 0.9
 #: Temp files younger than this are left alone whatever the grace period: a put may still
 #: be writing one.
 TEMP_MIN_AGE = 15 * 60.0
+#: Free space gc makes on a full disk before it writes the index: SQLite's shared memory
+#: and write-ahead log, and a journal, for an eviction batch of EVICT_BATCH rows.
+ROOM = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -206,6 +216,8 @@ def _files_under(directory: Path) -> list[tuple[Path, int]]:
 def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
     """Carry out a plan, re-checking each object under the write lock (module docstring);
     `progress` (start/advance) counts the planned objects."""
+    temps_removed = _remove_temps(store, gc_plan.stale_temps, gc_plan.stale_temp_dirs)  # first: room
+    removed_early = make_room(store, gc_plan) if store.index.full else {}
     evicted: list[str] = []
     evicted_bytes = changed = 0
     shards: set[Path] = set()
@@ -223,7 +235,7 @@ def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
             if gone:
                 store.journal_changes([row.hash for row in gone])
             for row in gone:
-                freed = _unlink_object(store, row.hash)
+                freed = removed_early.pop(row.hash, None) or _unlink_object(store, row.hash)
                 if freed is not None:
                     batch_evicted.append(row.hash)
                     evicted_bytes += freed
@@ -237,12 +249,31 @@ def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
     store.count(stats.BYTES_EVICTED, evicted_bytes)
     for shard in shards:
         store.syncer.sync_dir_later(shard)
-    temps_removed = _remove_temps(store, gc_plan.stale_temps, gc_plan.stale_temp_dirs)
     pins_removed = pins.remove_expired(store, gc_plan.expired_pins)
     shard_dirs_removed = _remove_empty_shards(store)
     totals = store.index.totals()
     return GcOutcome(tuple(evicted), evicted_bytes, changed, temps_removed,
                      shard_dirs_removed, totals.objects, totals.stored, pins_removed)
+
+
+def make_room(store, gc_plan: GcPlan) -> dict[str, int]:
+    """On a full disk: delete the files of planned objects, oldest first and re-checked as
+    execute() does, until ROOM is free or the plan is done; then reopen the index for
+    writing. Returns their stored sizes by hash, for execute() to count."""
+    removed: dict[str, int] = {}
+    for start in range(0, len(gc_plan.evict), EVICT_BATCH):
+        if free_bytes(store.root) >= ROOM:
+            break
+        batch = gc_plan.evict[start:start + EVICT_BATCH]
+        keep = _changed_since_plan(store, batch)
+        for row in batch:
+            if free_bytes(store.root) >= ROOM:
+                break
+            freed = None if row.hash in keep else _unlink_object(store, row.hash)
+            if freed is not None:
+                removed[row.hash] = freed
+    store.reopen_index()
+    return removed
 
 
 def _changed_since_plan(store, batch: tuple[ObjectRow, ...]) -> set[str]:

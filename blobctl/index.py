@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from blobctl.config import Mount, covering_mounts, mount_of
 from blobctl.errors import BlobctlError
+from blobctl.fsutil import free_bytes
 
 SCHEMA_VERSION = 3
 #: Seconds a command waits for another one holding the index (SQLite busy timeout).
@@ -95,15 +96,32 @@ class IndexReadOnly(BlobctlError):
     commands that only read go on."""
 
 
-def index_failure(exc: sqlite3.Error, action: str, path: Path) -> BlobctlError:
-    """One clear line for an SQLite failure on the index: busy, full, unwritable or else."""
+class IndexFull(IndexReadOnly):
+    """The disk is full: the index cannot be written, and was opened read-only if SQLite
+    could not even create its shared-memory file, so that commands that only read go on
+    (and gc, which frees room first: see gc.make_room)."""
+
+
+#: Free space below which an index that fails to open is taken for one on a full disk:
+#: opening it for writing needs SQLite's 32 KiB shared-memory file and a write-ahead log.
+OPEN_ROOM = 1 << 20
+
+
+def disk_full(action: str, path: Path) -> IndexFull:
+    return IndexFull(f"cannot {action} the index {path}: no space left on device",
+                     "free space on that disk: 'blobctl gc --max-size SIZE' evicts cached objects")
+
+
+def index_failure(exc: sqlite3.Error, action: str, path: Path, *, full: bool = False) -> BlobctlError:
+    """One clear line for an SQLite failure on the index: busy, full, unwritable or else.
+    `full`: the index was opened read-only because the disk is full, so a refused write
+    means that."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return BlobctlError(f"cannot {action} the index {path}: another blobctl command has held it "
                             f"for {BUSY_TIMEOUT} s", "retry once it has finished")
-    if code == sqlite3.SQLITE_FULL:
-        return BlobctlError(f"cannot {action} the index {path}: no space left on device",
-                            "free space on that disk")
+    if code == sqlite3.SQLITE_FULL or (full and code == sqlite3.SQLITE_READONLY):
+        return disk_full(action, path)
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
         kind = IndexReadOnly if getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_READONLY else BlobctlError
         return kind(f"cannot {action} the index {path}: {exc}", "this needs write access to the store")
@@ -130,6 +148,7 @@ class Index:
         """`mounts`: the store's, to carry older schemas' records of what remotes hold
         over when upgrading."""
         self.path = path
+        self.full = False  # opened read-only for want of space (see IndexFull)
         self._lock = threading.RLock()  # one connection, shared by a command's worker threads
         self._after_commit: list[Callable[[], object]] = []  # see after_commit
         deadline = time.monotonic() + BUSY_TIMEOUT
@@ -146,6 +165,16 @@ class Index:
                 if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM) \
                         and path.exists() and not os.access(path.parent, os.W_OK):
                     self.db = self._connect_read_only(path, exc)
+                    return
+                if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN) \
+                        and free_bytes(path.parent) < OPEN_ROOM:
+                    if not path.exists():
+                        raise disk_full("create", path) from exc
+                    try:
+                        self.db = self._connect_read_only(path, exc)
+                    except BlobctlError:
+                        raise disk_full("open", path) from exc
+                    self.full = True
                     return
                 # Opening a WAL database while another process closes or recovers it can
                 # be refused at once, without SQLite's busy wait: wait here instead.
@@ -237,7 +266,7 @@ class Index:
                 busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
                 if busy and not wait:
                     raise IndexBusy(f"the index {self.path} is locked by another command") from exc
-                raise index_failure(exc, "lock", self.path) from exc
+                raise index_failure(exc, "lock", self.path, full=self.full) from exc
             try:
                 yield self.db
                 self.db.execute("COMMIT")
@@ -246,7 +275,7 @@ class Index:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
-                    raise index_failure(exc, "write", self.path) from exc
+                    raise index_failure(exc, "write", self.path, full=self.full) from exc
                 raise
             actions, self._after_commit = self._after_commit, []
             for action in actions:

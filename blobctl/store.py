@@ -33,7 +33,7 @@ from blobctl.encoder import Encoder, InputFile, Pending, WorkerProcesses
 from blobctl.fsutil import (TEMP_SUFFIX, SlicedWriter, Syncer, atomic_write, descriptor_named, discard_file,
                              is_regular_file, locked_temp_dir, make_dirs, regular_file_size, temp_path,
                              write_new_file)
-from blobctl.index import Index, IndexBusy, IndexReadOnly, IndexUnreadable, ObjectRow
+from blobctl.index import Index, IndexBusy, IndexFull, IndexReadOnly, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
 
@@ -342,7 +342,8 @@ class Store:
         """Commit counters and access times, and make everything this command wrote
         durable. Statistics never fail a command whose work is done: a store this user
         may only read (another user's, a read-only file system) still serves gets, and
-        says nothing of the statistics it cannot keep (no gc runs there either)."""
+        says nothing of the statistics it cannot keep (no gc runs there either); on a
+        full disk, a warning says they were not kept."""
         try:
             if self._overlay is not None:
                 self._overlay.close()
@@ -356,13 +357,20 @@ class Store:
                     with self.index.transaction():
                         self.index.bump(self._counters)
                         self._commit_accesses()
-                except IndexReadOnly:
-                    pass
                 except BlobctlError as exc:
-                    warn(f"counters and access times not recorded: {exc.message}")
+                    if not isinstance(exc, IndexReadOnly) or isinstance(exc, IndexFull):
+                        warn(f"counters and access times not recorded: {exc.message}")
                 self._counters = {}
             self.syncer.flush()
         finally:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+    def reopen_index(self) -> None:
+        """Close the index, to open it again on next use (gc, once it has freed the room
+        a full disk's index needs to be written: Index.full)."""
+        with self._open_lock:
             if self._index is not None:
                 self._index.close()
                 self._index = None

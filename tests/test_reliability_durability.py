@@ -4,6 +4,7 @@ which order, and what is left when a write, sync, mkdir or rename fails."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from blobctl import fsutil
 from blobctl import store as store_module
 from blobctl.cli import main
 from tests.conftest import blobctl_executable
-from tests.reliability import leftover_temp_files, object_file, report, sha
+from tests.reliability import leftover_temp_files, object_file, report, run_in, sha
 
 _SYSCALL = re.compile(r"^\d+ +(\w+)\((.*)\) += (-?\d+)")
 _RESUMED = re.compile(r"^\d+ +<\.\.\. \w+ resumed>(.*)")
@@ -252,3 +253,76 @@ def test_failing_disk_fails_cleanly_and_keeps_earlier_objects(tmp_path, monkeypa
     report(6, f"disk full / I/O error ({kind})",
            f"{cases} failures injected (every {kind} of a named put and of get -o, ENOSPC and EIO): "
            "all exit 1 with one line, 0 partial objects or files, earlier object intact")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 40 MiB file system of its own (a tmpfs: mounting it needs root)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        why = f"cannot mount a tmpfs: {mounted.stderr.strip()}"
+        pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
+    yield mount_point
+    subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+def fill(directory: Path) -> int:
+    """Write a file in `directory` until its disk is full; returns its size."""
+    written = 0
+    with open(directory / "filler", "wb", buffering=0) as filler:
+        for block in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    written += filler.write(b"\0" * block)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    return written
+
+
+def test_full_disk_reads_and_gc_frees_space(small_disk):
+    """On a disk filled to the last byte (after the store's index was closed, so SQLite
+    must create its shared-memory file again): ls, stat, get and fsck still work, put
+    fails in one line, and gc evicts what it may, keeping names and pins, leaving the
+    index matching the files (fsck clean) and room for the next put."""
+    def free_bytes(path: Path) -> int:
+        info = os.statvfs(path)
+        return info.f_bavail * info.f_frsize
+
+    store = small_disk / "store"
+    objects = [os.urandom(1 << 20) for _ in range(24)]
+    named, pinned, cached = objects[0], objects[1], objects[2:]
+    for data in objects:
+        args = ["--name", "keep/named"] if data is named else []
+        assert run_in(store, "put", *args, "-", input=data).code == 0
+    assert run_in(store, "pin", sha(pinned)).code == 0
+    fill(small_disk)
+    left = free_bytes(small_disk)
+    assert left < 64 << 10
+
+    listed = run_in(store, "ls")
+    assert listed.code == 0 and b"keep/named" in listed.out, listed.err
+    assert run_in(store, "stat").code == 0
+    got = run_in(store, "get", "keep/named")
+    assert got.code == 0 and got.out == named, got.err
+    assert "no space left on device" in got.err, got.err  # its access time could not be recorded
+    refused = run_in(store, "put", "-", input=os.urandom(1 << 20))
+    assert refused.code == 1 and refused.err.count("\n") == 1 and "no space left" in refused.err, refused.err
+    assert run_in(store, "fsck").code == 0
+
+    collected = run_in(store, "gc", "--max-size", "0", "--grace", "0", "--json")
+    assert collected.code == 0, collected.err
+    executed = json.loads(collected.out)["executed"]
+    assert executed["evicted"] == len(cached) and executed["stored"] > len(cached) * 1_000_000, executed
+    assert free_bytes(small_disk) > len(cached) * 1_000_000
+    checked = run_in(store, "fsck")
+    assert checked.code == 0 and "0 problems" in checked.err, checked.err
+    for key, data in (("keep/named", named), (sha(pinned), pinned)):
+        got = run_in(store, "get", key)
+        assert got.code == 0 and got.out == data and got.err == "", (key, got.err)
+    assert run_in(store, "put", "-", input=os.urandom(1 << 20)).code == 0
+    report(6, "disk full (a real one)", f"tmpfs of 40 MiB filled to {left >> 10} KiB free: "
+           "ls, stat, get, fsck exit 0; put exit 1 in one line; gc evicted "
+           f"{executed['evicted']} objects ({executed['stored'] >> 20} MiB), names and pins kept, fsck clean")
