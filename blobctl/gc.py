@@ -5,6 +5,10 @@ access blobctl records on get, put and fetch, not the file system's atime) until
 store fits the size limit, plus anything not accessed for `older_than`. It never picks an
 object that a local name points at (unless a mount covering that name is known to hold it:
 see name_protection), that is pinned, or that was accessed within the grace period.
+Before it lets such a named object go, it asks the mount whether it really holds it (a
+HEAD request): records go stale when a remote loses or drops objects, and then the local
+copy is the only one. What the remote lacks stays, as unpushed, and its record is dropped
+on execute so that `push` publishes it again.
 
 `execute()` deletes in batches, each under the index's write lock (the store's mutex with
 put): just before unlinking it re-checks that the object's recorded access is unchanged
@@ -27,20 +31,24 @@ import os
 import stat as stat_module
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from blobctl import pins, racehooks, stats
+from blobctl import keys, pins, racehooks, stats
 from blobctl.config import Mount, covering_mounts
 from blobctl.errors import BlobctlError, IntegrityError, warn
 from blobctl.fsutil import TEMP_SUFFIX, free_bytes, in_use, remove_temp_dir
 from blobctl.index import ObjectRow
+from blobctl.units import format_count
 
 #: Why a surviving object stays, most important first (an object counts under the first).
 KEEP_REASONS = ("named", "pinned", "unpushed", "grace", "not_needed")
 #: Objects deleted per index transaction: long enough to be fast, short enough not to
 #: hold up concurrent puts.
 EVICT_BATCH = 500
+#: Remotes asked at once whether they hold an object before gc evicts its local copy.
+CONFIRM_JOBS = 8
 #: Automatic gc trims to this fraction of max_size, so it does not run on every put.
 LOW_WATER = 0.9
 #: Temp files younger than this are left alone whatever the grace period: a put may still
@@ -74,6 +82,8 @@ class GcPlan:
     temp_bytes: int
     stale_temp_dirs: tuple[Path, ...]  # temp directories of killed commands (see locked_temp_dir)
     expired_pins: tuple[str, ...] = ()  # hashes whose pin file has expired
+    #: (remote, ref, hash) records of what a remote holds that the remote proved wrong
+    disproved: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def evict_bytes(self) -> int:
@@ -107,23 +117,35 @@ class GcOutcome:
     pins_removed: int = 0  # expired pin files deleted
 
 
+def holding_mounts(mounts: Iterable[Mount], remote_hash: Callable[[str, str], str | None],
+                   name: str, digest: str) -> list[Mount]:
+    """The mounts covering a local name that are known to hold its current hash (pushed
+    there, or pulled from there). `remote_hash(remote, ref)` is that record, a ref being
+    the name on the remote."""
+    return [mount for mount in covering_mounts(mounts, name)
+            if remote_hash(mount.remote, mount.remote_name(name)) == digest]
+
+
 def name_protection(mounts: Iterable[Mount], remote_hash: Callable[[str, str], str | None],
                     name: str, digest: str) -> str | None:
-    """Why a local name keeps its object, or None: a name whose current hash a mount
-    covering it is known to hold (pushed there, or pulled from there) leaves an ordinary
-    cache entry, fetched again on demand. `remote_hash(remote, ref)` is that record, a ref
-    being the name on the remote."""
-    covering = covering_mounts(mounts, name)
-    if any(remote_hash(mount.remote, mount.remote_name(name)) == digest for mount in covering):
+    """Why a local name keeps its object, or None: a name that a mount holds (see
+    holding_mounts) leaves an ordinary cache entry, fetched again on demand."""
+    if holding_mounts(mounts, remote_hash, name, digest):
         return None
+    covering = covering_mounts(mounts, name)
     return "unpushed" if covering and not covering[0].read_only else "named"
 
 
+def remote_records(store) -> Callable[[str, str], str | None]:
+    """remote_hash(remote, ref) for holding_mounts, from the index read once."""
+    held = store.index.remote_refs()
+    return lambda remote, ref: held.get((remote, ref))
+
+
 def name_protections(store) -> Callable[[str, str], str | None]:
-    """name_protection(name, digest) for many names under the store's mounts, with what
-    the remotes hold read from the index once."""
-    mounts, held = store.config.mounts, store.index.remote_refs()
-    return lambda name, digest: name_protection(mounts, lambda *key: held.get(key), name, digest)
+    """name_protection(name, digest) for many names under the store's mounts."""
+    mounts, remote_hash = store.config.mounts, remote_records(store)
+    return lambda name, digest: name_protection(mounts, remote_hash, name, digest)
 
 
 def plan(store, *, max_size: int | None, older_than: float | None = None,
@@ -146,11 +168,15 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
         if digest is not None:
             protect(digest, "named")
 
-    protection = name_protections(store)
+    mounts, remote_hash = store.config.mounts, remote_records(store)
+    backing: dict[str, list[tuple[Mount, str]]] = {}  # hash -> (mount, name) its records say hold it
     for name, digest in store.iter_refs(on_damaged=damaged):
-        reason = protection(name, digest)
+        reason = name_protection(mounts, remote_hash, name, digest)
         if reason is not None:
             protect(digest, reason)
+        else:
+            backing.setdefault(digest, []).extend(
+                (mount, name) for mount in holding_mounts(mounts, remote_hash, name, digest))
     active_pins, expired_pins = pins.scan(store.pins_dir, now)
     for digest in active_pins:
         protect(digest, "pinned")
@@ -158,17 +184,37 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
     grace_start = now - int(grace * 1e9)
     too_old = None if older_than is None else now - int(older_than * 1e9)
     totals = store.index.totals()
-    remaining = totals.stored
-    evict: list[ObjectRow] = []
-    kept: list[Kept] = []
-    for row in store.index.by_access():
-        reason = protected.get(row.hash) or ("grace" if row.accessed > grace_start else None)
-        over_limit = max_size is not None and remaining > max_size
-        if reason is None and (over_limit or (too_old is not None and row.accessed <= too_old)):
-            evict.append(row)
-            remaining -= row.stored
-        else:
-            kept.append(Kept(row.hash, row.stored, reason or "not_needed"))
+    rows = list(store.index.by_access())
+
+    def select() -> tuple[list[ObjectRow], list[Kept]]:
+        remaining = totals.stored
+        evict: list[ObjectRow] = []
+        kept: list[Kept] = []
+        for row in rows:
+            reason = protected.get(row.hash) or ("grace" if row.accessed > grace_start else None)
+            over_limit = max_size is not None and remaining > max_size
+            if reason is None and (over_limit or (too_old is not None and row.accessed <= too_old)):
+                evict.append(row)
+                remaining -= row.stored
+            else:
+                kept.append(Kept(row.hash, row.stored, reason or "not_needed"))
+        return evict, kept
+
+    # A name's object goes only if a remote really has it: records can be stale (the
+    # remote lost it, or was emptied). Those it lacks stay, as unpushed, and the next
+    # round picks others instead.
+    confirmed: set[str] = set()
+    disproved: list[tuple[str, str, str]] = []
+    while True:
+        evict, kept = select()
+        doubtful = [row.hash for row in evict if row.hash in backing and row.hash not in confirmed]
+        if not doubtful:
+            break
+        held, wrong = _confirm_on_remotes(store, {digest: backing[digest] for digest in doubtful})
+        confirmed.update(held)
+        disproved += wrong
+        for digest in set(doubtful) - held:
+            protect(digest, "unpushed" if any(not mount.read_only for mount, _ in backing[digest]) else "named")
     cutoff = now - int(max(grace, TEMP_MIN_AGE) * 1e9)
     temps, temp_dirs = _stale_temps(store.tmp_dir, cutoff)
     temp_dirs = [temp_dir for temp_dir in temp_dirs if not in_use(temp_dir)]  # a command running still
@@ -176,7 +222,47 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
         temps += _files_under(temp_dir)
     return GcPlan(now, max_size, older_than, grace, totals.objects, totals.stored,
                   tuple(evict), tuple(kept), tuple(path for path, _ in temps),
-                  sum(size for _, size in temps), tuple(temp_dirs), tuple(sorted(expired_pins)))
+                  sum(size for _, size in temps), tuple(temp_dirs), tuple(sorted(expired_pins)),
+                  tuple(disproved))
+
+
+def _confirm_on_remotes(store, backing: dict[str, list[tuple[Mount, str]]]
+                        ) -> tuple[set[str], list[tuple[str, str, str]]]:
+    """Ask the remotes whether they hold these objects (a HEAD each, in parallel): the
+    hashes some mount has, and the (remote, ref, hash) records of those a mount lacks.
+    A mount that cannot be asked confirms nothing (and is asked once at a time: one
+    failure stops the rest). Warns, per mount, of what stays and why."""
+    overlay = store.mounted()
+    unreachable: dict[Mount, str] = {}
+    missing: dict[Mount, list[tuple[str, str]]] = {}  # mount -> (name, hash) it lacks
+
+    def check(digest: str) -> bool:
+        for mount in dict.fromkeys(mount for mount, _ in backing[digest]):
+            if mount in unreachable:
+                continue
+            try:
+                if overlay.backend(mount).exists(keys.object_key(digest)):
+                    return True
+            except BlobctlError as exc:
+                unreachable.setdefault(mount, str(exc))
+                continue
+            missing.setdefault(mount, []).extend((name, digest) for held_by, name in backing[digest]
+                                                 if held_by == mount)
+        return False
+
+    with ThreadPoolExecutor(max_workers=CONFIRM_JOBS) as pool:
+        held = {digest for digest, there in zip(backing, pool.map(check, backing)) if there}
+    for mount, lacking in missing.items():
+        staying = {digest for _, digest in lacking if digest not in held}
+        if staying:
+            example = next(name for name, digest in lacking if digest in staying)
+            advice = "" if mount.read_only else "; 'blobctl push' publishes those names again"
+            warn(f"gc keeps what {overlay.backend(mount).url} lacks: {format_count(len(staying), 'object')} "
+                 f"that names were pushed or pulled with (e.g. {example}){advice}")
+    for mount, error in unreachable.items():
+        warn(f"gc keeps the objects it cannot confirm {overlay.backend(mount).url} holds: {error}")
+    return held, [(mount.remote, mount.remote_name(name), digest)
+                  for mount, lacking in missing.items() for name, digest in lacking]
 
 
 def _stale_temps(tmp_dir: Path, cutoff_ns: int) -> tuple[list[tuple[Path, int]], list[Path]]:
@@ -250,6 +336,9 @@ def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
     for shard in shards:
         store.syncer.sync_dir_later(shard)
     pins_removed = pins.remove_expired(store, gc_plan.expired_pins)
+    if gc_plan.disproved:  # so that a plain push publishes those names again
+        with store.index.transaction():
+            store.index.forget_on_remote(gc_plan.disproved)
     shard_dirs_removed = _remove_empty_shards(store)
     totals = store.index.totals()
     return GcOutcome(tuple(evicted), evicted_bytes, changed, temps_removed,

@@ -378,6 +378,10 @@ class Index:
         self.db.executemany("INSERT OR REPLACE INTO remote_refs VALUES (?, ?, ?)",
                             [(remote, ref, digest) for ref, digest in pairs])
 
+    def forget_on_remote(self, records: Iterable[tuple[str, str, str]]) -> None:
+        """Drop these (remote, ref, hash) records, each only if it still says that hash."""
+        self.db.executemany("DELETE FROM remote_refs WHERE remote = ? AND ref = ? AND hash = ?", records)
+
     def remote_hash(self, remote: str, ref: str) -> str | None:
         found = self.db.execute("SELECT hash FROM remote_refs WHERE remote = ? AND ref = ?",
                                 (remote, ref)).fetchone()

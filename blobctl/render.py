@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from blobctl.errors import one_line
-from blobctl.units import format_age, format_size
+from blobctl.units import format_age, format_count, format_size
 
 
 class Column(NamedTuple):
@@ -81,8 +81,7 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[str]], title: str |
 
 
 def count(n: int, noun: str) -> str:
-    """'1 object', '2 objects', '1,000 objects': a number with its noun, singular or plural."""
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+    return format_count(n, noun)
 
 
 def short_hash(digest: str) -> str:

@@ -66,6 +66,11 @@ def parse_age(text: str | int) -> float:
     return seconds
 
 
+def format_count(n: int, noun: str) -> str:
+    """'1 object', '2 objects', '1,000 objects': a number with its noun, singular or plural."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def format_size(n: int | None) -> str:
     """'1.5 GB' style, SI units like `ls -h --si`; exact bytes below 1 kB."""
     if n is None:

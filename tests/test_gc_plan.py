@@ -158,23 +158,41 @@ def configured_store(store_dir, config_toml: str):
 
 
 @pytest.fixture
-def mounted_store(store_dir):
+def remotes(tmp_path) -> tuple[Path, Path]:
+    """Two empty directory remotes: (team, vendor)."""
+    for name in ("team-remote", "vendor-remote"):
+        (tmp_path / name).mkdir()
+    return tmp_path / "team-remote", tmp_path / "vendor-remote"
+
+
+@pytest.fixture
+def mounted_store(store_dir, remotes):
     """A store with a writable mount at team/ and a read-only one at vendor/."""
-    with configured_store(store_dir, '[[mounts]]\nprefix = "team/"\nremote = "/tmp/team-remote"\n\n'
-                          '[[mounts]]\nprefix = "vendor/"\nremote = "/tmp/vendor-remote"\nread_only = true\n') as opened:
+    team, vendor = remotes
+    with configured_store(store_dir, f'[[mounts]]\nprefix = "team/"\nremote = "{team}"\n\n'
+                          f'[[mounts]]\nprefix = "vendor/"\nremote = "{vendor}"\nread_only = true\n') as opened:
         yield opened
 
 
-def test_names_under_a_writable_mount_protect_only_until_pushed(mounted_store, store_dir):
-    store = mounted_store
+def copy_to_remote(store_dir: Path, remote: Path, digest: str) -> None:
+    """Give a directory remote a copy of a local object, as a push would."""
+    target = remote / "objects" / digest[:2] / digest[2:]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(object_file(store_dir, digest).read_bytes())
+
+
+def test_names_under_a_writable_mount_protect_only_until_pushed(mounted_store, store_dir, remotes):
+    store, (team, _) = mounted_store, remotes
     pushed, unpushed, stale_push, read_only = aged_objects(store, store_dir, 4)
     for name, digest in [("team/pushed", pushed), ("team/unpushed", unpushed),
                          ("team/stale", stale_push), ("vendor/ro", read_only)]:
         store.bind(name, digest, from_remote=name.startswith("vendor/"))  # as pull binds it
+    for digest in (pushed, unpushed):
+        copy_to_remote(store_dir, team, digest)
     with store.index.transaction():
-        store.index.mark_on_remote("/tmp/team-remote", [("pushed", pushed),  # names on the remote
-                                                        ("stale", unpushed),  # an older version
-                                                        ("team/unpushed", unpushed)])  # another mount's
+        store.index.mark_on_remote(str(team), [("pushed", pushed),  # names on the remote
+                                               ("stale", unpushed),  # an older version
+                                               ("team/unpushed", unpushed)])  # another mount's
         store.index.mark_on_remote("/tmp/elsewhere", [("unpushed", unpushed)])  # not this mount's
     plan = gc.plan(store, max_size=0)
     assert evicted(plan) == [pushed]
@@ -183,17 +201,38 @@ def test_names_under_a_writable_mount_protect_only_until_pushed(mounted_store, s
     assert outcome.evicted == (pushed,) and outcome.changed == 0
 
 
-def test_a_name_pulled_from_a_read_only_mount_is_a_cache_entry(mounted_store, store_dir):
+def test_a_name_pulled_from_a_read_only_mount_is_a_cache_entry(mounted_store, store_dir, remotes):
     """The remote it came from holds it, so gc may evict it; a get fetches it again."""
-    store = mounted_store
+    store, (_, vendor) = mounted_store, remotes
     pulled, named = aged_objects(store, store_dir, 2)
     store.bind("vendor/pulled", pulled, from_remote=True)
     store.bind("vendor/local", named, from_remote=True)
+    copy_to_remote(store_dir, vendor, pulled)
     with store.index.transaction():
-        store.index.mark_on_remote("/tmp/vendor-remote", [("pulled", pulled)])
+        store.index.mark_on_remote(str(vendor), [("pulled", pulled)])
     plan = gc.plan(store, max_size=0)
     assert evicted(plan) == [pulled]
     assert reasons(plan) == {named: "named"}
+
+
+def test_a_name_is_kept_when_its_remote_lost_the_object(mounted_store, store_dir, remotes, capsys):
+    """Records are not proof: an object the remote does not have stays (unpushed under a
+    writable mount, named under a read-only one), with a warning naming a name, and
+    execute drops the wrong records so that a plain push publishes the name again."""
+    store, (team, vendor) = mounted_store, remotes
+    lost_pushed, lost_pulled = aged_objects(store, store_dir, 2)
+    store.bind("team/x", lost_pushed)
+    store.bind("vendor/y", lost_pulled, from_remote=True)
+    with store.index.transaction():
+        store.index.mark_on_remote(str(team), [("x", lost_pushed)])
+        store.index.mark_on_remote(str(vendor), [("y", lost_pulled)])
+    plan = gc.plan(store, max_size=0)
+    assert evicted(plan) == [] and reasons(plan) == {lost_pushed: "unpushed", lost_pulled: "named"}
+    warnings = capsys.readouterr().err
+    assert "team/x" in warnings and "vendor/y" in warnings and warnings.count("blobctl push") == 1, warnings
+    gc.execute(store, plan)
+    assert store.index.remote_refs() == {}
+    assert [name for name, _ in store.mounted().unpushed(store.config.mounts[0])] == ["team/x"]
 
 
 def test_a_catch_all_mount_does_not_own_names_under_a_more_specific_one(store_dir):

@@ -454,3 +454,71 @@ def test_pull_of_names_sharing_an_object_fetches_it_once_and_never_binds_it_miss
         for name in names:
             assert user("get", f"team/{name}", check=True).out == data
     assert user("fsck").code == 0
+
+
+def drop_from_remote(url: str, env: dict, key: str) -> None:
+    """Delete one key from a remote behind blobctl's back (a lifecycle rule, a cleanup)."""
+    import urllib.parse
+    import urllib.request
+
+    if url.startswith("http"):
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/{key}", method="DELETE"), timeout=10):
+            return
+    if url.startswith("s3://"):
+        import obstore
+
+        from tests.servers import admin_store
+
+        parsed = urllib.parse.urlparse(url)
+        obstore.delete(admin_store(env["AWS_ENDPOINT_URL"], parsed.netloc), f"{parsed.path.strip('/')}/{key}")
+        return
+    (Path(url) / key).unlink()
+
+
+def test_gc_keeps_a_pushed_name_whose_remote_lost_its_object(blobctl, tmp_path, remote):
+    """Records of what a remote holds go stale when it loses objects: gc asks the remote
+    before it evicts a pushed name's object, keeps what is gone there (with a warning
+    naming it), and a plain push then publishes it again; after that gc may evict it,
+    and a get fetches it back."""
+    url, env = remote
+    alice = store_runner(blobctl, tmp_path / "alice", env)
+    alice("mount", "team", url, check=True)
+    lost, kept = os.urandom(30_000), os.urandom(30_000)
+    alice("put", "--name", "team/lost", "-", input=lost, check=True)
+    alice("put", "--name", "team/kept", "-", input=kept, check=True)
+    alice("push", check=True)
+    drop_from_remote(url, env, f"objects/{sha(lost)[:2]}/{sha(lost)[2:]}")
+
+    collected = alice("gc", "--max-size", "0", "--grace", "0", "--json")
+    assert collected.code == 0, collected.err
+    plan = json.loads(collected.out)
+    assert plan["evict"]["hashes"] == [sha(kept)] and plan["kept"]["unpushed"]["objects"] == 1, plan
+    assert "team/lost" in collected.err and "blobctl push" in collected.err, collected.err
+    assert alice("get", "team/lost", check=True).out == lost
+    assert json.loads(alice("push", "--json", check=True).out)[0]["objects"] == 1
+    again = json.loads(alice("gc", "--max-size", "0", "--grace", "0", "--json", check=True).out)
+    assert again["evict"]["hashes"] == [sha(lost)]
+    assert alice("get", "team/lost", check=True).out == lost  # from the remote
+    assert alice("get", "team/kept", check=True).out == kept
+
+
+def test_gc_keeps_pushed_names_it_cannot_confirm(blobctl, tmp_path, s3_remote):
+    """A remote that cannot be asked (here: wrong credentials) confirms nothing: gc keeps
+    every pushed name's object, says why in one warning, and keeps the records (a push
+    with the right credentials has nothing to do)."""
+    endpoint = s3_remote.settings.s3_endpoint
+    alice = store_runner(blobctl, tmp_path / "alice", s3_env(endpoint))
+    alice("mount", "team", s3_remote.url, check=True)
+    for number in range(3):
+        alice("put", "--name", f"team/{number}", "-", input=os.urandom(10_000), check=True)
+    alice("put", "-", input=os.urandom(10_000), check=True)  # a cache entry: no remote to ask
+    alice("push", check=True)
+    locked_out = store_runner(blobctl, tmp_path / "alice", s3_env(endpoint, secret="wrong-secret-abcdef"))
+    collected = locked_out("gc", "--max-size", "0", "--grace", "0", "--json")
+    assert collected.code == 0, collected.err
+    plan = json.loads(collected.out)
+    assert plan["executed"]["evicted"] == 1 and plan["kept"]["unpushed"]["objects"] == 3, plan
+    warnings = collected.err.strip().splitlines()
+    assert len(warnings) == 1 and "cannot confirm" in warnings[0] and "credentials" in warnings[0], warnings
+    assert "wrong-secret-abcdef" not in collected.err
+    assert json.loads(alice("push", "--json", check=True).out)[0]["objects"] == 0
