@@ -230,6 +230,16 @@ def test_store_option_given_with_equals_is_used(blobctl, tmp_path, tab_in_shell,
     assert f"$ blobctl --store=../cs get other/one {MARK}" in tab_in_shell(shell, "blobctl --store=../cs get oth")
 
 
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_a_name_holding_an_equals_sign_completes_whole(blobctl, tab_in_shell, shell):
+    """bash cuts the word being completed at '=' and replaces only the part after it."""
+    blobctl("put", "--name", "runs/lr=0.1/model.bin", "-", input=b"x", check=True)
+    assert f"$ blobctl get runs/lr=0.1/model.bin {MARK}" in tab_in_shell(shell, "blobctl get runs/lr=0.")
+    assert f"$ blobctl get runs/lr=0.1/model.bin {MARK}" in tab_in_shell(shell, "blobctl get runs/lr=")
+    blobctl("put", "--name", "team@home/x", "-", input=b"y", check=True)  # '@' is a word break too
+    assert f"$ blobctl get team@home/x {MARK}" in tab_in_shell(shell, "blobctl get team@h")
+
+
 def test_zsh_descriptions_keep_apostrophes(tab_in_shell):
     assert "Write an object's original bytes" in tab_in_shell("zsh", "blobctl g")
 

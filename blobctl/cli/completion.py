@@ -6,6 +6,9 @@ fixed where they let users down. Imported only when a shell asks (COMPLETE_VAR s
   value) what the parameter offers is the whole answer, even when it is nothing.
 - bash: the words are taken from the command line up to the cursor, not from
   COMP_WORDS, which bash splits at '=' (`--store=DIR` would arrive as three words).
+  bash then replaces only the part of the word after its last word-break character
+  (COMP_WORDBREAKS: '=' and '@' among those names may hold, as in 'runs/lr=0.1/x'),
+  so candidates lose what comes before it.
 - zsh: the script also works autoloaded from fpath (it completes on the first Tab),
   and apostrophes in descriptions survive without the RC_QUOTES option.
 """
@@ -22,6 +25,8 @@ from typer._completion_classes import BashComplete, FishComplete, ZshComplete
 #: Exit status of `complete_bash` when the shell should complete file names itself
 #: (0: what was printed is the whole answer, even when it is nothing).
 BASH_FILES = 1
+#: bash's COMP_WORDBREAKS unless a user changed it.
+BASH_DEFAULT_WORDBREAKS = " \t\n\"'@><=;|&(:"
 
 BASH_SCRIPT = r"""
 %(complete_func)s() {
@@ -29,6 +34,7 @@ BASH_SCRIPT = r"""
     COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
                    COMP_CWORD=$COMP_CWORD \
                    _BLOBCTL_LINE="${COMP_LINE:0:COMP_POINT}" \
+                   _BLOBCTL_WORDBREAKS="$COMP_WORDBREAKS" \
                    %(autocomplete_var)s=complete_bash $1 ) )
     # exit status 0 with no candidates: nothing fits here, not even a file name
     if [[ $? == 0 && ${#COMPREPLY[@]} == 0 ]]; then
@@ -94,7 +100,17 @@ class BlobctlBashComplete(_Answer, BashComplete):
         items, files = self.answer()
         if files:
             sys.exit(BASH_FILES)
-        return "\n".join(self.format_completion(item) for item in items)
+        replaced = self._before_bash_word()
+        return "\n".join(item.value[len(replaced):] for item in items if item.value.startswith(replaced))
+
+    def _before_bash_word(self) -> str:
+        """What of the word being completed bash keeps: up to its last word-break
+        character (a script from before _BLOBCTL_WORDBREAKS gets bash's default set)."""
+        _, incomplete = self.get_completion_args()
+        breaks = os.environ.get("_BLOBCTL_WORDBREAKS", BASH_DEFAULT_WORDBREAKS)
+        cut = max((incomplete.rfind(char) for char in breaks), default=-1)
+        # readline leaves '@' and '$' (its rl_special_prefixes) in the word it replaces
+        return incomplete[:cut] if cut >= 0 and incomplete[cut] in "@$" else incomplete[:cut + 1]
 
 
 class BlobctlZshComplete(_Answer, ZshComplete):
