@@ -17,16 +17,17 @@ same lock) and no pin protects it now. A put that reused the object, or a bind o
 arrived after planning, therefore keeps it. Then it removes the expired pins the plan
 found, each read again under the lock (a pin set again meanwhile stays).
 
-On a full disk the index cannot be opened for writing (Index.full), yet that is when gc
-is needed most. `make_room()` then deletes the files of the first planned objects,
-re-checked as above on the read-only index, until ROOM is free, and opens the index
-again; execute() drops their rows with the rest. No other command can write the index
-or a name meanwhile (the disk is full). If gc dies in between, their rows stay behind
-without files: fsck reports them, and the next gc drops them.
+On a full disk the index cannot be written (its write-ahead log needs room), or even
+opened for writing (Index.full), yet that is when gc is needed most. With less than ROOM
+free, `make_room()` first deletes the files of the first planned objects, re-checked as
+above, until ROOM is free (and reopens a read-only index); execute() drops their rows
+with the rest. If gc dies in between, their rows stay behind without files: fsck reports
+them, and the next gc drops them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat as stat_module
 import time
@@ -303,7 +304,7 @@ def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
     """Carry out a plan, re-checking each object under the write lock (module docstring);
     `progress` (start/advance) counts the planned objects."""
     temps_removed = _remove_temps(store, gc_plan.stale_temps, gc_plan.stale_temp_dirs)  # first: room
-    removed_early = make_room(store, gc_plan) if store.index.full else {}
+    removed_early = make_room(store, gc_plan) if store.index.full or free_bytes(store.root) < ROOM else {}
     evicted: list[str] = []
     evicted_bytes = changed = 0
     shards: set[Path] = set()
@@ -346,22 +347,27 @@ def execute(store, gc_plan: GcPlan, progress=None) -> GcOutcome:
 
 
 def make_room(store, gc_plan: GcPlan) -> dict[str, int]:
-    """On a full disk: delete the files of planned objects, oldest first and re-checked as
-    execute() does, until ROOM is free or the plan is done; then reopen the index for
-    writing. Returns their stored sizes by hash, for execute() to count."""
+    """On a (nearly) full disk: delete the files of planned objects, oldest first and
+    re-checked as execute() does, until ROOM is free or the plan is done; then reopen an
+    index that had to be opened read-only. Returns their stored sizes by hash, for
+    execute() to count. Under the write lock, as execute() deletes, unless the index is
+    read-only for want of space: then no other command can write either."""
     removed: dict[str, int] = {}
+    read_only = store.index.full
     for start in range(0, len(gc_plan.evict), EVICT_BATCH):
         if free_bytes(store.root) >= ROOM:
             break
         batch = gc_plan.evict[start:start + EVICT_BATCH]
-        keep = _changed_since_plan(store, batch)
-        for row in batch:
-            if free_bytes(store.root) >= ROOM:
-                break
-            freed = None if row.hash in keep else _unlink_object(store, row.hash)
-            if freed is not None:
-                removed[row.hash] = freed
-    store.reopen_index()
+        with contextlib.nullcontext() if read_only else store.index.transaction():
+            keep = _changed_since_plan(store, batch)
+            for row in batch:
+                if free_bytes(store.root) >= ROOM:
+                    break
+                freed = None if row.hash in keep else _unlink_object(store, row.hash)
+                if freed is not None:
+                    removed[row.hash] = freed
+    if read_only:
+        store.reopen_index()
     return removed
 
 

@@ -21,8 +21,8 @@ import stat
 from pathlib import Path
 
 from blobctl import keys
-from blobctl.errors import UsageError
-from blobctl.fsutil import temp_path, write_new_file
+from blobctl.errors import UsageError, from_os_error
+from blobctl.fsutil import discard_file, temp_path, write_new_file
 
 DIRECTORY = "journal"
 SUFFIX = ".journal"
@@ -34,14 +34,18 @@ def write(tmp_dir: Path, digests: list[str], names: list[str]) -> str:
     path = temp_path(directory, suffix=SUFFIX)
     content = "".join([f"o {digest}\n" for digest in digests] + [f"n {name}\n" for name in names]).encode()
     try:
-        in_place = stat.S_ISDIR(os.lstat(directory).st_mode)
-    except FileNotFoundError:  # the first journal of this store
-        in_place = None
-    if in_place is False:  # a file or a symlink: tmp/ is blobctl's own, and journals never leave the store
-        directory.unlink()
-    if not in_place:
-        directory.mkdir()
-    write_new_file(path, content)
+        try:
+            in_place = stat.S_ISDIR(os.lstat(directory).st_mode)
+        except FileNotFoundError:  # the first journal of this store
+            in_place = None
+        if in_place is False:  # a file or a symlink: tmp/ is blobctl's own, and journals never leave the store
+            directory.unlink()
+        if not in_place:
+            directory.mkdir()
+        write_new_file(path, content)
+    except OSError as exc:  # a full disk, say: the transaction rolls back, and nothing is left
+        discard_file(path)
+        raise from_os_error(exc, "write journal", path) from exc
     return path
 
 

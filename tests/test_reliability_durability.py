@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -282,11 +283,13 @@ def fill(directory: Path) -> int:
     return written
 
 
-def test_full_disk_reads_and_gc_frees_space(small_disk):
-    """On a disk filled to the last byte (after the store's index was closed, so SQLite
-    must create its shared-memory file again): ls, stat, get and fsck still work, put
-    fails in one line, and gc evicts what it may, keeping names and pins, leaving the
-    index matching the files (fsck clean) and room for the next put."""
+@pytest.mark.parametrize("index_open", [False, True], ids=["index-closed", "index-open-elsewhere"])
+def test_full_disk_reads_and_gc_frees_space(small_disk, index_open):
+    """On a disk filled to the last byte, after the store's index was closed (SQLite must
+    create its shared-memory file again) or while another process has it open (its
+    write-ahead log cannot grow): ls, stat, get and fsck still work, put and rm fail in
+    one line, and gc evicts what it may, keeping names and pins, leaving the index
+    matching the files (fsck clean) and room for the next put."""
     def free_bytes(path: Path) -> int:
         info = os.statvfs(path)
         return info.f_bavail * info.f_frsize
@@ -298,6 +301,10 @@ def test_full_disk_reads_and_gc_frees_space(small_disk):
         args = ["--name", "keep/named"] if data is named else []
         assert run_in(store, "put", *args, "-", input=data).code == 0
     assert run_in(store, "pin", sha(pinned)).code == 0
+    assert run_in(store, "put", "--name", "drop/me", "-", input=b"a name to remove").code == 0
+    reader = sqlite3.connect(store / "index.sqlite") if index_open else None
+    if reader is not None:
+        assert reader.execute("SELECT count(*) FROM objects").fetchone()[0] == len(objects) + 1
     fill(small_disk)
     left = free_bytes(small_disk)
     assert left < 64 << 10
@@ -310,6 +317,10 @@ def test_full_disk_reads_and_gc_frees_space(small_disk):
     assert "no space left on device" in got.err, got.err  # its access time could not be recorded
     refused = run_in(store, "put", "-", input=os.urandom(1 << 20))
     assert refused.code == 1 and refused.err.count("\n") == 1 and "no space left" in refused.err, refused.err
+    refused = run_in(store, "rm", "drop/me")
+    assert refused.code == 1 and refused.err.count("\n") == 1 and "no space left" in refused.err, refused.err
+    assert "standard output" not in refused.err, refused.err
+    assert leftover_temp_files(store) == []
     assert run_in(store, "fsck").code == 0
 
     collected = run_in(store, "gc", "--max-size", "0", "--grace", "0", "--json")
@@ -323,6 +334,8 @@ def test_full_disk_reads_and_gc_frees_space(small_disk):
         got = run_in(store, "get", key)
         assert got.code == 0 and got.out == data and got.err == "", (key, got.err)
     assert run_in(store, "put", "-", input=os.urandom(1 << 20)).code == 0
-    report(6, "disk full (a real one)", f"tmpfs of 40 MiB filled to {left >> 10} KiB free: "
+    if reader is not None:
+        reader.close()
+    report(6, f"disk full (a real one, {'index open elsewhere' if index_open else 'index closed'})", f"tmpfs of 40 MiB filled to {left >> 10} KiB free: "
            "ls, stat, get, fsck exit 0; put exit 1 in one line; gc evicted "
            f"{executed['evicted']} objects ({executed['stored'] >> 20} MiB), names and pins kept, fsck clean")
