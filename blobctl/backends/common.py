@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -109,11 +110,22 @@ def with_retries(attempt: Callable[[], T], *, retries: int, what: str) -> T:
     raise RemoteError(f"{what} failed{tries}: {last}", "check that the server is up and reachable")
 
 
+#: A user:password@ part after a scheme, however malformed the rest of the URL is.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:/*)[^/?#]*@")
+
+
 def mask_url(url: str) -> str:
-    """The URL without any user:password@ part, fit for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
+    """The URL without any user:password@ part, fit for messages and logs; also for a URL
+    too malformed to parse (a bad port, an unclosed '[', a missing '/'), which is just
+    what an error message shows."""
+    try:
+        if any(ord(c) < 32 for c in url):  # urlsplit drops tabs and newlines: show them
+            raise ValueError(url)
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return _USERINFO.sub(r"\1", url)
     if "@" not in parts.netloc:
-        return url
+        return _USERINFO.sub(r"\1", url) if "://" not in url else url
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 

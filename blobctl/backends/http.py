@@ -20,6 +20,7 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from blobctl.backends import check_http_url
 from blobctl.backends.base import Backend, RemoteSettings
 from blobctl.backends.common import CHUNK_SIZE, TransientError, buffered, iter_exact, mask_url, with_retries
 from blobctl.errors import NotFoundError, RemoteError, UsageError
@@ -34,10 +35,9 @@ class HttpBackend(Backend):
     """Keys are paths under the URL's path; see the module docstring."""
 
     def __init__(self, url: str, *, settings: RemoteSettings, read_only: bool = False):
-        parts = urllib.parse.urlsplit(url)
         super().__init__(mask_url(url).rstrip("/"), read_only=read_only)  # never show credentials
-        if not parts.hostname:
-            raise UsageError(f"invalid HTTP remote URL {self.url!r}: no host name")
+        check_http_url(url)  # a bad one in a config: a usage error when used, not a traceback
+        parts = urllib.parse.urlsplit(url)
         self._https = parts.scheme.lower() == "https"
         self._host = parts.hostname
         self._port = parts.port
