@@ -517,10 +517,15 @@ class Overlay:
             m.prefix == normalize_prefix(target) for m in self.mounts)
         if not is_prefix:
             resolved = self.store.resolve(target)
-            if resolved.name is not None and self.store.read_ref(resolved.name) is None:
-                digest, mount = self._find_name(resolved.name) or (resolved.digest, None)
-                return [lambda: (resolved.name, digest, mount)]
-            return [lambda: (resolved.name, resolved.digest, None)]
+            name = resolved.name
+            # A local name whose value a covering remote holds is a cache entry of that
+            # remote: read its ref again, as a prefix pull does, so that a value another
+            # store pushed since replaces it. An unpushed local value is left alone.
+            if name is not None and (self.store.read_ref(name) is None or gc.name_protection(
+                    self.mounts, self.store.index.remote_hash, name, resolved.digest) is None):
+                digest, mount = self._find_name(name) or (resolved.digest, None)
+                return [lambda: (name, digest, mount)]
+            return [lambda: (name, resolved.digest, None)]
         prefix = normalize_prefix(target)
         lookups: dict[str, tuple[int, Callable[[], _Entry]]] = {}  # name -> (rank, lookup)
         mounts = self._mounts_under(target)

@@ -86,6 +86,27 @@ def test_pull_replaces_a_local_name_the_remote_already_holds(team):
     assert bob("get", "team/x", check=True).out == b"v2"
 
 
+def test_pull_of_one_key_takes_the_value_another_store_pushed_since(team):
+    """Over plain HTTP a key is all a pull can take: it must refresh a name this store
+    pulled (or pushed) as `pull team/` does, not report it 'already local' and keep the
+    old value; an unpushed local value still stays."""
+    alice, bob = team("alice"), team("bob")
+    alice("put", "--name", "team/x", "-", input=b"v1", check=True)
+    alice("push", check=True)
+    bob("pull", "team/", check=True)
+    alice("put", "--name", "team/x", "-", input=b"v2", check=True)
+    alice("push", check=True)
+    report = json.loads(bob("pull", "team/x", "--json", check=True).out)
+    assert report[0]["names"] == 1 and report[0]["fetched"] == 1
+    assert bob("get", "team/x", check=True).out == b"v2"
+    assert json.loads(bob("mount", "--json").out)[0]["unpushed"] == 0
+
+    bob("put", "--name", "team/x", "-", input=b"bob's edit", check=True)  # not pushed
+    bob("pull", "team/x", check=True)
+    assert bob("get", "team/x", check=True).out == b"bob's edit"
+    assert json.loads(bob("mount", "--json").out)[0]["unpushed"] == 1
+
+
 def test_mounting_another_remote_makes_names_unpushed_again(blobctl, tmp_path, remotes):
     first, second = remotes("first"), remotes("second")
     run = store_runner(blobctl, tmp_path / "store", {})
