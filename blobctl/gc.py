@@ -137,15 +137,9 @@ def name_protection(mounts: Iterable[Mount], remote_hash: Callable[[str, str], s
     return "unpushed" if covering and not covering[0].read_only else "named"
 
 
-def remote_records(store) -> Callable[[str, str], str | None]:
-    """remote_hash(remote, ref) for holding_mounts, from the index read once."""
-    held = store.index.remote_refs()
-    return lambda remote, ref: held.get((remote, ref))
-
-
 def name_protections(store) -> Callable[[str, str], str | None]:
     """name_protection(name, digest) for many names under the store's mounts."""
-    mounts, remote_hash = store.config.mounts, remote_records(store)
+    mounts, remote_hash = store.config.mounts, store.index.remote_records()
     return lambda name, digest: name_protection(mounts, remote_hash, name, digest)
 
 
@@ -169,7 +163,7 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
         if digest is not None:
             protect(digest, "named")
 
-    mounts, remote_hash = store.config.mounts, remote_records(store)
+    mounts, remote_hash = store.config.mounts, store.index.remote_records()
     backing: dict[str, list[tuple[Mount, str]]] = {}  # hash -> (mount, name) its records say hold it
     for name, digest in store.iter_refs(on_damaged=damaged):
         reason = name_protection(mounts, remote_hash, name, digest)

@@ -18,11 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+from blobctl.backends.common import mask_url
 from blobctl.config import Mount, covering_mounts, mount_of
 from blobctl.errors import BlobctlError
 from blobctl.fsutil import free_bytes
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+#: Schemas this blobctl reads without upgrading them (a store it may only read): 3 has
+#: the tables of 4, with records keyed by URLs that may hold credentials (see remote_key).
+READABLE_SCHEMAS = (3, SCHEMA_VERSION)
 #: Seconds a command waits for another one holding the index (SQLite busy timeout).
 BUSY_TIMEOUT = 120
 #: How many recently evicted hashes are remembered, to count misses that gc caused.
@@ -78,6 +82,9 @@ INSERT OR REPLACE INTO remote_refs
     SELECT remote, ref_on(remote, name), hash FROM remote_names WHERE ref_on(remote, name) IS NOT NULL;
 DROP TABLE pushed;
 DROP TABLE remote_names;
+-- Schema 3 kept records by the mount's URL as written, credentials included, in a file
+-- others may read: schema 4 keys them by remote_key(URL).
+UPDATE OR REPLACE remote_refs SET remote = remote_key(remote) WHERE remote <> remote_key(remote);
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;
 """
@@ -126,6 +133,12 @@ def index_failure(exc: sqlite3.Error, action: str, path: Path, *, full: bool = F
         kind = IndexReadOnly if getattr(exc, "sqlite_errorcode", 0) == sqlite3.SQLITE_READONLY else BlobctlError
         return kind(f"cannot {action} the index {path}: {exc}", "this needs write access to the store")
     return BlobctlError(f"cannot {action} the index {path}: {exc}")
+
+
+def remote_key(url: str) -> str:
+    """What records of what a remote holds are kept by: its URL without credentials
+    (the index is readable by whoever may read the store; the config is not)."""
+    return mask_url(url)
 
 
 class ObjectRow(NamedTuple):
@@ -198,6 +211,7 @@ class Index:
             db.execute("PRAGMA synchronous = NORMAL")
             db.create_function("owner_remote", 1, owner_remote, deterministic=True)
             db.create_function("ref_on", 2, ref_on, deterministic=True)
+            db.create_function("remote_key", 1, remote_key, deterministic=True)
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.executescript(_SCHEMA)
@@ -229,7 +243,7 @@ class Index:
             except sqlite3.Error:
                 db.close()
                 continue
-            if version != SCHEMA_VERSION:
+            if version not in READABLE_SCHEMAS:
                 db.close()
                 raise BlobctlError(
                     f"cannot read the index {path}: it has schema {version}, this blobctl reads {SCHEMA_VERSION}",
@@ -376,21 +390,23 @@ class Index:
         Kept by the remote's name, not the local one, so that mounting the remote at
         another prefix does not make local names look pushed that are not there."""
         self.db.executemany("INSERT OR REPLACE INTO remote_refs VALUES (?, ?, ?)",
-                            [(remote, ref, digest) for ref, digest in pairs])
+                            [(remote_key(remote), ref, digest) for ref, digest in pairs])
 
     def forget_on_remote(self, records: Iterable[tuple[str, str, str]]) -> None:
         """Drop these (remote, ref, hash) records, each only if it still says that hash."""
-        self.db.executemany("DELETE FROM remote_refs WHERE remote = ? AND ref = ? AND hash = ?", records)
+        self.db.executemany("DELETE FROM remote_refs WHERE remote = ? AND ref = ? AND hash = ?",
+                            [(remote_key(remote), ref, digest) for remote, ref, digest in records])
 
     def remote_hash(self, remote: str, ref: str) -> str | None:
         found = self.db.execute("SELECT hash FROM remote_refs WHERE remote = ? AND ref = ?",
-                                (remote, ref)).fetchone()
+                                (remote_key(remote), ref)).fetchone()
         return found[0] if found else None
 
-    def remote_refs(self) -> dict[tuple[str, str], str]:
-        """(remote, ref) -> hash for every pair recorded."""
-        return {(remote, ref): digest for remote, ref, digest
+    def remote_records(self) -> Callable[[str, str], str | None]:
+        """remote_hash for many lookups: every record read once."""
+        held = {(remote, ref): digest for remote, ref, digest
                 in self.db.execute("SELECT remote, ref, hash FROM remote_refs")}
+        return lambda remote, ref: held.get((remote_key(remote), ref))
 
     # -- rebuild ------------------------------------------------------------------------
     def replace_all(self, objects: Iterable[ObjectRow], names: Iterable[tuple[str, str]]) -> None:

@@ -209,13 +209,13 @@ class Overlay:
         'teamwork')."""
         if mount.read_only:
             return []
-        on_remotes = self.store.index.remote_refs() if trust_records else {}
+        remote_hash = self.store.index.remote_records() if trust_records else lambda remote, ref: None
         within = within.rstrip("/")
         start = within if within.startswith(mount.prefix) else mount.prefix  # reads fewer refs
         return [(name, digest) for name, digest in self.store.iter_refs(start)
                 if (not within or name == within or name.startswith(within + "/"))
                 and self.owner(name) is mount
-                and on_remotes.get((mount.remote, mount.remote_name(name))) != digest]
+                and remote_hash(mount.remote, mount.remote_name(name)) != digest]
 
     def status(self) -> list[MountStatus]:
         counters = self.store.index.counters()

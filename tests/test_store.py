@@ -558,6 +558,38 @@ def test_an_index_that_appeared_meanwhile_is_not_rebuilt(store_dir, capsys, monk
     assert "rebuilt" not in capsys.readouterr().err
 
 
+def recorded(store) -> dict[tuple[str, str], str]:
+    """The index's records of what remotes hold, as stored: (remote, ref) -> hash."""
+    return {(remote, ref): digest for remote, ref, digest
+            in store.index.db.execute("SELECT remote, ref, hash FROM remote_refs")}
+
+
+def test_schema_3_records_lose_their_credentials(store_dir):
+    """Schema 3 kept records by the mount's URL as written, in an index others may read:
+    upgrading keys them by the URL without credentials, and they still count (the name
+    is pushed); records made now never hold credentials either."""
+    import sqlite3
+
+    secret_url = "https://alice:s3cr3t-pw@dav.example/store"
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text(f'[[mounts]]\nprefix = "team/"\nremote = "{secret_url}"\n')
+    config = Config.load(str(store_dir))
+    with Store(config) as store:
+        digest = store.put_stream(io.BytesIO(b"pushed")).digest
+        store.bind("team/x", digest)
+    db = sqlite3.connect(store_dir / "index.sqlite", isolation_level=None)  # as schema 3 left it
+    db.execute("INSERT INTO remote_refs VALUES (?, ?, ?)", (secret_url, "x", digest))
+    db.execute("PRAGMA user_version = 3")
+    db.close()
+    with Store(config) as store:
+        assert recorded(store) == {("https://dav.example/store", "x"): digest}
+        assert store.mounted().unpushed(config.mounts[0]) == []
+        with store.index.transaction():
+            store.index.mark_on_remote(secret_url, [("y", digest)])
+        assert recorded(store)[("https://dav.example/store", "y")] == digest
+    assert all(b"s3cr3t" not in path.read_bytes() for path in store_dir.glob("index.sqlite*"))
+
+
 def test_schema_1_push_records_carry_over_to_the_mount_of_each_name(store_dir):
     """Upgrading must not forget what was pushed: every name would look unpushed, and
     the next push would put older values back over a teammate's newer ones."""
@@ -574,7 +606,7 @@ def test_schema_1_push_records_carry_over_to_the_mount_of_each_name(store_dir):
     db.execute("PRAGMA user_version = 1")
     db.close()
     with Store(config) as store:
-        assert store.index.remote_refs() == {("/tmp/team-remote", "x"): "a" * 64}
+        assert recorded(store) == {("/tmp/team-remote", "x"): "a" * 64}
         tables = {name for (name,) in store.index.db.execute("SELECT name FROM sqlite_master")}
         assert "pushed" not in tables and "remote_names" not in tables
 
@@ -602,7 +634,7 @@ def test_schema_2_records_go_to_the_name_on_the_remote_under_the_mount_covering_
     db.execute("PRAGMA user_version = 2")
     db.close()
     with Store(config) as store:
-        assert store.index.remote_refs() == {("/tmp/team-remote", "x"): "a" * 64,
+        assert recorded(store) == {("/tmp/team-remote", "x"): "a" * 64,
                                              ("/tmp/all-remote", "team/x"): "b" * 64,
                                              ("/tmp/all-remote", "misc/y"): "c" * 64}
 
