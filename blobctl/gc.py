@@ -198,18 +198,19 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
     # A name's object goes only if a remote really has it: records can be stale (the
     # remote lost it, or was emptied). Those it lacks stay, as unpushed, and the next
     # round picks others instead.
-    confirmed: set[str] = set()
-    disproved: list[tuple[str, str, str]] = []
+    # One Confirmation across rounds: a mount that cannot be asked is asked once (not
+    # once per round, each costing remote_timeout x remote_retries), and each mount gets
+    # one warning for all the rounds.
+    confirmation = _Confirmation(store)
     while True:
         evict, kept = select()
-        doubtful = [row.hash for row in evict if row.hash in backing and row.hash not in confirmed]
+        doubtful = [row.hash for row in evict if row.hash in backing and row.hash not in confirmation.held]
         if not doubtful:
             break
-        held, wrong = _confirm_on_remotes(store, {digest: backing[digest] for digest in doubtful})
-        confirmed.update(held)
-        disproved += wrong
+        held = confirmation.ask({digest: backing[digest] for digest in doubtful})
         for digest in set(doubtful) - held:
             protect(digest, "unpushed" if any(not mount.read_only for mount, _ in backing[digest]) else "named")
+    disproved = confirmation.warn()
     cutoff = now - int(max(grace, TEMP_MIN_AGE) * 1e9)
     temps, temp_dirs = _stale_temps(store.tmp_dir, cutoff)
     temp_dirs = [temp_dir for temp_dir in temp_dirs if not in_use(temp_dir)]  # a command running still
@@ -221,43 +222,59 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
                   tuple(disproved))
 
 
-def _confirm_on_remotes(store, backing: dict[str, list[tuple[Mount, str]]]
-                        ) -> tuple[set[str], list[tuple[str, str, str]]]:
-    """Ask the remotes whether they hold these objects (a HEAD each, in parallel): the
-    hashes some mount has, and the (remote, ref, hash) records of those a mount lacks.
-    A mount that cannot be asked confirms nothing (and is asked once at a time: one
-    failure stops the rest). Warns, per mount, of what stays and why."""
-    overlay = store.mounted()
-    unreachable: dict[Mount, str] = {}
-    missing: dict[Mount, list[tuple[str, str]]] = {}  # mount -> (name, hash) it lacks
+class _Confirmation:
+    """Asks the remotes whether they hold objects (a HEAD each, in parallel), over one
+    or more rounds of a plan: the hashes some mount has (`held`), and what each mount
+    lacks. A mount that cannot be asked confirms nothing, and is not asked again in this
+    gc (one failure stops the rest). warn() says, once per mount, what stays and why."""
 
-    def check(digest: str) -> bool:
-        for mount in dict.fromkeys(mount for mount, _ in backing[digest]):
-            if mount in unreachable:
-                continue
-            try:
-                if overlay.backend(mount).exists(keys.object_key(digest)):
-                    return True
-            except BlobctlError as exc:
-                unreachable.setdefault(mount, str(exc))
-                continue
-            missing.setdefault(mount, []).extend((name, digest) for held_by, name in backing[digest]
-                                                 if held_by == mount)
-        return False
+    def __init__(self, store):
+        self.store = store
+        self.held: set[str] = set()
+        self.unreachable: dict[Mount, str] = {}
+        self.missing: dict[Mount, list[tuple[str, str]]] = {}  # mount -> (name, hash) it lacks
 
-    with ThreadPoolExecutor(max_workers=CONFIRM_JOBS) as pool:
-        held = {digest for digest, there in zip(backing, pool.map(check, backing)) if there}
-    for mount, lacking in missing.items():
-        staying = {digest for _, digest in lacking if digest not in held}
-        if staying:
-            example = next(name for name, digest in lacking if digest in staying)
-            advice = "" if mount.read_only else "; 'blobctl push' publishes those names again"
-            warn(f"gc keeps what {overlay.backend(mount).url} lacks: {format_count(len(staying), 'object')} "
-                 f"that names were pushed or pulled with (e.g. {example}){advice}")
-    for mount, error in unreachable.items():
-        warn(f"gc keeps the objects it cannot confirm {overlay.backend(mount).url} holds: {error}")
-    return held, [(mount.remote, mount.remote_name(name), digest)
-                  for mount, lacking in missing.items() for name, digest in lacking]
+    def ask(self, backing: dict[str, list[tuple[Mount, str]]]) -> set[str]:
+        """Of these hashes (each with the (mount, name)s its records say hold it), those
+        a mount has."""
+
+        overlay = self.store.mounted()  # only asked when some name has a mount
+
+        def check(digest: str) -> bool:
+            for mount in dict.fromkeys(mount for mount, _ in backing[digest]):
+                if mount in self.unreachable:
+                    continue
+                try:
+                    if overlay.backend(mount).exists(keys.object_key(digest)):
+                        return True
+                except BlobctlError as exc:
+                    self.unreachable.setdefault(mount, str(exc))
+                    continue
+                self.missing.setdefault(mount, []).extend((name, digest) for held_by, name in backing[digest]
+                                                          if held_by == mount)
+            return False
+
+        with ThreadPoolExecutor(max_workers=CONFIRM_JOBS) as pool:
+            held = {digest for digest, there in zip(backing, pool.map(check, backing)) if there}
+        self.held |= held
+        return held
+
+    def warn(self) -> list[tuple[str, str, str]]:
+        """Warn of what stays, once per mount; the (remote, ref, hash) records the
+        remotes proved wrong."""
+        overlay = self.store.overlay
+        for mount, lacking in self.missing.items():
+            staying = {digest for _, digest in lacking if digest not in self.held}
+            if staying:
+                example = next(name for name, digest in lacking if digest in staying)
+                advice = "" if mount.read_only else "; 'blobctl push' publishes those names again"
+                warn(f"gc keeps what {overlay.backend(mount).url} lacks: "
+                     f"{format_count(len(staying), 'object')} that names were pushed or pulled with "
+                     f"(e.g. {example}){advice}")
+        for mount, error in self.unreachable.items():
+            warn(f"gc keeps the objects it cannot confirm {overlay.backend(mount).url} holds: {error}")
+        return [(mount.remote, mount.remote_name(name), digest)
+                for mount, lacking in self.missing.items() for name, digest in lacking]
 
 
 def _stale_temps(tmp_dir: Path, cutoff_ns: int) -> tuple[list[tuple[Path, int]], list[Path]]:

@@ -363,3 +363,33 @@ def test_auto_trim_waits_for_max_size_then_trims_to_the_low_water_mark(store_dir
         outcome = gc.auto_trim(store)
         assert outcome.evicted == tuple(digests[:3])
         assert outcome.stored_after <= 10_000 * gc.LOW_WATER
+
+
+def test_over_several_rounds_each_mount_is_warned_of_once_and_an_unreachable_one_asked_once(
+        store_dir, tmp_path, capsys, monkeypatch):
+    """A limit that a few evictions meet makes plan() ask the remote round after round
+    (each round picks the next oldest names once the last ones proved unconfirmed): one
+    warning per mount with the total, and a mount that failed is not asked again (each
+    failure costs remote_timeout x (remote_retries + 1): minutes, offline)."""
+    lost_remote, gone_remote = tmp_path / "lost-remote", tmp_path / "not-mounted"
+    lost_remote.mkdir()
+    with configured_store(store_dir, f'[[mounts]]\nprefix = "team/"\nremote = "{lost_remote}"\n\n'
+                          f'[[mounts]]\nprefix = "usb/"\nremote = "{gone_remote}"\n') as store:
+        digests = aged_objects(store, store_dir, 20)
+        for number, digest in enumerate(digests):
+            store.bind(f"team/{number}" if number % 2 else f"usb/{number}", digest)
+        with store.index.transaction():
+            store.index.mark_on_remote(str(lost_remote), [(str(n), d) for n, d in enumerate(digests) if n % 2])
+            store.index.mark_on_remote(str(gone_remote), [(str(n), d) for n, d in enumerate(digests) if not n % 2])
+        asked = []
+        real_exists = type(store.mounted().backend(store.config.mounts[1])).exists
+        monkeypatch.setattr(type(store.mounted().backend(store.config.mounts[1])), "exists",
+                            lambda self, key: asked.append(self.url) or real_exists(self, key))
+        total = store.index.totals().stored
+        plan = gc.plan(store, max_size=total - 1)  # one object at a time would do
+        assert evicted(plan) == [] and set(reasons(plan).values()) == {"unpushed"}
+        warnings = capsys.readouterr().err.strip().splitlines()
+        assert len(warnings) == 2, warnings
+        assert "lacks: 10 objects" in warnings[0] and "cannot confirm" in warnings[1], warnings
+        assert sum(str(gone_remote) in url for url in asked) == 1, asked
+        assert len(plan.disproved) == 10
