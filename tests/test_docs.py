@@ -240,6 +240,19 @@ def test_a_name_holding_an_equals_sign_completes_whole(blobctl, tab_in_shell, sh
     assert f"$ blobctl get team@home/x {MARK}" in tab_in_shell(shell, "blobctl get team@h")
 
 
+@pytest.mark.parametrize("typed, shown", [("'runs/lr=0.", "'runs/lr=0.1/model.bin'"),
+                                           ('"runs/lr=0.', '"runs/lr=0.1/model.bin"'),
+                                           ("runs/lr\\=0.", "runs/lr=0.1/model.bin"),
+                                           ("runs/'lr=0.", "runs/'lr=0.1/model.bin'"),
+                                           ("'team@h", "'team@home/x'")])
+def test_a_quoted_or_escaped_word_break_does_not_cut_the_name(blobctl, tab_in_shell, typed, shown):
+    """Quoting the '=' is how users got such names completed before: readline then does
+    not break the word there, so the candidates must stay whole."""
+    blobctl("put", "--name", "runs/lr=0.1/model.bin", "-", input=b"x", check=True)
+    blobctl("put", "--name", "team@home/x", "-", input=b"y", check=True)
+    assert f"$ blobctl get {shown} {MARK}" in tab_in_shell("bash", f"blobctl get {typed}")
+
+
 def test_zsh_descriptions_keep_apostrophes(tab_in_shell):
     assert "Write an object's original bytes" in tab_in_shell("zsh", "blobctl g")
 

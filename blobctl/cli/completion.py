@@ -105,12 +105,66 @@ class BlobctlBashComplete(_Answer, BashComplete):
 
     def _before_bash_word(self) -> str:
         """What of the word being completed bash keeps: up to its last word-break
-        character (a script from before _BLOBCTL_WORDBREAKS gets bash's default set)."""
+        character (a script from before _BLOBCTL_WORDBREAKS gets bash's default set),
+        unless that character is quoted ('runs/lr=0. or runs/lr\\=0.): see _bash_replaced."""
         _, incomplete = self.get_completion_args()
         breaks = os.environ.get("_BLOBCTL_WORDBREAKS", BASH_DEFAULT_WORDBREAKS)
-        cut = max((incomplete.rfind(char) for char in breaks), default=-1)
-        # readline leaves '@' and '$' (its rl_special_prefixes) in the word it replaces
-        return incomplete[:cut] if cut >= 0 and incomplete[cut] in "@$" else incomplete[:cut + 1]
+        line = os.environ.get("_BLOBCTL_LINE")
+        if line is None:  # a script from before _BLOBCTL_LINE: the word as bash split it
+            cut = max((incomplete.rfind(char) for char in breaks), default=-1)
+            return incomplete[:cut] if cut >= 0 and incomplete[cut] in "@$" else incomplete[:cut + 1]
+        replaced = _bash_replaced(line, breaks)
+        words = split_arg_string(replaced) if replaced.strip() else [""]
+        tail = words[-1] if words else ""
+        return incomplete[:len(incomplete) - len(tail)] if incomplete.endswith(tail) else ""
+
+
+def _bash_replaced(line: str, breaks: str) -> str:
+    """The text at the end of `line` that readline replaces with a candidate, found as
+    rl_find_completion_word does: after the quote of an unclosed quoted part, else after
+    the last word-break character that is neither quoted nor escaped (bash's
+    char_is_quoted), keeping '@' and '$' (rl_special_prefixes)."""
+    end, point, quote, escaped, found_quote = len(line), len(line), "", False, False
+    for index, char in enumerate(line):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = found_quote = True
+        elif quote:
+            if char == quote:
+                quote, point = "", end
+        elif char in "'\"":
+            point, quote, found_quote = index + 1, char, True
+    if quote:
+        return line[point:]
+    quoted = _quoted_positions(line) if found_quote else set()
+    point = end
+    while point > 0:
+        point -= 1
+        if line[point] in breaks and point not in quoted:
+            break
+    if line[point] in breaks and point not in quoted and line[point] not in "@$":
+        point += 1
+    return line[point:]
+
+
+def _quoted_positions(line: str) -> set[int]:
+    """Indexes of the characters of `line` that quotes or a backslash protect."""
+    protected, quote, escaped = set(), "", False
+    for index, char in enumerate(line):
+        if escaped:
+            protected.add(index)
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            if char == quote:
+                quote = ""
+            else:
+                protected.add(index)
+        elif char in "'\"":
+            quote = char
+    return protected
 
 
 class BlobctlZshComplete(_Answer, ZshComplete):
