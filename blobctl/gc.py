@@ -40,8 +40,8 @@ from blobctl import keys, pins, racehooks, stats
 from blobctl.config import Mount, covering_mounts
 from blobctl.errors import BlobctlError, IntegrityError, warn
 from blobctl.fsutil import TEMP_SUFFIX, free_bytes, in_use, remove_temp_dir
-from blobctl.index import ObjectRow
-from blobctl.units import format_count
+from blobctl.index import OPEN_ROOM, IndexFull, ObjectRow
+from blobctl.units import format_count, format_size
 
 #: Why a surviving object stays, most important first (an object counts under the first).
 KEEP_REASONS = ("named", "pinned", "unpushed", "grace", "not_needed")
@@ -363,6 +363,15 @@ def make_room(store, gc_plan: GcPlan) -> dict[str, int]:
     index that had to be opened read-only. Returns their stored sizes by hash, for
     execute() to count. Under the write lock, as execute() deletes, unless the index is
     read-only for want of space: then no other command can write either."""
+    free = free_bytes(store.root)
+    if free + gc_plan.evict_bytes < OPEN_ROOM:  # the index would open read-only again
+        # refuse before deleting anything: files deleted here but still in the index
+        # (their rows cannot be dropped) are what fsck reports as damage
+        raise IndexFull(f"cannot free space: the disk holding {store.root} is full and this gc would evict "
+                        f"only {format_size(gc_plan.evict_bytes)}; the index needs "
+                        f"{format_size(OPEN_ROOM)} free to be written",
+                        "pass a lower --max-size or --grace 0, or free space elsewhere on that disk "
+                        "(named, pinned and unpushed objects stay)")
     removed: dict[str, int] = {}
     read_only = store.index.full
     for start in range(0, len(gc_plan.evict), EVICT_BATCH):

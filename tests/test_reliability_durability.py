@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -339,3 +340,20 @@ def test_full_disk_reads_and_gc_frees_space(small_disk, index_open):
     report(6, f"disk full (a real one, {'index open elsewhere' if index_open else 'index closed'})", f"tmpfs of 40 MiB filled to {left >> 10} KiB free: "
            "ls, stat, get, fsck exit 0; put exit 1 in one line; gc evicted "
            f"{executed['evicted']} objects ({executed['stored'] >> 20} MiB), names and pins kept, fsck clean")
+
+
+def test_full_disk_gc_that_would_free_too_little_deletes_nothing(small_disk):
+    """A plan too small for the index to be written again (here 3 kB of a full disk)
+    must not delete files it then cannot drop from the index: it says why, exit 1, and
+    the store stays consistent (fsck clean)."""
+    store = small_disk / "store"
+    assert run_in(store, "put", "-", input=os.urandom(3000)).code == 0  # the oldest: the one evicted
+    time.sleep(0.01)
+    for number in range(8):
+        assert run_in(store, "put", "--name", f"keep/{number}", "-", input=os.urandom(1 << 20)).code == 0
+    stored = json.loads(run_in(store, "stat", "--json").out)["stored"]
+    fill(small_disk)
+    collected = run_in(store, "gc", "--max-size", str(stored - 1), "--grace", "0")
+    assert collected.code == 1 and "evict only" in collected.err, collected.err
+    checked = run_in(store, "fsck")
+    assert checked.code == 0 and "0 problems" in checked.err, checked.err
