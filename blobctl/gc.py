@@ -28,6 +28,7 @@ them, and the next gc drops them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import stat as stat_module
 import time
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blobctl import keys, pins, racehooks, stats
+from blobctl.backends import Backend, open_backend
+from blobctl.backends.common import mask_url
 from blobctl.config import Mount, covering_mounts
 from blobctl.errors import BlobctlError, IntegrityError, warn
 from blobctl.fsutil import TEMP_SUFFIX, free_bytes, in_use, remove_temp_dir
@@ -50,6 +53,8 @@ KEEP_REASONS = ("named", "pinned", "unpushed", "grace", "not_needed")
 EVICT_BATCH = 500
 #: Remotes asked at once whether they hold an object before gc evicts its local copy.
 CONFIRM_JOBS = 8
+#: Seconds the automatic gc after a put allows a mount to confirm an object, once.
+QUICK_TIMEOUT = 5.0
 #: Automatic gc trims to this fraction of max_size, so it does not run on every put.
 LOW_WATER = 0.9
 #: Temp files younger than this are left alone whatever the grace period: a put may still
@@ -144,8 +149,10 @@ def name_protections(store) -> Callable[[str, str], str | None]:
 
 
 def plan(store, *, max_size: int | None, older_than: float | None = None,
-         grace: float | None = None) -> GcPlan:
-    """Decide what goes. Reads the refs from their files (the truth), pins, and the index."""
+         grace: float | None = None, quick: bool = False) -> GcPlan:
+    """Decide what goes. Reads the refs from their files (the truth), pins, and the index.
+    `quick`: remotes get one short try each (see _Confirmation): the automatic gc after
+    a put must not hold it up for minutes when a mount is unreachable."""
     now = time.time_ns()
     grace = store.config.get("gc_grace") if grace is None else grace
     rank = {reason: position for position, reason in enumerate(KEEP_REASONS)}
@@ -201,7 +208,7 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
     # One Confirmation across rounds: a mount that cannot be asked is asked once (not
     # once per round, each costing remote_timeout x remote_retries), and each mount gets
     # one warning for all the rounds.
-    confirmation = _Confirmation(store)
+    confirmation = _Confirmation(store, quick=quick)
     while True:
         evict, kept = select()
         doubtful = [row.hash for row in evict if row.hash in backing and row.hash not in confirmation.held]
@@ -210,7 +217,7 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
         held = confirmation.ask({digest: backing[digest] for digest in doubtful})
         for digest in set(doubtful) - held:
             protect(digest, "unpushed" if any(not mount.read_only for mount, _ in backing[digest]) else "named")
-    disproved = confirmation.warn()
+    disproved = confirmation.finish()
     cutoff = now - int(max(grace, TEMP_MIN_AGE) * 1e9)
     temps, temp_dirs = _stale_temps(store.tmp_dir, cutoff)
     temp_dirs = [temp_dir for temp_dir in temp_dirs if not in_use(temp_dir)]  # a command running still
@@ -226,26 +233,43 @@ class _Confirmation:
     """Asks the remotes whether they hold objects (a HEAD each, in parallel), over one
     or more rounds of a plan: the hashes some mount has (`held`), and what each mount
     lacks. A mount that cannot be asked confirms nothing, and is not asked again in this
-    gc (one failure stops the rest). warn() says, once per mount, what stays and why."""
+    gc (one failure stops the rest). finish() says, once per mount, what stays and why.
+    `quick`: each request gets at most QUICK_TIMEOUT and no retry (the automatic gc
+    after a put: an object not confirmed just stays)."""
 
-    def __init__(self, store):
+    def __init__(self, store, *, quick: bool = False):
         self.store = store
+        self.quick = quick
         self.held: set[str] = set()
         self.unreachable: dict[Mount, str] = {}
         self.missing: dict[Mount, list[tuple[str, str]]] = {}  # mount -> (name, hash) it lacks
+        self._backends: dict[Mount, Backend] = {}
+
+    def _backend(self, mount: Mount) -> Backend:
+        if mount not in self._backends:
+            if self.quick:
+                settings = self.store.config.remote_settings()
+                self._backends[mount] = open_backend(mount.remote, dataclasses.replace(
+                    settings, timeout=min(settings.timeout, QUICK_TIMEOUT), retries=0), read_only=True)
+            else:
+                self._backends[mount] = self.store.mounted().backend(mount)
+        return self._backends[mount]
 
     def ask(self, backing: dict[str, list[tuple[Mount, str]]]) -> set[str]:
         """Of these hashes (each with the (mount, name)s its records say hold it), those
         a mount has."""
-
-        overlay = self.store.mounted()  # only asked when some name has a mount
+        for mount in {mount for pairs in backing.values() for mount, _ in pairs} - set(self.unreachable):
+            try:  # opened here, once: the checks run in threads
+                self._backend(mount)
+            except BlobctlError as exc:  # a URL written into the config by hand, say
+                self.unreachable[mount] = str(exc)
 
         def check(digest: str) -> bool:
             for mount in dict.fromkeys(mount for mount, _ in backing[digest]):
                 if mount in self.unreachable:
                     continue
                 try:
-                    if overlay.backend(mount).exists(keys.object_key(digest)):
+                    if self._backends[mount].exists(keys.object_key(digest)):
                         return True
                 except BlobctlError as exc:
                     self.unreachable.setdefault(mount, str(exc))
@@ -259,20 +283,22 @@ class _Confirmation:
         self.held |= held
         return held
 
-    def warn(self) -> list[tuple[str, str, str]]:
-        """Warn of what stays, once per mount; the (remote, ref, hash) records the
-        remotes proved wrong."""
-        overlay = self.store.overlay
+    def finish(self) -> list[tuple[str, str, str]]:
+        """Warn of what stays, once per mount, and close quick backends; the (remote,
+        ref, hash) records the remotes proved wrong."""
+        if self.quick:
+            for backend in self._backends.values():
+                backend.close()
         for mount, lacking in self.missing.items():
             staying = {digest for _, digest in lacking if digest not in self.held}
             if staying:
                 example = next(name for name, digest in lacking if digest in staying)
                 advice = "" if mount.read_only else "; 'blobctl push' publishes those names again"
-                warn(f"gc keeps what {overlay.backend(mount).url} lacks: "
+                warn(f"gc keeps what {mask_url(mount.remote)} lacks: "
                      f"{format_count(len(staying), 'object')} that names were pushed or pulled with "
                      f"(e.g. {example}){advice}")
         for mount, error in self.unreachable.items():
-            warn(f"gc keeps the objects it cannot confirm {overlay.backend(mount).url} holds: {error}")
+            warn(f"gc keeps the objects it cannot confirm {mask_url(mount.remote)} holds: {error}")
         return [(mount.remote, mount.remote_name(name), digest)
                 for mount, lacking in self.missing.items() for name, digest in lacking]
 
@@ -470,4 +496,4 @@ def auto_trim(store) -> GcOutcome | None:
         return None
     since_opened = (time.time_ns() - store.opened_ns) / 1e9
     return execute(store, plan(store, max_size=int(max_size * LOW_WATER),
-                               grace=max(store.config.get("gc_grace"), since_opened)))
+                               grace=max(store.config.get("gc_grace"), since_opened), quick=True))

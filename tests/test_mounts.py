@@ -522,3 +522,44 @@ def test_gc_keeps_pushed_names_it_cannot_confirm(blobctl, tmp_path, s3_remote):
     assert len(warnings) == 1 and "cannot confirm" in warnings[0] and "credentials" in warnings[0], warnings
     assert "wrong-secret-abcdef" not in collected.err
     assert json.loads(alice("push", "--json", check=True).out)[0]["objects"] == 0
+
+
+def test_automatic_gc_waits_briefly_on_a_mount_that_does_not_answer(blobctl, tmp_path):
+    """The automatic gc after a put asks a mount once, briefly, whether it holds what
+    it would evict: a mount that accepts connections and never answers holds the put up
+    for one short timeout, not remote_timeout x (remote_retries + 1) per planning round,
+    and what it could not confirm stays."""
+    import functools
+    import http.server
+    import threading
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    alice = store_runner(blobctl, tmp_path / "alice", {})
+    alice("mount", "team", remote, check=True)
+    for number in range(5):
+        alice("put", "--name", f"team/{number}", "-", input=os.urandom(20_000), check=True)
+    alice("push", check=True)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(remote)))
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bob_store = tmp_path / "bob"
+    bob = functools.partial(blobctl, "--store", bob_store)  # default remote_timeout and retries
+    bob("mount", "team", f"http://127.0.0.1:{port}", "--read-only", check=True)
+    bob("pull", *(f"team/{number}" for number in range(5)), check=True)  # plain HTTP cannot list
+    server.shutdown()
+    server.server_close()
+    with socket.socket() as silent:  # accepts connections (the backlog), never answers
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", port))
+        silent.listen(64)
+        bob("config", "set", "max_size", "50 kB", check=True)
+        bob("config", "set", "gc_grace", "0s", check=True)
+        started = time.monotonic()
+        result = bob("put", "-", input=os.urandom(20_000))
+        took = time.monotonic() - started
+    assert result.code == 0, result.err
+    assert result.err.count("cannot confirm") == 1, result.err
+    assert took < 25, f"the put waited {took:.0f} s on a mount that does not answer"
+    assert len(json.loads(bob("ls", "--json").out)) == 5  # every pulled name still readable locally
