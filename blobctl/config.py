@@ -331,7 +331,10 @@ class ConfigFile:
         except FileNotFoundError:
             mode = 0o600
         syncer = Syncer()
-        atomic_write(target, target.parent, lambda f: f.write(data), syncer, mode=mode)
+        try:
+            atomic_write(target, target.parent, lambda f: f.write(data), syncer, mode=mode)
+        except OSError as exc:  # a full disk, say: the file is as it was
+            raise from_os_error(exc, "write config", target) from exc
         syncer.flush()
 
     @contextmanager

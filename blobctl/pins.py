@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from blobctl import keys
-from blobctl.errors import NotFoundError, warn
+from blobctl.errors import NotFoundError, from_os_error, warn
 from blobctl.fsutil import atomic_write
 
 #: The expiry of a pin that never expires.
@@ -38,7 +38,10 @@ def pin(store, digest: str, ttl_seconds: float | None) -> tuple[int | None, bool
         current = _recorded_expiry(path)
         if current is not _NONE and (current is FOREVER or (expires is not FOREVER and current >= expires)):
             return current, False
-        atomic_write(path, store.tmp_dir, lambda handle: handle.write(content), store.syncer)
+        try:
+            atomic_write(path, store.tmp_dir, lambda handle: handle.write(content), store.syncer)
+        except OSError as exc:
+            raise from_os_error(exc, "write pin", path) from exc
     return expires, True
 
 

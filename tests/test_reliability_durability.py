@@ -321,6 +321,8 @@ def test_full_disk_reads_and_gc_frees_space(small_disk, index_open):
     refused = run_in(store, "rm", "drop/me")
     assert refused.code == 1 and refused.err.count("\n") == 1 and "no space left" in refused.err, refused.err
     assert "standard output" not in refused.err, refused.err
+    refused = run_in(store, "config", "set", "gc_grace", "2h")
+    assert refused.code == 1 and "cannot write config" in refused.err and "no space left" in refused.err, refused.err
     assert leftover_temp_files(store) == []
     assert run_in(store, "fsck").code == 0
 

@@ -110,7 +110,7 @@ def push(
         render.emit_json(rows)
     elif dry_run:
         render.emit_lines([name for r in rows for name in r["pending"]])
-        render.message(f"{sum(len(r['pending']) for r in rows)} names would be pushed")
+        render.message(f"{render.count(sum(len(r['pending']) for r in rows), 'name')} would be pushed")
     else:
         render.table([Column("prefix"), Column("remote"), Column("objects", "right"), Column("bytes", "right"),
                       Column("skipped", "right"), Column("names", "right"), Column("seconds", "right")],
