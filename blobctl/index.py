@@ -83,7 +83,13 @@ INSERT OR REPLACE INTO remote_refs
 DROP TABLE pushed;
 DROP TABLE remote_names;
 -- Schema 3 kept records by the mount's URL as written, credentials included, in a file
--- others may read: schema 4 keys them by remote_key(URL).
+-- others may read: schema 4 keys them by remote_key(URL). Records of one ref under URLs
+-- that differ only in credentials (a password changed, a user added) that disagree on
+-- its hash cannot be told apart by age: all of them go, as a lost record is the safe
+-- way to be wrong (the name looks unpushed), and a stale one is not (it makes a local
+-- value that was never pushed look like a cache entry, which a pull then replaces).
+DELETE FROM remote_refs WHERE (remote_key(remote), ref) IN (
+    SELECT remote_key(remote), ref FROM remote_refs GROUP BY 1, 2 HAVING count(DISTINCT hash) > 1);
 UPDATE OR REPLACE remote_refs SET remote = remote_key(remote) WHERE remote <> remote_key(remote);
 PRAGMA user_version = {SCHEMA_VERSION};
 COMMIT;

@@ -590,6 +590,33 @@ def test_schema_3_records_lose_their_credentials(store_dir):
     assert all(b"s3cr3t" not in path.read_bytes() for path in store_dir.glob("index.sqlite*"))
 
 
+def test_schema_3_records_that_differ_only_in_credentials_and_disagree_are_dropped(store_dir):
+    """A password changed under schema 3 left records of one ref under two URLs. Which
+    is newer is unknown: keeping the stale one made a local value that was never pushed
+    look like a cache entry (push skipped it, pull replaced it). Disagreeing records go
+    (the name is unpushed); agreeing ones become one."""
+    import sqlite3
+
+    old_url, new_url = "https://alice:old-pw@dav.example/store", "https://alice:new-pw@dav.example/store"
+    store_dir.mkdir()
+    (store_dir / "config.toml").write_text(f'[[mounts]]\nprefix = "team/"\nremote = "{new_url}"\n')
+    config = Config.load(str(store_dir))
+    with Store(config) as store:
+        kept = store.put_stream(io.BytesIO(b"kept local, never pushed")).digest
+        pushed = store.put_stream(io.BytesIO(b"pushed with the new password")).digest
+        both = store.put_stream(io.BytesIO(b"pushed under both")).digest
+        store.bind("team/x", kept)
+        store.bind("team/y", both)
+    db = sqlite3.connect(store_dir / "index.sqlite", isolation_level=None)  # as schema 3 left it
+    db.executemany("INSERT INTO remote_refs VALUES (?, ?, ?)",
+                   [(old_url, "x", kept), (new_url, "x", pushed), (old_url, "y", both), (new_url, "y", both)])
+    db.execute("PRAGMA user_version = 3")
+    db.close()
+    with Store(config) as store:
+        assert recorded(store) == {("https://dav.example/store", "y"): both}
+        assert store.mounted().unpushed(config.mounts[0]) == [("team/x", kept)]
+
+
 def test_schema_1_push_records_carry_over_to_the_mount_of_each_name(store_dir):
     """Upgrading must not forget what was pushed: every name would look unpushed, and
     the next push would put older values back over a teammate's newer ones."""
