@@ -9,6 +9,7 @@ inside `transaction()`, so neither sees the other half-done. Times are integer n
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -403,15 +404,33 @@ class Index:
         self.db.executemany("DELETE FROM remote_refs WHERE remote = ? AND ref = ? AND hash = ?",
                             [(remote_key(remote), ref, digest) for remote, ref, digest in records])
 
+    @functools.cached_property
+    def _raw_remote_keys(self) -> bool:
+        """Whether records are still keyed by URLs as written (schema 3, read where this
+        user may only read the store): lookups then mask what is stored, as the upgrade
+        would, and records that disagree once masked count as none (see _SCHEMA)."""
+        return self.db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION
+
     def remote_hash(self, remote: str, ref: str) -> str | None:
+        if self._raw_remote_keys:
+            return self.remote_records()(remote, ref)
         found = self.db.execute("SELECT hash FROM remote_refs WHERE remote = ? AND ref = ?",
                                 (remote_key(remote), ref)).fetchone()
         return found[0] if found else None
 
     def remote_records(self) -> Callable[[str, str], str | None]:
         """remote_hash for many lookups: every record read once."""
-        held = {(remote, ref): digest for remote, ref, digest
-                in self.db.execute("SELECT remote, ref, hash FROM remote_refs")}
+        rows = self.db.execute("SELECT remote, ref, hash FROM remote_refs")
+        if not self._raw_remote_keys:
+            held = {(remote, ref): digest for remote, ref, digest in rows}
+        else:
+            held, ambiguous = {}, set()
+            for remote, ref, digest in rows:
+                key = (remote_key(remote), ref)
+                if held.setdefault(key, digest) != digest:
+                    ambiguous.add(key)
+            for key in ambiguous:
+                del held[key]
         return lambda remote, ref: held.get((remote_key(remote), ref))
 
     # -- rebuild ------------------------------------------------------------------------

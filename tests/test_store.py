@@ -617,6 +617,42 @@ def test_schema_3_records_that_differ_only_in_credentials_and_disagree_are_dropp
         assert store.mounted().unpushed(config.mounts[0]) == [("team/x", kept)]
 
 
+def test_a_read_only_schema_3_index_still_knows_what_was_pushed(tmp_path):
+    """A store this user may only read is read at schema 3 as it is: its records are
+    keyed by the URL with credentials, and lookups by the masked URL found none, so
+    every pushed name looked unpushed (mount, push --dry-run, gc --dry-run)."""
+    import sqlite3
+    import subprocess
+
+    secret_url = "https://alice:s3cr3t-pw@dav.example/store"
+    source, view = tmp_path / "store", tmp_path / "read-only"
+    source.mkdir()
+    (source / "config.toml").write_text(f'[[mounts]]\nprefix = "team/"\nremote = "{secret_url}"\n')
+    with Store(Config.load(str(source))) as store:
+        pushed = store.put_stream(io.BytesIO(b"pushed")).digest
+        local = store.put_stream(io.BytesIO(b"local")).digest
+        store.bind("team/x", pushed)
+        store.bind("team/y", local)
+    db = sqlite3.connect(source / "index.sqlite", isolation_level=None)  # as schema 3 left it
+    db.execute("INSERT INTO remote_refs VALUES (?, ?, ?)", (secret_url, "x", pushed))
+    db.execute("PRAGMA user_version = 3")
+    db.close()
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(source), str(view)]).returncode:
+        if os.environ.get("CI"):
+            pytest.fail("cannot bind-mount for the read-only store test")
+        pytest.skip("cannot bind-mount (needs root)")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+        config = Config.load(str(view))
+        with Store(config) as store:
+            assert store.index.db.execute("PRAGMA user_version").fetchone()[0] == 3  # not upgraded
+            assert store.mounted().unpushed(config.mounts[0]) == [("team/y", local)]
+            assert store.index.remote_hash(config.mounts[0].remote, "x") == pushed
+    finally:
+        subprocess.run(["umount", "-l", str(view)])
+
+
 def test_schema_1_push_records_carry_over_to_the_mount_of_each_name(store_dir):
     """Upgrading must not forget what was pushed: every name would look unpushed, and
     the next push would put older values back over a teammate's newer ones."""
