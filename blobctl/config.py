@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -327,9 +328,15 @@ class ConfigFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         target = Path(os.path.realpath(self.path))
         try:
-            mode = os.stat(target).st_mode & 0o7777
+            info = os.stat(target)
         except FileNotFoundError:
             mode = 0o600
+        else:
+            if not stat.S_ISREG(info.st_mode):  # /dev/null (BLOBCTL_CONFIG=/dev/null): never replace it
+                raise UsageError(f"cannot write config {self.path}: not a regular file",
+                                 "point BLOBCTL_CONFIG at a file to change the user config"
+                                 if self.path == user_config_path() else None)
+            mode = stat.S_IMODE(info.st_mode)
         syncer = Syncer()
         try:
             atomic_write(target, target.parent, lambda f: f.write(data), syncer, mode=mode)

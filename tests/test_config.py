@@ -228,3 +228,22 @@ def test_mounts_are_refused_in_user_config(tmp_path):
 
 def test_normalize_prefix():
     assert normalize_prefix("") == "" and normalize_prefix("a") == "a/" and normalize_prefix("a/") == "a/"
+
+
+def test_config_set_never_replaces_a_device_named_as_the_user_config(tmp_path, monkeypatch):
+    """BLOBCTL_CONFIG=/dev/null keeps a user config out of the way; `config set --user`
+    then renamed its temp file over /dev/null (as root: every later '> /dev/null' on
+    the machine filled a regular file) and said 'set in /dev/null'."""
+    import os
+    import stat
+
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("cannot make a device node (needs root)")
+    monkeypatch.setenv("BLOBCTL_CONFIG", str(device))
+    config = Config.load(str(tmp_path / "store"))
+    with pytest.raises(UsageError, match="not a regular file"):
+        config.set("gc_grace", "2h", user=True)
+    assert stat.S_ISCHR(device.stat().st_mode)
