@@ -244,7 +244,9 @@ def test_a_name_holding_an_equals_sign_completes_whole(blobctl, tab_in_shell, sh
                                            ('"runs/lr=0.', '"runs/lr=0.1/model.bin"'),
                                            ("runs/lr\\=0.", "runs/lr=0.1/model.bin"),
                                            ("runs/'lr=0.", "runs/'lr=0.1/model.bin'"),
-                                           ("'team@h", "'team@home/x'")])
+                                           ("'team@h", "'team@home/x'"),
+                                           ('"runs/lr=0.1"/m', "runs/lr=0.1/model.bin"),
+                                           ("r'uns/lr=0.1'/m", "runs/lr=0.1/model.bin")])
 def test_a_quoted_or_escaped_word_break_does_not_cut_the_name(blobctl, tab_in_shell, typed, shown):
     """Quoting the '=' is how users got such names completed before: readline then does
     not break the word there, so the candidates must stay whole."""

@@ -149,7 +149,9 @@ def _bash_replaced(line: str, breaks: str) -> str:
 
 
 def _quoted_positions(line: str) -> set[int]:
-    """Indexes of the characters of `line` that quotes or a backslash protect."""
+    """Indexes of the characters of `line` that quotes or a backslash protect, the
+    quotes themselves included, as bash's char_is_quoted counts them: the closing '"'
+    of 'r"uns/lr=0.1"/m' is no word break, and readline replaces the whole word."""
     protected, quote, escaped = set(), "", False
     for index, char in enumerate(line):
         if escaped:
@@ -158,11 +160,11 @@ def _quoted_positions(line: str) -> set[int]:
         elif char == "\\" and quote != "'":
             escaped = True
         elif quote:
+            protected.add(index)
             if char == quote:
                 quote = ""
-            else:
-                protected.add(index)
         elif char in "'\"":
+            protected.add(index)
             quote = char
     return protected
 
