@@ -324,6 +324,15 @@ def test_credentials_in_urls_are_masked(blobctl, webdav_remote):
     assert "hunter2secret" not in listing and "127.0.0.1" in listing
 
 
+def test_an_s3_url_with_credentials_is_refused_without_showing_them(blobctl):
+    """S3 takes no user:password@ part: it became part of the bucket name, the mount
+    table showed s3://bucket/pre (another bucket), and every error showed the secret."""
+    result = blobctl("mount", "t", "s3://AKIAKEY:hunter2secret@bucket/pre")
+    assert result.code == EXIT_USAGE and "holds no credentials" in result.err
+    assert "hunter2secret" not in result.err + result.text
+    assert "bucket" not in blobctl("mount").text  # nothing was mounted
+
+
 def test_pull_keeps_what_it_verified_when_one_name_fails(blobctl, tmp_path):
     remote_dir = tmp_path / "remote"
     maker = store_runner(blobctl, remote_dir, {})

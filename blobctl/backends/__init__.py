@@ -47,8 +47,12 @@ def check_url(url: str, *, new: bool = False) -> str:
         return os.path.abspath(os.path.expanduser(url))
     if scheme != "file" and not url.partition("://")[2].strip("/"):
         raise UsageError(f"invalid remote URL {shown!r}: it names no host or bucket")
+    if new and scheme == "s3" and "@" in url.partition("://")[2].partition("/")[0]:
+        raise UsageError(f"invalid S3 remote URL {shown!r}: an s3:// URL holds no credentials",
+                         "set s3.access_key_id and s3.secret_access_key with 'blobctl config set', "
+                         "or the AWS_* variables")
     if new and scheme == "s3" and {"", ".", ".."} & set(url.partition("://")[2].strip("/").split("/")[1:]):
-        raise UsageError(f"invalid remote URL {url!r}: an empty, '.' or '..' path segment",
+        raise UsageError(f"invalid remote URL {shown!r}: an empty, '.' or '..' path segment",
                          "use s3://bucket or s3://bucket/prefix")
     if new and scheme in ("http", "https"):
         check_http_url(url)

@@ -38,12 +38,12 @@ class S3Backend(Backend):
     """Keys are object names under `s3://bucket/prefix`; see the module docstring."""
 
     def __init__(self, url: str, *, settings: RemoteSettings, read_only: bool = False):
-        super().__init__(url.rstrip("/"), read_only=read_only)
+        super().__init__(mask_url(url).rstrip("/"), read_only=read_only)  # never a secret in a message
         from obstore.store import S3Store  # lazily: local commands never pay for it
 
         bucket, _, prefix = url[len("s3://"):].partition("/")
         if not bucket:
-            raise UsageError(f"invalid S3 remote URL {url!r}: no bucket", "use s3://bucket or s3://bucket/prefix")
+            raise UsageError(f"invalid S3 remote URL {self.url!r}: no bucket", "use s3://bucket or s3://bucket/prefix")
         self.bucket = bucket
         self.endpoint = settings.s3_endpoint
         self._secrets = (settings.s3_secret_access_key, settings.s3_session_token)
@@ -75,7 +75,7 @@ class S3Backend(Backend):
                 },
             )
         except ValueError as exc:  # a prefix S3 cannot hold ('a//b', 'a/./b') in a config written by hand
-            raise UsageError(f"invalid S3 remote {url!r}: {str(exc).splitlines()[0]}",
+            raise UsageError(f"invalid S3 remote {self.url!r}: {str(exc).splitlines()[0]}",
                              "unmount it and mount a valid URL") from None
         self._bucket_seen = False
 
@@ -86,9 +86,9 @@ class S3Backend(Backend):
         from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 
         text = str(exc)
-        where = f"s3://{self.bucket}" + (f" at {mask_url(self.endpoint)}" if self.endpoint else "")
+        where = mask_url(f"s3://{self.bucket}") + (f" at {mask_url(self.endpoint)}" if self.endpoint else "")
         if "NoSuchBucket" in text:
-            return RemoteError(f"S3 bucket {self.bucket!r} does not exist ({where})",
+            return RemoteError(f"S3 bucket {mask_url('s3://' + self.bucket)[5:]!r} does not exist ({where})",
                                "create the bucket or fix the remote URL")
         if isinstance(exc, FileNotFoundError):
             return NotFoundError(f"{key} not found in {self.url}")
