@@ -518,11 +518,10 @@ class Overlay:
         if not is_prefix:
             resolved = self.store.resolve(target)
             name = resolved.name
-            # A local name whose value a covering remote holds is a cache entry of that
-            # remote: read its ref again, as a prefix pull does, so that a value another
-            # store pushed since replaces it. An unpushed local value is left alone.
-            if name is not None and (self.store.read_ref(name) is None or gc.name_protection(
-                    self.mounts, self.store.index.remote_hash, name, resolved.digest) is None):
+            # A name's ref is read again, as a prefix pull reads it: a value another store
+            # pushed since replaces a local one the remote held, and an unpushed local
+            # value that differs is kept with a warning (_bind_pulled), as with a prefix.
+            if name is not None:
                 digest, mount = self._find_name(name) or (resolved.digest, None)
                 return [lambda: (name, digest, mount)]
             return [lambda: (name, resolved.digest, None)]

@@ -69,8 +69,10 @@ def test_pull_keeps_a_local_name_that_is_not_pushed_yet(team):
     assert sha(b"v1") in evicted and sha(b"v3, alice's edit") not in evicted
     assert alice("get", "team/x", check=True).out == b"v3, alice's edit"
 
-    # pulling the key alone fetches nothing new and marks nothing as pushed
-    alice("pull", "team/x", check=True)
+    # pulling the key alone says the same, and marks nothing as pushed
+    pulled = alice("pull", "team/x")
+    assert pulled.code == EXIT_FAILURE and "kept local name 'team/x'" in pulled.err, pulled.err
+    assert alice("get", "team/x", check=True).out == b"v3, alice's edit"
     assert json.loads(alice("mount", "--json").out)[0]["unpushed"] == 1
 
 
@@ -89,7 +91,8 @@ def test_pull_replaces_a_local_name_the_remote_already_holds(team):
 def test_pull_of_one_key_takes_the_value_another_store_pushed_since(team):
     """Over plain HTTP a key is all a pull can take: it must refresh a name this store
     pulled (or pushed) as `pull team/` does, not report it 'already local' and keep the
-    old value; an unpushed local value still stays."""
+    old value; an unpushed local value still stays, with the warning a prefix pull
+    gives."""
     alice, bob = team("alice"), team("bob")
     alice("put", "--name", "team/x", "-", input=b"v1", check=True)
     alice("push", check=True)
@@ -102,7 +105,8 @@ def test_pull_of_one_key_takes_the_value_another_store_pushed_since(team):
     assert json.loads(bob("mount", "--json").out)[0]["unpushed"] == 0
 
     bob("put", "--name", "team/x", "-", input=b"bob's edit", check=True)  # not pushed
-    bob("pull", "team/x", check=True)
+    kept = bob("pull", "team/x")
+    assert kept.code == EXIT_FAILURE and "kept local name 'team/x'" in kept.err, kept.err
     assert bob("get", "team/x", check=True).out == b"bob's edit"
     assert json.loads(bob("mount", "--json").out)[0]["unpushed"] == 1
 
