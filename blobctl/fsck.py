@@ -85,6 +85,9 @@ def check(store, *, repair: bool = False, progress=None) -> FsckReport:
     def suspect(kind: str, key: str, detail: str) -> None:
         unconfirmed.append(Problem(kind, key, detail))
 
+    damage = store.index.damage()
+    if damage is not None:  # rows read from damaged pages are no guide: rebuild from the files
+        store.rebuild_damaged_index(damage)
     entries = list(store.walk_objects())
     if progress is not None:
         progress.start("checking objects", len(entries))

@@ -266,6 +266,18 @@ class Index:
     def close(self) -> None:
         self.db.close()
 
+    def damage(self) -> str | None:
+        """What SQLite's quick check finds wrong with the file (damaged pages that opening
+        it does not notice), or None when it is sound."""
+        try:
+            with self._lock:
+                found = [row[0] for row in self.db.execute("PRAGMA quick_check(1)")]
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                return str(exc)
+            raise index_failure(exc, "check", self.path) from exc
+        return None if found == ["ok"] else "database disk image is malformed: " + " ".join(" ".join(found).split())
+
     @contextmanager
     def transaction(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction holding SQLite's write lock from the start (BEGIN IMMEDIATE);

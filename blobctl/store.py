@@ -282,14 +282,7 @@ class Store:
         try:
             index = Index(path, self.config.mounts)
         except IndexUnreadable as exc:
-            aside = f"index.sqlite.broken-{time.time_ns()}"
-            for suffix in ("", "-wal", "-shm"):  # the journal belongs to the broken file
-                try:
-                    path.with_name(path.name + suffix).replace(path.with_name(aside + suffix))
-                except FileNotFoundError:
-                    pass
-            warn(f"index {path} was unreadable ({exc}); moved to {aside} "
-                 "and rebuilt from the objects")
+            self._set_index_aside(path, str(exc))
         else:
             if missing:  # deleted? Then the files are there and it is empty (decided under its lock)
                 with index.transaction():
@@ -302,6 +295,33 @@ class Store:
         self._index = Index(path, self.config.mounts)
         self.rebuild_index()
         return self._index
+
+    @staticmethod
+    def _set_index_aside(path: Path, reason: str) -> None:
+        aside = f"index.sqlite.broken-{time.time_ns()}"
+        for suffix in ("", "-wal", "-shm"):  # the journal belongs to the broken file
+            try:
+                path.with_name(path.name + suffix).replace(path.with_name(aside + suffix))
+            except FileNotFoundError:
+                pass
+        warn(f"index {path} was unreadable ({reason}); moved to {aside} "
+             "and rebuilt from the objects")
+
+    def rebuild_damaged_index(self, reason: str) -> None:
+        """Set aside and rebuild an index that opened but whose pages are damaged (SQLite's
+        "database disk image is malformed", found by fsck's check), as one that cannot be
+        opened at all is when the store opens it."""
+        with self._open_lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+            path = self.root / "index.sqlite"
+            try:
+                self._set_index_aside(path, reason)
+            except OSError as exc:
+                raise from_os_error(exc, "set aside the damaged index", path) from exc
+            self._index = Index(path, self.config.mounts)
+            self.rebuild_index()
 
     def _holds_data(self) -> bool:
         """Whether objects/ or refs/ holds any file (an index made now would miss them);

@@ -248,3 +248,24 @@ def test_listing_objects_survives_a_shard_removed_meanwhile(store_dir, monkeypat
 
         monkeypatch.setattr(os, "scandir", scandir)
         assert list(store.iter_objects()) == [kept]
+
+
+def test_an_index_with_damaged_pages_is_rebuilt_by_fsck(blobctl, objects, store_dir):
+    """SQLite checks only the header when it opens a file: an index whose later pages are
+    damaged opened, and every query then failed with a traceback, fsck --repair too."""
+    blobctl("ls", check=True)  # checkpointed: the rows are in index.sqlite itself
+    index = store_dir / "index.sqlite"
+    data = bytearray(index.read_bytes())
+    assert len(data) > 8192
+    for position in range(4096, len(data), 7):
+        data[position] ^= 0x5A
+    index.write_bytes(bytes(data))
+    listed = blobctl("ls")
+    assert listed.code == 1 and "Traceback" not in listed.err
+    assert listed.err.startswith("blobctl: error: the store's index is damaged") and "blobctl fsck" in listed.err
+    result = blobctl("fsck", "--json")
+    assert result.code == 0 and "Traceback" not in result.err and "rebuilt from the objects" in result.err
+    assert json.loads(result.out)["clean"] is True
+    assert list(store_dir.glob("index.sqlite.broken-*"))
+    assert fsck(blobctl)[:2] == (0, [])
+    assert {entry["name"]: entry["hash"] for entry in json.loads(blobctl("ls", "--json", check=True).out)} == objects

@@ -274,7 +274,25 @@ def main() -> None:
             BlobctlError(f"cannot write standard output: {(exc.strerror or str(exc)).lower()}")
         render.error_line(str(error))
         code = error.exit_code
+    except Exception as exc:  # noqa: BLE001 - only SQLite's "damaged index" is mapped; the rest re-raised
+        error = _damaged_index_error(exc)
+        if error is None:
+            raise
+        render.error_line(str(error))
+        code = error.exit_code
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # done: nothing left to clean up
     if _terminated:
         code = EXIT_TERMINATED  # typer reports every KeyboardInterrupt as 130
     sys.exit(code or 0)
+
+
+def _damaged_index_error(exc: Exception) -> BlobctlError | None:
+    """An index whose pages are damaged opens (SQLite checks its header only) and fails
+    the first query that reads them: one line saying what to run, not a traceback.
+    sqlite3 is looked up, not imported: a command that never opened the index has none."""
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is None or not isinstance(exc, sqlite3.DatabaseError) \
+            or getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return None
+    return BlobctlError(f"the store's index is damaged: {exc}",
+                        "'blobctl fsck' sets it aside and rebuilds it from the objects and names")
