@@ -269,3 +269,19 @@ def test_an_index_with_damaged_pages_is_rebuilt_by_fsck(blobctl, objects, store_
     assert list(store_dir.glob("index.sqlite.broken-*"))
     assert fsck(blobctl)[:2] == (0, [])
     assert {entry["name"]: entry["hash"] for entry in json.loads(blobctl("ls", "--json", check=True).out)} == objects
+
+
+def test_a_fifo_in_refs_is_a_damaged_ref_not_a_hang(blobctl, objects, store_dir):
+    """read_ref read a ref with a blocking open: a FIFO in refs/ (nobody writing it) hung
+    ls, get, gc and fsck --repair, the command meant to clear it, for ever."""
+    os.mkfifo(store_dir / "refs" / "fifo")
+    listed = blobctl("ls", "--json", timeout=20)
+    assert listed.code == 0 and "'fifo'" in listed.err and "is damaged" in listed.err
+    assert {entry["name"] for entry in json.loads(listed.out)} == set(objects)
+    assert blobctl("get", "fifo", timeout=20).code == 4
+    assert blobctl("gc", "--dry-run", timeout=20).code == 0
+    code, problems, _ = fsck(blobctl)
+    assert code == 4 and problems == [("bad_ref", "fifo")]
+    assert blobctl("fsck", "--repair", timeout=20).code == 0
+    assert not os.path.lexists(store_dir / "refs" / "fifo")
+    assert fsck(blobctl)[:2] == (0, [])
