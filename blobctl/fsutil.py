@@ -321,3 +321,19 @@ def free_bytes(path: Path) -> int:
     """Space this user may still use on the file system holding `path`."""
     info = os.statvfs(path)
     return info.f_bavail * info.f_frsize
+
+
+def read_regular_file(path: str | os.PathLike, limit: int) -> bytes:
+    """Up to `limit` bytes of a small regular file, opened without blocking: a FIFO or
+    device left where such a file goes must not hang a command. IsADirectoryError for
+    a directory, ValueError for any other kind of file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat_module.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+        if not stat_module.S_ISREG(mode):
+            raise ValueError(f"{os.fspath(path)} is not a regular file")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)

@@ -15,7 +15,10 @@ from pathlib import Path
 
 from blobctl import keys
 from blobctl.errors import NotFoundError, from_os_error, warn
-from blobctl.fsutil import atomic_write
+from blobctl.fsutil import atomic_write, read_regular_file
+
+#: A pin file holds its expiry in ns as decimal digits, or nothing (forever).
+MAX_PIN_BYTES = 64
 
 #: The expiry of a pin that never expires.
 FOREVER = None
@@ -65,9 +68,20 @@ def _recorded_expiry(path: Path):
     """The expiry in a pin file; _NONE when there is none or it is damaged (so that
     pinning again repairs it, as the warning about a damaged pin advises)."""
     try:
-        return _parse(path.read_bytes())
+        return _parse(_read(path))
     except (FileNotFoundError, ValueError):
         return _NONE
+
+
+def _read(path: Path) -> bytes:
+    """A pin file's bytes; ValueError (damaged) for a directory, FIFO or device there."""
+    try:
+        data = read_regular_file(path, MAX_PIN_BYTES + 1)
+    except IsADirectoryError as exc:
+        raise ValueError(str(exc)) from None
+    if len(data) > MAX_PIN_BYTES:
+        raise ValueError(f"{path} is longer than a pin")
+    return data
 
 
 def _parse(text: bytes) -> int | None:
@@ -79,7 +93,7 @@ def pin_expiry(path: Path) -> int | None:
     """The expiry recorded in a pin file (None: forever). A damaged pin is read as
     'forever' with a warning: protecting an object by mistake is the harmless error."""
     try:
-        return _parse(path.read_bytes())
+        return _parse(_read(path))
     except ValueError:
         warn(f"pin {path} is damaged; treating it as a pin forever (re-pin or unpin the object)")
         return FOREVER

@@ -31,8 +31,8 @@ from blobctl.errors import (BlobctlError, IntegrityError, NotFoundError, Partial
                             UsageError, from_os_error, warn)
 from blobctl.encoder import Encoder, InputFile, Pending, WorkerProcesses
 from blobctl.fsutil import (TEMP_SUFFIX, SlicedWriter, Syncer, atomic_write, descriptor_named, discard_file,
-                             is_regular_file, locked_temp_dir, make_dirs, regular_file_size, temp_path,
-                             write_new_file)
+                             is_regular_file, locked_temp_dir, make_dirs, read_regular_file, regular_file_size,
+                             temp_path, write_new_file)
 from blobctl.index import Index, IndexBusy, IndexFull, IndexReadOnly, IndexUnreadable, ObjectRow
 from blobctl.results import (KeyInfo, NameEntry, PutResult, Removed, Resolved,
                              StoreSummary)
@@ -788,22 +788,14 @@ class Store:
         """The hash a local name points at, or None if there is no such local name."""
         path = self.ref_path(name)
         self._check_inside(path, self.refs_dir, name)
-        try:  # not blocking: a FIFO left in refs/ must not hang every command that lists names
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        try:  # a FIFO left in refs/ must not hang every command that lists names
+            data = read_regular_file(path, keys.MAX_REF_BYTES + 1)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):  # a directory: of other names
             return None
+        except ValueError:  # a device or FIFO holds no hash: damaged
+            data = b""
         except OSError as exc:
             raise from_os_error(exc, f"read name {name!r} at", path) from exc
-        try:
-            mode = os.fstat(fd).st_mode
-            if stat_module.S_ISDIR(mode):  # a "directory" of other names
-                return None
-            # a device or FIFO holds no hash: damaged (only what it gives is read, never waited for)
-            data = os.read(fd, keys.MAX_REF_BYTES + 1) if stat_module.S_ISREG(mode) else b""
-        except OSError as exc:
-            raise from_os_error(exc, f"read name {name!r} at", path) from exc
-        finally:
-            os.close(fd)
         return keys.parse_ref(data, f"{name!r} ({path})")
 
     def ref_file_content(self, relative: str) -> bytes | None:

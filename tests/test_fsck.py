@@ -285,3 +285,19 @@ def test_a_fifo_in_refs_is_a_damaged_ref_not_a_hang(blobctl, objects, store_dir)
     assert blobctl("fsck", "--repair", timeout=20).code == 0
     assert not os.path.lexists(store_dir / "refs" / "fifo")
     assert fsck(blobctl)[:2] == (0, [])
+
+
+def test_a_fifo_or_directory_in_pins_is_a_damaged_pin_not_a_hang(blobctl, objects, store_dir):
+    """Pins were read with a blocking open too: a FIFO in pins/ hung stat and gc. Read
+    as a damaged pin, it protects its object (the harmless error) and says so."""
+    name, digest = next(iter(objects.items()))
+    blobctl("rm", name, check=True)  # a name would keep it anyway
+    os.mkfifo(store_dir / "pins" / digest)
+    described = blobctl("stat", digest, "--json", timeout=20)
+    assert described.code == 0 and "is damaged" in described.err, described.err
+    assert json.loads(described.out)[0]["pinned"] is True
+    planned = blobctl("gc", "--dry-run", "--max-size", "0", "--grace", "0", "--json", timeout=20)
+    assert planned.code == 0 and json.loads(planned.out)["kept"]["pinned"]["objects"] == 1, planned.err
+    os.unlink(store_dir / "pins" / digest)
+    (store_dir / "pins" / digest).mkdir()
+    assert blobctl("gc", "--dry-run", "--max-size", "0", "--grace", "0", timeout=20).code == 0
