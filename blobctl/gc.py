@@ -136,8 +136,11 @@ def name_protection(mounts: Iterable[Mount], remote_hash: Callable[[str, str], s
                     name: str, digest: str) -> str | None:
     """Why a local name keeps its object, or None: a name that a mount holds (see
     holding_mounts) leaves an ordinary cache entry, fetched again on demand."""
-    if holding_mounts(mounts, remote_hash, name, digest):
-        return None
+    return None if holding_mounts(mounts, remote_hash, name, digest) else _unheld_reason(mounts, name)
+
+
+def _unheld_reason(mounts: Iterable[Mount], name: str) -> str:
+    """Why a name no mount holds keeps its object: unpushed under a writable mount."""
     covering = covering_mounts(mounts, name)
     return "unpushed" if covering and not covering[0].read_only else "named"
 
@@ -173,12 +176,11 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
     mounts, remote_hash = store.config.mounts, store.index.remote_records()
     backing: dict[str, list[tuple[Mount, str]]] = {}  # hash -> (mount, name) its records say hold it
     for name, digest in store.iter_refs(on_damaged=damaged):
-        reason = name_protection(mounts, remote_hash, name, digest)
-        if reason is not None:
-            protect(digest, reason)
+        holders = holding_mounts(mounts, remote_hash, name, digest)
+        if holders:
+            backing.setdefault(digest, []).extend((mount, name) for mount in holders)
         else:
-            backing.setdefault(digest, []).extend(
-                (mount, name) for mount in holding_mounts(mounts, remote_hash, name, digest))
+            protect(digest, _unheld_reason(mounts, name))
     active_pins, expired_pins = pins.scan(store.pins_dir, now)
     for digest in active_pins:
         protect(digest, "pinned")
@@ -204,10 +206,8 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
 
     # A name's object goes only if a remote really has it: records can be stale (the
     # remote lost it, or was emptied). Those it lacks stay, as unpushed, and the next
-    # round picks others instead.
-    # One Confirmation across rounds: a mount that cannot be asked is asked once (not
-    # once per round, each costing remote_timeout x remote_retries), and each mount gets
-    # one warning for all the rounds.
+    # round picks others instead. One Confirmation across rounds: a mount that cannot be
+    # asked is asked once, and each mount gets one warning for all the rounds.
     confirmation = _Confirmation(store, quick=quick)
     while True:
         evict, kept = select()
@@ -216,7 +216,7 @@ def plan(store, *, max_size: int | None, older_than: float | None = None,
             break
         held = confirmation.ask({digest: backing[digest] for digest in doubtful})
         for digest in set(doubtful) - held:
-            protect(digest, "unpushed" if any(not mount.read_only for mount, _ in backing[digest]) else "named")
+            protect(digest, _unheld_reason(mounts, backing[digest][0][1]))
     disproved = confirmation.finish()
     cutoff = now - int(max(grace, TEMP_MIN_AGE) * 1e9)
     temps, temp_dirs = _stale_temps(store.tmp_dir, cutoff)
