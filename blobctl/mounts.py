@@ -522,7 +522,17 @@ class Overlay:
             # pushed since replaces a local one the remote held, and an unpushed local
             # value that differs is kept with a warning (_bind_pulled), as with a prefix.
             if name is not None:
-                digest, mount = self._find_name(name) or (resolved.digest, None)
+                try:
+                    found = self._find_name(name)
+                except RemoteError as exc:
+                    # An unpushed local value is kept whatever the remote holds: a remote
+                    # that cannot be read changes nothing for it (only its warning).
+                    if self.store.read_ref(name) is None or gc.name_protection(
+                            self.mounts, self.store.index.remote_hash, name, resolved.digest) is None:
+                        raise
+                    warn(f"{exc.message}; kept local name {name!r} ({resolved.digest[:12]}), not pushed yet")
+                    found = None
+                digest, mount = found or (resolved.digest, None)
                 return [lambda: (name, digest, mount)]
             return [lambda: (name, resolved.digest, None)]
         prefix = normalize_prefix(target)

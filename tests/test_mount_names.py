@@ -383,3 +383,16 @@ def test_push_fetches_an_object_gc_evicted_because_another_mount_holds_it(blobct
     report = {r["prefix"]: r for r in json.loads(run("push", "--json", check=True).out)}
     assert report["team/"]["objects"] == 1 and report["team/"]["refs"] == 1
     assert (Path(team) / "refs" / "x").read_text().strip() == sha(b"first pushed to the fallback")
+
+
+def test_pull_of_an_unpushed_local_name_needs_no_reachable_remote(team):
+    """pull KEY of a local name not pushed yet keeps it whatever the remote holds: a
+    remote that cannot be reached changes nothing (it said 'already local', exit 0,
+    before pull KEY read the remote's ref of every local name)."""
+    alice = team("alice")
+    alice("put", "--name", "team/x", "-", input=b"unpushed", check=True)
+    os.rmdir(team.remote)  # unreachable: the remote directory is gone
+    pulled = alice("pull", "team/x")
+    assert pulled.code == 0, pulled.err
+    assert "kept local name 'team/x'" in pulled.err, pulled.err
+    assert alice("get", "team/x", check=True).out == b"unpushed"
