@@ -834,12 +834,18 @@ class Store:
                       if name.startswith(prefix))
         for name in sorted(names):  # by whole name: 'a.txt' before 'a/x', 'b' before 'c/d'
             try:
-                yield name, self.read_ref(name)
+                digest = self.read_ref(name)
+                if digest is None and os.path.islink(self.refs_dir / name):
+                    raise IntegrityError(f"ref {name!r} ({self.refs_dir / name}) is damaged: "
+                                         "a symlink to nothing", keys.LOCAL_REF_HINT)
             except BlobctlError as exc:
                 if on_damaged is None:
                     warn(str(exc))
                 else:
                     on_damaged(name, exc)
+                continue
+            if digest is not None:  # None: removed since the listing (an rm meanwhile)
+                yield name, digest
 
     def _check_inside(self, path: Path, base: Path, what: str) -> None:
         """Refuse a path that a symlink inside the store would lead elsewhere. Directories

@@ -301,3 +301,25 @@ def test_a_fifo_or_directory_in_pins_is_a_damaged_pin_not_a_hang(blobctl, object
     os.unlink(store_dir / "pins" / digest)
     (store_dir / "pins" / digest).mkdir()
     assert blobctl("gc", "--dry-run", "--max-size", "0", "--grace", "0", timeout=20).code == 0
+
+
+def test_a_dangling_symlink_in_refs_is_a_damaged_ref_not_a_traceback(tmp_path):
+    """ls, gc and fsck list refs/ and read each name: a symlink to nothing there read as
+    'no such name' (None), which ls and fsck then used as a hash."""
+    import subprocess, sys
+    store = tmp_path / "s"
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "blobctl", "--store", str(store), *args],
+                              capture_output=True, env={**os.environ, "BLOBCTL_CONFIG": str(tmp_path / "c.toml")})
+    (tmp_path / "f").write_bytes(b"data")
+    assert run("put", "--name", "x", str(tmp_path / "f")).returncode == 0
+    os.symlink("nowhere", store / "refs" / "dangling")
+    listed = run("ls")
+    assert listed.returncode == 0 and b"Traceback" not in listed.stderr, listed.stderr
+    assert b"'dangling'" in listed.stderr and b"x" in listed.stdout
+    checked = run("fsck")
+    assert checked.returncode == 4 and b"Traceback" not in checked.stderr, checked.stderr
+    assert b"dangling" in checked.stdout
+    repaired = run("fsck", "--repair")
+    assert b"Traceback" not in repaired.stderr, repaired.stderr
+    assert run("fsck").returncode == 0
