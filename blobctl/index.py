@@ -142,6 +142,7 @@ def index_failure(exc: sqlite3.Error, action: str, path: Path, *, full: bool = F
     return BlobctlError(f"cannot {action} the index {path}: {exc}")
 
 
+@functools.lru_cache(maxsize=64)  # a few mounts, looked up once per name
 def remote_key(url: str) -> str:
     """What records of what a remote holds are kept by: its URL without credentials
     (the index is readable by whoever may read the store; the config is not)."""
@@ -432,17 +433,13 @@ class Index:
 
     def remote_records(self) -> Callable[[str, str], str | None]:
         """remote_hash for many lookups: every record read once."""
-        rows = self.db.execute("SELECT remote, ref, hash FROM remote_refs")
-        if not self._raw_remote_keys:
-            held = {(remote, ref): digest for remote, ref, digest in rows}
-        else:
-            held, ambiguous = {}, set()
-            for remote, ref, digest in rows:
-                key = (remote_key(remote), ref)
-                if held.setdefault(key, digest) != digest:
-                    ambiguous.add(key)
-            for key in ambiguous:
-                del held[key]
+        held, ambiguous = {}, set()
+        for remote, ref, digest in self.db.execute("SELECT remote, ref, hash FROM remote_refs"):
+            key = (remote_key(remote), ref)  # as stored from schema 4 on
+            if held.setdefault(key, digest) != digest:  # schema 3 only (see _raw_remote_keys)
+                ambiguous.add(key)
+        for key in ambiguous:
+            del held[key]
         return lambda remote, ref: held.get((remote_key(remote), ref))
 
     # -- rebuild ------------------------------------------------------------------------

@@ -312,9 +312,7 @@ class Store:
         "database disk image is malformed", found by fsck's check), as one that cannot be
         opened at all is when the store opens it."""
         with self._open_lock:
-            if self._index is not None:
-                self._index.close()
-                self._index = None
+            self.reopen_index()
             path = self.root / "index.sqlite"
             try:
                 self._set_index_aside(path, reason)

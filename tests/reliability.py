@@ -12,7 +12,11 @@ import math
 import os
 import random
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import Result, blobctl_executable
 
@@ -58,3 +62,26 @@ def leftover_temp_files(store: Path) -> list[Path]:
     """What is left in tmp/: temp files, journals and task directories (see
     WorkerProcesses), not the journal directory blobctl keeps there."""
     return [path for path in (store / "tmp").rglob("*") if path != store / "tmp" / "journal"]
+
+
+@contextmanager
+def mounted(*args: str, at: Path) -> Iterator[Path]:
+    """`mount ARGS... AT` for one test, unmounted after it. Mounting needs root: without
+    it the test is skipped, and under CI it fails."""
+    at.mkdir(exist_ok=True)
+    done = subprocess.run(["mount", *args, str(at)], capture_output=True, text=True)
+    if done.returncode:
+        why = f"cannot mount {' '.join(args)} at {at}: {done.stderr.strip()} (needs root)"
+        pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
+    try:
+        yield at
+    finally:
+        subprocess.run(["umount", "--lazy", str(at)], check=True)
+
+
+@contextmanager
+def read_only_view(source: Path, at: Path) -> Iterator[Path]:
+    """`source` bind-mounted read-only at `at`: a store this user may only read."""
+    with mounted("--bind", str(source), at=at):
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(at)], check=True)
+        yield at

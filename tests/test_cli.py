@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Result, blobctl_executable
-from tests.reliability import leftover_temp_files, sha
+from tests.reliability import leftover_temp_files, mounted, read_only_view, sha
 from tests.workers import alive, worker_processes
 
 EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTEGRITY = 2, 3, 4
@@ -435,13 +435,7 @@ def test_store_not_writable(blobctl, shared_dir):
 
 def test_disk_full_leaves_nothing_partial(tmp_path, files):
     """A real 2 MiB file system: a put that does not fit fails cleanly, earlier data stays."""
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mountpoint)]).returncode:
-        if os.environ.get("CI"):
-            pytest.fail("cannot mount a tmpfs for the disk-full test")
-        pytest.skip("cannot mount a tmpfs (needs root)")
-    try:
+    with mounted("-t", "tmpfs", "-o", "size=2m", "tmpfs", at=tmp_path / "tiny") as mountpoint:
         store = mountpoint / "store"
         run = lambda *a, **k: subprocess.run(blobctl_executable() + ["--store", str(store), *a],  # noqa: E731
                                              capture_output=True, **k)
@@ -453,8 +447,6 @@ def test_disk_full_leaves_nothing_partial(tmp_path, files):
         assert not leftover_temp_files(store)
         assert run("get", "kept").stdout == files["small"].read_bytes()
         assert run("get", sha(noise)).returncode == EXIT_NOT_FOUND
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)])
 
 
 def test_a_store_on_a_read_only_file_system_can_be_read(tmp_path, files):
@@ -465,11 +457,6 @@ def test_a_store_on_a_read_only_file_system_can_be_read(tmp_path, files):
     source, view = tmp_path / "store", tmp_path / "read-only"
     subprocess.run(blobctl_executable() + ["--store", str(source), "put", "--name", "n", files["small"]],
                    check=True, capture_output=True)
-    view.mkdir()
-    if subprocess.run(["mount", "--bind", str(source), str(view)]).returncode:
-        if os.environ.get("CI"):
-            pytest.fail("cannot bind-mount for the read-only store test")
-        pytest.skip("cannot bind-mount (needs root)")
 
     def run(*args):
         return subprocess.run(blobctl_executable() + ["--store", str(view), *map(str, args)], capture_output=True)
@@ -477,8 +464,7 @@ def test_a_store_on_a_read_only_file_system_can_be_read(tmp_path, files):
     digest = sha(files["small"].read_bytes())
     (source / "tmp" / "journal").mkdir(exist_ok=True)  # left by a command killed mid-transaction
     (source / "tmp" / "journal" / "left.journal").write_text(f"o {digest}\n")
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+    with read_only_view(source, view):
         got = run("get", "n")
         assert got.returncode == 0 and got.stdout == files["small"].read_bytes()
         assert got.stderr == b""
@@ -497,8 +483,6 @@ def test_a_store_on_a_read_only_file_system_can_be_read(tmp_path, files):
             assert result.returncode == 1 and cause in err and "read-only" in err and "Traceback" not in err
             assert str(new_file) not in err  # the store is what failed, not the file put
         assert run("get", digest).returncode == 0
-    finally:
-        subprocess.run(["umount", "-l", str(view)])
 
 
 def test_a_read_only_index_with_changes_left_in_its_wal_is_not_read_stale(tmp_path, files):
@@ -515,21 +499,13 @@ def test_a_read_only_index_with_changes_left_in_its_wal_is_not_read_stale(tmp_pa
                     "os._exit(0)", str(source / "index.sqlite")], check=True)
     assert (source / "index.sqlite-wal").stat().st_size > 0
     (source / "index.sqlite-shm").unlink()
-    view.mkdir()
-    if subprocess.run(["mount", "--bind", str(source), str(view)]).returncode:
-        if os.environ.get("CI"):
-            pytest.fail("cannot bind-mount for the read-only store test")
-        pytest.skip("cannot bind-mount (needs root)")
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+    with read_only_view(source, view):
         listed = subprocess.run(blobctl_executable() + ["--store", str(view), "ls"], capture_output=True)
         assert listed.returncode == 1 and listed.stdout == b""
         assert "index.sqlite-wal holds changes only a writer can apply" in one_line_error(
             Result(listed.returncode, listed.stdout, listed.stderr.decode()))
         got = subprocess.run(blobctl_executable() + ["--store", str(view), "get", "n"], capture_output=True)
         assert got.returncode == 0 and got.stdout == files["small"].read_bytes()
-    finally:
-        subprocess.run(["umount", "-l", str(view)])
 
 
 def test_an_index_this_user_cannot_read_is_one_line_and_get_still_works(shared_dir):

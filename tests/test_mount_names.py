@@ -76,13 +76,19 @@ def test_pull_keeps_a_local_name_that_is_not_pushed_yet(team):
     assert json.loads(alice("mount", "--json").out)[0]["unpushed"] == 1
 
 
-def test_pull_replaces_a_local_name_the_remote_already_holds(team):
+def newer_value_pushed_after_a_pull(team):
+    """alice pushes team/x = v1, bob pulls it, alice pushes v2: (alice, bob)."""
     alice, bob = team("alice"), team("bob")
     alice("put", "--name", "team/x", "-", input=b"v1", check=True)
     alice("push", check=True)
     bob("pull", "team/", check=True)
     alice("put", "--name", "team/x", "-", input=b"v2", check=True)
     alice("push", check=True)
+    return alice, bob
+
+
+def test_pull_replaces_a_local_name_the_remote_already_holds(team):
+    _, bob = newer_value_pushed_after_a_pull(team)
     report = json.loads(bob("pull", "team/", "--json", check=True).out)
     assert report[0]["names"] == 1
     assert bob("get", "team/x", check=True).out == b"v2"
@@ -93,12 +99,7 @@ def test_pull_of_one_key_takes_the_value_another_store_pushed_since(team):
     pulled (or pushed) as `pull team/` does, not report it 'already local' and keep the
     old value; an unpushed local value still stays, with the warning a prefix pull
     gives."""
-    alice, bob = team("alice"), team("bob")
-    alice("put", "--name", "team/x", "-", input=b"v1", check=True)
-    alice("push", check=True)
-    bob("pull", "team/", check=True)
-    alice("put", "--name", "team/x", "-", input=b"v2", check=True)
-    alice("push", check=True)
+    _, bob = newer_value_pushed_after_a_pull(team)
     report = json.loads(bob("pull", "team/x", "--json", check=True).out)
     assert report[0]["names"] == 1 and report[0]["fetched"] == 1
     assert bob("get", "team/x", check=True).out == b"v2"

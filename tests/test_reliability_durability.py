@@ -20,7 +20,7 @@ from blobctl import fsutil
 from blobctl import store as store_module
 from blobctl.cli import main
 from tests.conftest import blobctl_executable
-from tests.reliability import leftover_temp_files, object_file, report, run_in, sha
+from tests.reliability import leftover_temp_files, mounted, object_file, report, run_in, sha
 
 _SYSCALL = re.compile(r"^\d+ +(\w+)\((.*)\) += (-?\d+)")
 _RESUMED = re.compile(r"^\d+ +<\.\.\. \w+ resumed>(.*)")
@@ -259,16 +259,9 @@ def test_failing_disk_fails_cleanly_and_keeps_earlier_objects(tmp_path, monkeypa
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 40 MiB file system of its own (a tmpfs: mounting it needs root)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        why = f"cannot mount a tmpfs: {mounted.stderr.strip()}"
-        pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
-    yield mount_point
-    subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+    """A 40 MiB file system of its own (a tmpfs)."""
+    with mounted("-t", "tmpfs", "-o", "size=40m", "tmpfs", at=tmp_path / "disk") as mount_point:
+        yield mount_point
 
 
 def fill(directory: Path) -> int:

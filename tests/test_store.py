@@ -17,7 +17,7 @@ from blobctl.errors import BlobctlError, IntegrityError, NotFoundError, UsageErr
 from blobctl.index import Index
 from blobctl.results import Resolved
 from blobctl.store import Store
-from tests.reliability import leftover_temp_files, sha
+from tests.reliability import leftover_temp_files, read_only_view, sha
 
 
 def read_all(store, key) -> bytes:
@@ -622,7 +622,6 @@ def test_a_read_only_schema_3_index_still_knows_what_was_pushed(tmp_path):
     keyed by the URL with credentials, and lookups by the masked URL found none, so
     every pushed name looked unpushed (mount, push --dry-run, gc --dry-run)."""
     import sqlite3
-    import subprocess
 
     secret_url = "https://alice:s3cr3t-pw@dav.example/store"
     source, view = tmp_path / "store", tmp_path / "read-only"
@@ -637,20 +636,12 @@ def test_a_read_only_schema_3_index_still_knows_what_was_pushed(tmp_path):
     db.execute("INSERT INTO remote_refs VALUES (?, ?, ?)", (secret_url, "x", pushed))
     db.execute("PRAGMA user_version = 3")
     db.close()
-    view.mkdir()
-    if subprocess.run(["mount", "--bind", str(source), str(view)]).returncode:
-        if os.environ.get("CI"):
-            pytest.fail("cannot bind-mount for the read-only store test")
-        pytest.skip("cannot bind-mount (needs root)")
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True)
+    with read_only_view(source, view):
         config = Config.load(str(view))
         with Store(config) as store:
             assert store.index.db.execute("PRAGMA user_version").fetchone()[0] == 3  # not upgraded
             assert store.mounted().unpushed(config.mounts[0]) == [("team/y", local)]
             assert store.index.remote_hash(config.mounts[0].remote, "x") == pushed
-    finally:
-        subprocess.run(["umount", "-l", str(view)])
 
 
 def test_schema_1_push_records_carry_over_to_the_mount_of_each_name(store_dir):

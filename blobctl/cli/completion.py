@@ -124,21 +124,10 @@ def _bash_replaced(line: str, breaks: str) -> str:
     rl_find_completion_word does: after the quote of an unclosed quoted part, else after
     the last word-break character that is neither quoted nor escaped (bash's
     char_is_quoted), keeping '@' and '$' (rl_special_prefixes)."""
-    end, point, quote, escaped, found_quote = len(line), len(line), "", False, False
-    for index, char in enumerate(line):
-        if escaped:
-            escaped = False
-        elif char == "\\" and quote != "'":
-            escaped = found_quote = True
-        elif quote:
-            if char == quote:
-                quote, point = "", end
-        elif char in "'\"":
-            point, quote, found_quote = index + 1, char, True
-    if quote:
-        return line[point:]
-    quoted = _quoted_positions(line) if found_quote else set()
-    point = end
+    quoted, unclosed_from = _quoting(line)
+    if unclosed_from is not None:
+        return line[unclosed_from:]
+    point = len(line)
     while point > 0:
         point -= 1
         if line[point] in breaks and point not in quoted:
@@ -148,11 +137,12 @@ def _bash_replaced(line: str, breaks: str) -> str:
     return line[point:]
 
 
-def _quoted_positions(line: str) -> set[int]:
-    """Indexes of the characters of `line` that quotes or a backslash protect, the
-    quotes themselves included, as bash's char_is_quoted counts them: the closing '"'
-    of 'r"uns/lr=0.1"/m' is no word break, and readline replaces the whole word."""
-    protected, quote, escaped = set(), "", False
+def _quoting(line: str) -> tuple[set[int], int | None]:
+    """The indexes of the characters of `line` that quotes or a backslash protect, the
+    quotes themselves included, as bash's char_is_quoted counts them (the closing '"'
+    of 'r"uns/lr=0.1"/m' is no word break); and where the text of a quote still open at
+    the end starts, or None."""
+    protected, quote, opened, escaped = set(), "", 0, False
     for index, char in enumerate(line):
         if escaped:
             protected.add(index)
@@ -165,8 +155,8 @@ def _quoted_positions(line: str) -> set[int]:
                 quote = ""
         elif char in "'\"":
             protected.add(index)
-            quote = char
-    return protected
+            quote, opened = char, index + 1
+    return protected, opened if quote else None
 
 
 class BlobctlZshComplete(_Answer, ZshComplete):
