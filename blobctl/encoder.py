@@ -251,6 +251,9 @@ def _start_worker(parent: int, stop_flag) -> None:
     threading.Thread(target=watch, daemon=True, name="blobctl-parent-watch").start()
 
 
+#: Seconds an interrupted put gives a worker to end on SIGTERM before it kills it.
+WORKER_STOP_TIMEOUT = 2.0
+
 class WorkerProcesses:
     """Worker processes encoding chunks of small files for Store.put_paths, started on first
     use (forked or spawned: see _worker_start_method). If they cannot start or one dies,
@@ -367,8 +370,13 @@ class WorkerProcesses:
             if exc_type is not None:
                 import multiprocessing
 
-                for worker in multiprocessing.active_children():  # they obey a SIGTERM from here
+                workers = multiprocessing.active_children()
+                for worker in workers:  # they obey a SIGTERM from here
                     worker.terminate()
+                for worker in workers:  # one blocked on a queue lock a terminated sibling held does not
+                    worker.join(WORKER_STOP_TIMEOUT)
+                    if worker.is_alive():
+                        worker.kill()
             self._pool.shutdown(wait=True, cancel_futures=True)
         for task_dir in self._task_dirs:
             remove_temp_dir(task_dir)
